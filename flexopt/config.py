@@ -1,0 +1,183 @@
+"""Study configs (TOML files under `studies/`, SPEC §4) and MACs budgets.
+
+A config gathers everything a search needs; command-line flags override its values. Every key is
+checked, so a typo is reported instead of silently ignored.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from flexopt.errors import FlexoptError
+from flexopt.schedule import check_sampler
+from flexopt.space import SearchSpace
+
+_UNITS = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+_BUDGET_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([KMGTkmgt]?|[xX])\s*$")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A maximum avg MACs, given directly (`3G`, `250M`, `6.1e9`) or as a speedup (`2.5x`)."""
+
+    macs: float | None = None
+    speedup: float | None = None
+
+    @classmethod
+    def parse(cls, text: str | float | int) -> Budget:
+        if isinstance(text, int | float) and not isinstance(text, bool):
+            text = repr(text)
+        m = _BUDGET_RE.match(str(text))
+        if not m or float(m.group(1)) <= 0:
+            raise FlexoptError(
+                f"budget {text!r} is invalid; allowed: avg MACs such as 3G, 250M, 6.1e9, "
+                "or a speedup such as 2.5x"
+            )
+        value, unit = float(m.group(1)), m.group(2).upper()
+        if unit == "X":
+            if value <= 1:
+                raise FlexoptError(f"budget {text!r}: a speedup must be above 1x")
+            return cls(speedup=value)
+        return cls(macs=value * _UNITS[unit])
+
+    def max_avg_macs(self, full_macs: float) -> float:
+        """The avg-MACs ceiling for a model whose full step costs `full_macs`."""
+        return self.macs if self.macs is not None else full_macs / self.speedup
+
+    def __str__(self) -> str:
+        if self.speedup is not None:
+            return f"{self.speedup:g}x"
+        return format_macs(self.macs)
+
+
+def format_macs(macs: float) -> str:
+    """Human form of a MACs count: 6.10G, 250.0M."""
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if macs >= scale:
+            return f"{macs / scale:.2f}{unit}"
+    return f"{macs:.0f}"
+
+
+@dataclass(frozen=True)
+class EvolutionConfig:
+    """Alg. 1 settings (paper: 100 iterations, n_p 25, n_c 5, n_u 300)."""
+
+    population: int = 50  # initial random feasible candidates
+    n_p: int = 25  # tournament size: parents drawn from the population
+    n_c: int = 5  # children per parent
+    n_u: int = 300  # population kept (best by score)
+    n_m: int = 1  # segments mutated per child
+    max_tries: int = 200  # mutation attempts per parent to find feasible children
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """One study: model, sampler, space, budget, rFID settings, evolution settings, storage."""
+
+    space: SearchSpace
+    model: str | None = None
+    sampler: str = "ddim"
+    budget: Budget | None = None
+    n_trials: int | None = None
+    num_images: int = 1000
+    seed: int = 0
+    evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
+    storage: str | None = None
+    study_name: str | None = None
+    source: str | None = None
+
+    @classmethod
+    def load(cls, path: str | Path) -> StudyConfig:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise FlexoptError(f"study config {str(p)!r} does not exist") from None
+        except tomllib.TOMLDecodeError as err:
+            raise FlexoptError(f"study config {str(p)!r} is not valid TOML: {err}") from None
+        return cls.from_dict(data, source=str(p))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "study config") -> StudyConfig:
+        top = _take(
+            data,
+            source,
+            {
+                "model",
+                "sampler",
+                "t_ref",
+                "budget",
+                "n_trials",
+                "space",
+                "rfid",
+                "evolution",
+                "study",
+                "description",
+            },
+        )
+        space = _take(
+            top.get("space", {}), f"{source} [space]", {"segments", "branches", "intervals"}
+        )
+        for key in ("segments", "branches", "intervals"):
+            if key not in space:
+                raise FlexoptError(f"{source} [space]: missing key {key!r}")
+        rfid = _take(top.get("rfid", {}), f"{source} [rfid]", {"num_images", "seed"})
+        evo = _take(
+            top.get("evolution", {}),
+            f"{source} [evolution]",
+            {f.name for f in fields(EvolutionConfig)},
+        )
+        study = _take(top.get("study", {}), f"{source} [study]", {"storage", "name"})
+        try:
+            cfg = cls(
+                space=SearchSpace(
+                    _list(space["segments"], "segments"),
+                    _list(space["branches"], "branches"),
+                    _list(space["intervals"], "intervals"),
+                    _int(top.get("t_ref", 100), "t_ref"),
+                ),
+                model=top.get("model"),
+                sampler=check_sampler(top.get("sampler", "ddim")),
+                budget=Budget.parse(top["budget"]) if "budget" in top else None,
+                n_trials=_int(top["n_trials"], "n_trials") if "n_trials" in top else None,
+                num_images=_int(rfid.get("num_images", 1000), "rfid.num_images"),
+                seed=_int(rfid.get("seed", 0), "rfid.seed", minimum=0),
+                evolution=EvolutionConfig(**{k: _int(v, f"evolution.{k}") for k, v in evo.items()}),
+                storage=study.get("storage"),
+                study_name=study.get("name"),
+                source=source,
+            )
+        except FlexoptError as err:
+            raise FlexoptError(f"{source}: {err}") from None
+        return cfg
+
+    def with_overrides(self, **changes: Any) -> StudyConfig:
+        """A copy with the given fields replaced; `None` means "keep the config's value"."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _take(section: Any, where: str, allowed: set[str]) -> dict[str, Any]:
+    if not isinstance(section, dict):
+        raise FlexoptError(f"{where}: expected a table, got {section!r}")
+    unknown = sorted(set(section) - allowed)
+    if unknown:
+        raise FlexoptError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
+        )
+    return section
+
+
+def _list(value: Any, name: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise FlexoptError(f"{name} {value!r} must be a list of integers, e.g. [1, 2, 3]")
+    return value
+
+
+def _int(value: Any, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise FlexoptError(f"{name} {value!r} is invalid; allowed: an integer >= {minimum}")
+    return value

@@ -1,0 +1,387 @@
+"""The segment-wise search space of Flexiffusion (SPEC §1, §2).
+
+A candidate cuts the denoising schedule into `N` segments of `L` base-grid slots each
+(`L` = the largest interval choice). Segment `i` with `(branch b, interval k)` runs one full step,
+`k - 1` partial steps with branch `b`, and `L - k` null steps. This module holds the value types,
+the exact size of a space, uniform sampling, the paper's segment-wise mutation (Alg. 2) and the
+encoding to Optuna trial params.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from optuna.distributions import CategoricalDistribution
+
+from flexopt.errors import FlexoptError
+
+N_SEGMENTS_PARAM = "n_segments"
+
+
+def branch_param(i: int) -> str:
+    """Optuna param name of segment `i`'s branch (0-based `i`)."""
+    return f"seg_{i}_branch"
+
+
+def interval_param(i: int) -> str:
+    """Optuna param name of segment `i`'s interval (0-based `i`)."""
+    return f"seg_{i}_interval"
+
+
+class StepType(StrEnum):
+    """What one base-grid slot does: the whole U-Net, its shallow branch, or nothing."""
+
+    FULL = "F"
+    PARTIAL = "P"
+    NULL = "N"
+
+
+@dataclass(frozen=True, order=True)
+class Segment:
+    """One segment: a full step, then `interval - 1` partial steps with `branch` (1-based)."""
+
+    branch: int
+    interval: int
+
+    def step_types(self, segment_length: int) -> list[StepType]:
+        """Step type of each of the segment's `segment_length` slots."""
+        k = self.interval
+        return (
+            [StepType.FULL] + [StepType.PARTIAL] * (k - 1) + [StepType.NULL] * (segment_length - k)
+        )
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A segment-wise candidate: the ordered `(branch, interval)` of each segment."""
+
+    segments: tuple[Segment, ...]
+
+    def __post_init__(self) -> None:
+        # Accept lists and (branch, interval) pairs so callers need not build tuples of Segments.
+        segs = tuple(s if isinstance(s, Segment) else Segment(*s) for s in self.segments)
+        object.__setattr__(self, "segments", segs)
+
+    @property
+    def n_segments(self) -> int:
+        return len(self.segments)
+
+    @property
+    def nfe(self) -> int:
+        """Number of U-Net calls (full + partial steps)."""
+        return sum(s.interval for s in self.segments)
+
+    def step_types(self, segment_length: int) -> list[StepType]:
+        """Step type of every base-grid slot (`N · L` of them)."""
+        return [t for s in self.segments for t in s.step_types(segment_length)]
+
+    def slot_branches(self, segment_length: int) -> list[int | None]:
+        """Branch of every base-grid slot: the segment's branch on partial slots, else None."""
+        return [
+            s.branch if t is StepType.PARTIAL else None
+            for s in self.segments
+            for t in s.step_types(segment_length)
+        ]
+
+    def step_string(self, segment_length: int) -> str:
+        """Compact picture of the schedule, one letter per slot, `|` between segments."""
+        return "|".join("".join(s.step_types(segment_length)) for s in self.segments)
+
+    def __str__(self) -> str:
+        return " ".join(f"{s.branch}/{s.interval}" for s in self.segments)
+
+
+@dataclass(frozen=True)
+class Mutation:
+    """One applied mutation, recorded so a child can be explained against its parent."""
+
+    segment: int  # 0-based index of the segment in the parent
+    mode: str  # "heavier" | "lighter"
+    dimension: str  # "branch" | "interval" | "n_segments"
+    old: int
+    new: int
+
+    def __str__(self) -> str:
+        if self.dimension == "n_segments":
+            verb = "split" if self.new > self.old else "merge"
+            return f"seg {self.segment} {verb} (N {self.old}->{self.new})"
+        return f"seg {self.segment} {self.dimension} {self.old}->{self.new}"
+
+
+def parse_choices(name: str, values: Iterable[Any], minimum: int = 1) -> tuple[int, ...]:
+    """Validate a choice list: non-empty, integers ≥ `minimum`, strictly increasing."""
+    vals = list(values)
+    if not vals:
+        raise FlexoptError(f"{name} choices are empty; give at least one integer >= {minimum}")
+    out = []
+    for v in vals:
+        if isinstance(v, bool) or not isinstance(v, int):
+            try:
+                iv = int(str(v).strip())
+            except ValueError:
+                raise FlexoptError(
+                    f"{name} choice {v!r} is not an integer; allowed: integers >= {minimum}"
+                ) from None
+        else:
+            iv = v
+        if iv < minimum:
+            raise FlexoptError(
+                f"{name} choice {iv} is below {minimum}; allowed: integers >= {minimum}"
+            )
+        out.append(iv)
+    if any(b <= a for a, b in itertools.pairwise(out)):
+        raise FlexoptError(
+            f"{name} choices {','.join(map(str, out))} must be sorted ascending without repeats"
+        )
+    return tuple(out)
+
+
+def _neighbour(choices: Sequence[int], value: int, step: int) -> int | None:
+    """The next larger (`step=+1`) or smaller (`-1`) choice than `value`, if any."""
+    i = choices.index(value) + step
+    return choices[i] if 0 <= i < len(choices) else None
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Choices for N-segment, branch and interval, plus the teacher's step count `t_ref`."""
+
+    segments: tuple[int, ...]
+    branches: tuple[int, ...]
+    intervals: tuple[int, ...]
+    t_ref: int = 100
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "segments", parse_choices("N-segment", self.segments))
+        object.__setattr__(self, "branches", parse_choices("branch", self.branches))
+        object.__setattr__(self, "intervals", parse_choices("interval", self.intervals))
+        if isinstance(self.t_ref, bool) or not isinstance(self.t_ref, int) or self.t_ref < 1:
+            raise FlexoptError(f"t_ref {self.t_ref!r} is invalid; allowed: an integer >= 1")
+
+    # ----------------------------------------------------------------------------- shape
+    @property
+    def segment_length(self) -> int:
+        """`L`: the largest interval choice; every segment spans `L` base-grid slots."""
+        return self.intervals[-1]
+
+    @property
+    def grid_lengths(self) -> dict[int, int]:
+        """Base-grid length `N · L` for each N-segment choice."""
+        return {n: n * self.segment_length for n in self.segments}
+
+    @property
+    def per_segment(self) -> int:
+        """Settings one segment can take."""
+        return len(self.branches) * len(self.intervals)
+
+    @property
+    def size(self) -> int:
+        """Exact candidate count: Σ_N (|branches| · |intervals|)^N, a Python int (no overflow)."""
+        return sum(self.per_segment**n for n in self.segments)
+
+    # ------------------------------------------------------------------------ membership
+    def check(self, candidate: Candidate) -> None:
+        """Raise `FlexoptError` if `candidate` is not in this space."""
+        if candidate.n_segments not in self.segments:
+            raise FlexoptError(
+                f"candidate has {candidate.n_segments} segments; allowed: {_fmt(self.segments)}"
+            )
+        for i, s in enumerate(candidate.segments):
+            if s.branch not in self.branches:
+                raise FlexoptError(
+                    f"segment {i} branch {s.branch} is not a choice; allowed: {_fmt(self.branches)}"
+                )
+            if s.interval not in self.intervals:
+                raise FlexoptError(
+                    f"segment {i} interval {s.interval} is not a choice; "
+                    f"allowed: {_fmt(self.intervals)}"
+                )
+
+    def contains(self, candidate: Candidate) -> bool:
+        try:
+            self.check(candidate)
+        except FlexoptError:
+            return False
+        return True
+
+    def canonical(self, candidate: Candidate) -> Candidate:
+        """The same schedule with the smallest branch wherever the branch has no effect.
+
+        A segment of interval 1 has no partial step, so its branch changes nothing; candidates
+        that differ only there run the same steps and must be scored once.
+        """
+        b0 = self.branches[0]
+        return Candidate(
+            tuple(Segment(b0, 1) if s.interval == 1 else s for s in candidate.segments)
+        )
+
+    # -------------------------------------------------------------------------- sampling
+    def candidate_at(self, index: int) -> Candidate:
+        """The `index`-th candidate (0 ≤ index < size) in a fixed enumeration of the space."""
+        if not 0 <= index < self.size:
+            raise FlexoptError(f"candidate index {index} outside 0..{self.size - 1}")
+        for n in self.segments:
+            block = self.per_segment**n
+            if index < block:
+                segs = []
+                for _ in range(n):
+                    index, digit = divmod(index, self.per_segment)
+                    bi, ii = divmod(digit, len(self.intervals))
+                    segs.append(Segment(self.branches[bi], self.intervals[ii]))
+                return Candidate(tuple(segs))
+            index -= block
+        raise AssertionError("unreachable")
+
+    def sample(self, rng: random.Random) -> Candidate:
+        """A candidate drawn uniformly from the whole space (exact, via a big-int index)."""
+        return self.candidate_at(rng.randrange(self.size))
+
+    # -------------------------------------------------------------------------- mutation
+    def mutate(
+        self, candidate: Candidate, rng: random.Random, n_mutations: int = 1
+    ) -> tuple[Candidate, list[Mutation]]:
+        """The paper's segment-wise mutation (Alg. 2): a different candidate of this space.
+
+        Picks `n_mutations` distinct segments; each becomes heavier or lighter along one of
+        branch, interval or N-segment (split into / merge with a neighbour). A direction that is
+        already at the end of its choices is replaced by one that is not. Children whose steps
+        are the same as the parent's (see `canonical`) are re-drawn.
+        """
+        self.check(candidate)
+        if n_mutations < 1:
+            raise FlexoptError(f"n_mutations {n_mutations} is invalid; allowed: an integer >= 1")
+        parent_key = self.canonical(candidate)
+        fallback: tuple[Candidate, list[Mutation]] | None = None
+        for _ in range(100):
+            child, record = self._mutate_once(candidate, rng, n_mutations)
+            if record and self.canonical(child) != parent_key:
+                return child, record
+            if record and child != candidate and fallback is None:
+                fallback = (child, record)
+        if fallback is not None:
+            return fallback
+        raise FlexoptError("the search space has a single candidate; nothing to mutate")
+
+    def _mutate_once(
+        self, candidate: Candidate, rng: random.Random, n_mutations: int
+    ) -> tuple[Candidate, list[Mutation]]:
+        # Segments carry a stable id so positions can shift under split/merge.
+        segs: list[tuple[int, Segment]] = list(enumerate(candidate.segments))
+        chosen = rng.sample(range(len(segs)), min(n_mutations, len(segs)))
+        record: list[Mutation] = []
+        n_step = 0  # direction of an N-segment move already made: the opposite would undo it
+        for seg_id in chosen:
+            pos = next((p for p, (sid, _) in enumerate(segs) if sid == seg_id), None)
+            if pos is None:  # merged away by an earlier mutation
+                continue
+            seg = segs[pos][1]
+            options = {
+                (mode, dim)
+                for mode, dim in self._options(seg, len(segs))
+                if dim != "n_segments" or n_step != (-1 if mode == "heavier" else 1)
+            }
+            if not options:
+                continue
+            mode = rng.choice(["heavier", "lighter"])
+            dim = rng.choice(["branch", "interval", "n_segments"])
+            if (mode, dim) not in options:
+                mode, dim = rng.choice(sorted(options))
+            step = 1 if mode == "heavier" else -1
+            if dim == "branch":
+                new = _neighbour(self.branches, seg.branch, step)
+                segs[pos] = (seg_id, Segment(new, seg.interval))
+                record.append(Mutation(seg_id, mode, dim, seg.branch, new))
+            elif dim == "interval":
+                new = _neighbour(self.intervals, seg.interval, step)
+                segs[pos] = (seg_id, Segment(seg.branch, new))
+                record.append(Mutation(seg_id, mode, dim, seg.interval, new))
+            else:
+                n_old, n_step = len(segs), step
+                n_new = _neighbour(self.segments, n_old, step)
+                if step > 0:  # split: the segment becomes n_new - n_old + 1 copies
+                    for _ in range(n_new - n_old):
+                        segs.insert(pos + 1, (-1, seg))
+                else:  # merge: absorb neighbours (right first, then left), keep this setting
+                    for _ in range(n_old - n_new):
+                        pos = next(p for p, (sid, _) in enumerate(segs) if sid == seg_id)
+                        j = pos + 1 if pos + 1 < len(segs) and rng.random() < 0.5 else pos - 1
+                        if j < 0:
+                            j = pos + 1
+                        del segs[j]
+                record.append(Mutation(seg_id, mode, dim, n_old, n_new))
+        return Candidate(tuple(s for _, s in segs)), record
+
+    def _options(self, seg: Segment, n: int) -> set[tuple[str, str]]:
+        """The (mode, dimension) moves that stay inside the choices for this segment."""
+        opts: set[tuple[str, str]] = set()
+        for mode, step in (("heavier", 1), ("lighter", -1)):
+            # A branch change on an interval-1 segment runs the same steps: not a real move.
+            if seg.interval > 1 and _neighbour(self.branches, seg.branch, step) is not None:
+                opts.add((mode, "branch"))
+            if _neighbour(self.intervals, seg.interval, step) is not None:
+                opts.add((mode, "interval"))
+            if _neighbour(self.segments, n, step) is not None:
+                opts.add((mode, "n_segments"))
+        if not opts and len(self.branches) > 1:  # only a no-op branch move is left
+            for mode, step in (("heavier", 1), ("lighter", -1)):
+                if _neighbour(self.branches, seg.branch, step) is not None:
+                    opts.add((mode, "branch"))
+        return opts
+
+    # ---------------------------------------------------------------------- Optuna params
+    def distributions(self) -> dict[str, CategoricalDistribution]:
+        """Every param a trial of this space may have, with a fixed choice list each."""
+        dists: dict[str, CategoricalDistribution] = {
+            N_SEGMENTS_PARAM: CategoricalDistribution(list(self.segments))
+        }
+        for i in range(self.segments[-1]):
+            dists[branch_param(i)] = CategoricalDistribution(list(self.branches))
+            dists[interval_param(i)] = CategoricalDistribution(list(self.intervals))
+        return dists
+
+    def to_params(self, candidate: Candidate) -> dict[str, int]:
+        """Optuna trial params: `n_segments`, `seg_{i}_branch`, `seg_{i}_interval`."""
+        self.check(candidate)
+        params = {N_SEGMENTS_PARAM: candidate.n_segments}
+        for i, s in enumerate(candidate.segments):
+            params[branch_param(i)] = s.branch
+            params[interval_param(i)] = s.interval
+        return params
+
+    def from_params(self, params: Mapping[str, Any]) -> Candidate:
+        """Inverse of `to_params`; raises `FlexoptError` on a missing or out-of-space value."""
+        if N_SEGMENTS_PARAM not in params:
+            raise FlexoptError(f"trial params lack {N_SEGMENTS_PARAM!r}")
+        n = int(params[N_SEGMENTS_PARAM])
+        segs = []
+        for i in range(n):
+            try:
+                segs.append(Segment(int(params[branch_param(i)]), int(params[interval_param(i)])))
+            except KeyError as err:
+                raise FlexoptError(
+                    f"trial params lack {err.args[0]!r} for n_segments={n}"
+                ) from None
+        candidate = Candidate(tuple(segs))
+        self.check(candidate)
+        return candidate
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able summary (what `flexopt space` prints)."""
+        return {
+            "segments": list(self.segments),
+            "branches": list(self.branches),
+            "intervals": list(self.intervals),
+            "t_ref": self.t_ref,
+            "segment_length": self.segment_length,
+            "grid_length": self.grid_lengths,
+            "size": self.size,
+        }
+
+
+def _fmt(values: Sequence[int]) -> str:
+    return ",".join(map(str, values))

@@ -220,6 +220,10 @@ class SearchSpace:
             tuple(Segment(b0, 1) if s.interval == 1 else s for s in candidate.segments)
         )
 
+    def lightest(self) -> Candidate:
+        """The cheapest candidate: fewest segments, smallest branch and interval everywhere."""
+        return Candidate((Segment(self.branches[0], self.intervals[0]),) * self.segments[0])
+
     # -------------------------------------------------------------------------- sampling
     def candidate_at(self, index: int) -> Candidate:
         """The `index`-th candidate (0 ≤ index < size) in a fixed enumeration of the space."""
@@ -243,14 +247,19 @@ class SearchSpace:
 
     # -------------------------------------------------------------------------- mutation
     def mutate(
-        self, candidate: Candidate, rng: random.Random, n_mutations: int = 1
+        self,
+        candidate: Candidate,
+        rng: random.Random,
+        n_mutations: int = 1,
+        modes: Sequence[str] = ("heavier", "lighter"),
     ) -> tuple[Candidate, list[Mutation]]:
         """The paper's segment-wise mutation (Alg. 2): a different candidate of this space.
 
         Picks `n_mutations` distinct segments; each becomes heavier or lighter along one of
         branch, interval or N-segment (split into / merge with a neighbour). A direction that is
         already at the end of its choices is replaced by one that is not. Children whose steps
-        are the same as the parent's (see `canonical`) are re-drawn.
+        are the same as the parent's (see `canonical`) are re-drawn. `modes=("lighter",)`
+        only makes the candidate cheaper (used to bring a candidate under a budget).
         """
         self.check(candidate)
         if n_mutations < 1:
@@ -258,21 +267,30 @@ class SearchSpace:
         parent_key = self.canonical(candidate)
         fallback: tuple[Candidate, list[Mutation]] | None = None
         for _ in range(100):
-            child, record = self._mutate_once(candidate, rng, n_mutations)
+            child, record = self._mutate_once(candidate, rng, n_mutations, modes)
             if record and self.canonical(child) != parent_key:
                 return child, record
             if record and child != candidate and fallback is None:
                 fallback = (child, record)
         if fallback is not None:
             return fallback
+        if tuple(modes) == ("lighter",):
+            raise FlexoptError("the candidate is already the lightest of its search space")
+        if tuple(modes) == ("heavier",):
+            raise FlexoptError("the candidate is already the heaviest of its search space")
         raise FlexoptError("the search space has a single candidate; nothing to mutate")
 
     def _mutate_once(
-        self, candidate: Candidate, rng: random.Random, n_mutations: int
+        self, candidate: Candidate, rng: random.Random, n_mutations: int, modes: Sequence[str]
     ) -> tuple[Candidate, list[Mutation]]:
         # Segments carry a stable id so positions can shift under split/merge.
         segs: list[tuple[int, Segment]] = list(enumerate(candidate.segments))
-        chosen = rng.sample(range(len(segs)), min(n_mutations, len(segs)))
+        # Draw among segments that can move in an allowed mode, so a rare legal move is found.
+        movable = [
+            i for i, s in enumerate(candidate.segments)
+            if any(m in modes for m, _ in self._options(s, len(segs)))
+        ]
+        chosen = rng.sample(movable, min(n_mutations, len(movable)))
         record: list[Mutation] = []
         n_step = 0  # direction of an N-segment move already made: the opposite would undo it
         for seg_id in chosen:
@@ -283,11 +301,12 @@ class SearchSpace:
             options = {
                 (mode, dim)
                 for mode, dim in self._options(seg, len(segs))
-                if dim != "n_segments" or n_step != (-1 if mode == "heavier" else 1)
+                if mode in modes
+                and (dim != "n_segments" or n_step != (-1 if mode == "heavier" else 1))
             }
             if not options:
                 continue
-            mode = rng.choice(["heavier", "lighter"])
+            mode = rng.choice(list(modes))
             dim = rng.choice(["branch", "interval", "n_segments"])
             if (mode, dim) not in options:
                 mode, dim = rng.choice(sorted(options))

@@ -1,0 +1,270 @@
+"""`FlexEvolutionSampler`: the paper's segment-wise evolutionary search (Alg. 1) for Optuna.
+
+The search space is dynamic (`seg_{i}_*` exist only for `i < n_segments`), which Optuna's relative
+sampling cannot express; so the sampler proposes a whole candidate in `before_trial`, stores it on
+the trial, and `sample_independent` hands out its parameters one by one. Everything the algorithm
+needs (population, parents, children still to evaluate) lives in the study's storage: several
+workers share one study, and an interrupted search resumes where it stopped.
+
+One iteration of Alg. 1 picks a parent by tournament (the best of `n_p` random members of the
+population, the best `n_u` complete trials) and makes up to `n_c` feasible children within
+`max_tries` mutations. The first child is proposed to the asking trial; the others are enqueued
+(`study.enqueue_trial`) with their parent and mutation recorded, so any worker evaluates them next.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from optuna.distributions import BaseDistribution
+from optuna.samplers import BaseSampler, RandomSampler
+from optuna.study import Study, StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from flexopt.errors import FlexoptError
+from flexopt.space import Candidate, Mutation, SearchSpace
+
+PROPOSAL_ATTR = "flexopt:params"  # system attr: the candidate proposed for a trial
+KEY_ATTR = "flexopt:key"  # system attr: canonical candidate key, for duplicate detection
+
+Feasible = Callable[[Candidate], bool]
+
+
+def candidate_key(space: SearchSpace, candidate: Candidate) -> str:
+    """A string naming the steps a candidate runs (equal for equivalent candidates)."""
+    return str(space.canonical(candidate))
+
+
+def _pareto_ranks(values: Sequence[Sequence[float]]) -> list[int]:
+    """Non-dominated sorting rank (0 = Pareto front) of minimisation vectors."""
+    n = len(values)
+    ranks = [-1] * n
+    remaining = set(range(n))
+    rank = 0
+    while remaining:
+        front = {
+            i for i in remaining
+            if not any(
+                all(a <= b for a, b in zip(values[j], values[i], strict=True))
+                and any(a < b for a, b in zip(values[j], values[i], strict=True))
+                for j in remaining if j != i
+            )
+        }
+        for i in front:
+            ranks[i] = rank
+        remaining -= front
+        rank += 1
+    return ranks
+
+
+class FlexEvolutionSampler(BaseSampler):
+    """Flexiffusion's evolutionary search over a `SearchSpace`, under a feasibility check.
+
+    Args:
+        space: the segment-wise search space.
+        feasible: `candidate -> bool`, True when the candidate is under the MACs budget. Only
+            feasible candidates are ever proposed (checked before any evaluation).
+        population_size: random feasible candidates that start the search.
+        n_p, n_c, n_u: tournament size, children per parent, population kept (paper: 25, 5, 300).
+        n_m: segments changed per mutation.
+        max_tries: mutation attempts per parent to find `n_c` new feasible children.
+        seed: seed of this worker's random generator.
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        feasible: Feasible | None = None,
+        *,
+        population_size: int = 50,
+        n_p: int = 25,
+        n_c: int = 5,
+        n_u: int = 300,
+        n_m: int = 1,
+        max_tries: int = 200,
+        seed: int | None = None,
+    ) -> None:
+        for name, v in (("population_size", population_size), ("n_p", n_p), ("n_c", n_c),
+                        ("n_u", n_u), ("n_m", n_m), ("max_tries", max_tries)):
+            if v < 1:
+                raise FlexoptError(f"{name} {v} is invalid; allowed: an integer >= 1")
+        self.space = space
+        self.feasible: Feasible = feasible or (lambda c: True)
+        self.population_size = population_size
+        self.n_p, self.n_c, self.n_u, self.n_m = n_p, n_c, n_u, n_m
+        self.max_tries = max_tries
+        self._rng = random.Random(seed)
+        self._fallback = RandomSampler(seed=seed)
+        self._dists = space.distributions()
+        self._proposals: dict[int, dict[str, int]] = {}
+
+    # ------------------------------------------------------------------ BaseSampler API
+    def reseed_rng(self) -> None:
+        self._rng = random.Random()
+        self._fallback.reseed_rng()
+
+    def infer_relative_search_space(
+        self, study: Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        return {}
+
+    def sample_relative(
+        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        return {}
+
+    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
+        if "fixed_params" in trial.system_attrs:
+            return  # enqueued (a user's trial, a baseline or one of our children): respect it
+        trials = study.get_trials(deepcopy=False)
+        candidate, attrs = self._propose(study, trials, trial)
+        params = self.space.to_params(candidate)
+        storage = study._storage
+        storage.set_trial_system_attr(trial._trial_id, PROPOSAL_ATTR, params)
+        key = candidate_key(self.space, candidate)
+        storage.set_trial_system_attr(trial._trial_id, KEY_ATTR, key)
+        for key, value in attrs.items():
+            storage.set_trial_user_attr(trial._trial_id, key, value)
+            trial.user_attrs[key] = value
+        trial.system_attrs[PROPOSAL_ATTR] = params
+        self._proposals[trial._trial_id] = params
+
+    def sample_independent(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        proposal = self._proposals.get(trial._trial_id) or trial.system_attrs.get(PROPOSAL_ATTR)
+        ours = self._dists.get(param_name) == param_distribution
+        if proposal and param_name in proposal and ours:
+            return proposal[param_name]
+        # A parameter outside the segment-wise space (or asked for by another objective).
+        return self._fallback.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        self._proposals.pop(trial._trial_id, None)
+
+    # ---------------------------------------------------------------------- algorithm
+    def _decode(self, trial: FrozenTrial) -> Candidate | None:
+        try:
+            return self.space.from_params(trial.params)
+        except FlexoptError:
+            return None  # a baseline or another trial that is not in this space
+
+    def _seen_keys(self, trials: Sequence[FrozenTrial]) -> set[str]:
+        keys = set()
+        for t in trials:
+            if KEY_ATTR in t.system_attrs:
+                keys.add(t.system_attrs[KEY_ATTR])
+                continue
+            params = t.params or t.system_attrs.get("fixed_params") or {}
+            with contextlib.suppress(FlexoptError):  # not a candidate of this space
+                keys.add(candidate_key(self.space, self.space.from_params(params)))
+        return keys
+
+    def population(self, study: Study, trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+        """The best `n_u` complete trials of this space, one per distinct candidate, best first."""
+        directions = study.directions
+        done: dict[str, FrozenTrial] = {}
+        for t in trials:
+            if t.state != TrialState.COMPLETE or t.values is None:
+                continue
+            if any(math.isnan(v) for v in t.values):
+                continue
+            cand = self._decode(t)
+            if cand is None:
+                continue
+            done.setdefault(candidate_key(self.space, cand), t)
+        members = list(done.values())
+        signs = [1.0 if d == StudyDirection.MINIMIZE else -1.0 for d in directions]
+        vectors = [[s * v for s, v in zip(signs, t.values, strict=True)] for t in members]
+        if len(directions) == 1:
+            order = sorted(range(len(members)), key=lambda i: (vectors[i][0], members[i].number))
+        else:
+            ranks = _pareto_ranks(vectors)
+            order = sorted(range(len(members)), key=lambda i: (ranks[i], members[i].number))
+        return [members[i] for i in order[: self.n_u]]
+
+    def _propose(
+        self, study: Study, trials: Sequence[FrozenTrial], current: FrozenTrial
+    ) -> tuple[Candidate, dict[str, Any]]:
+        seen = self._seen_keys([t for t in trials if t.number != current.number])
+        population = self.population(study, trials)
+        proposed = sum(
+            1 for t in trials
+            if t.number != current.number and t.user_attrs.get("origin") == "random"
+        )
+        if proposed < self.population_size or len(population) < 2:
+            return self.random_feasible(seen), {"origin": "random"}
+        # Tournament: the best of n_p random members is the parent.
+        contenders = self._rng.sample(range(len(population)), min(self.n_p, len(population)))
+        parent_trial = population[min(contenders)]  # population is sorted best first
+        parent = self._decode(parent_trial)
+        children: list[tuple[Candidate, list[Mutation]]] = []
+        keys = set(seen)
+        for _ in range(self.max_tries):
+            if len(children) >= self.n_c:
+                break
+            child, record = self.space.mutate(parent, self._rng, self.n_m)
+            key = candidate_key(self.space, child)
+            if key in keys or not self.feasible(child):
+                continue
+            keys.add(key)
+            children.append((child, record))
+        if not children:  # the parent's neighbourhood is exhausted: explore elsewhere
+            attrs = {"origin": "random", "stalled_parent": parent_trial.number}
+            return self.random_feasible(seen), attrs
+        for child, record in children[1:]:
+            study.enqueue_trial(
+                self.space.to_params(child),
+                user_attrs=self._child_attrs(parent_trial, record),
+            )
+        child, record = children[0]
+        return child, self._child_attrs(parent_trial, record)
+
+    @staticmethod
+    def _child_attrs(parent: FrozenTrial, record: list[Mutation]) -> dict[str, Any]:
+        return {"origin": "mutation", "parent": parent.number, "mutation": [str(m) for m in record]}
+
+    def random_feasible(self, seen: set[str] = frozenset()) -> Candidate:
+        """A random feasible candidate, new if possible.
+
+        Uniform draws first; if the budget rejects them all, a draw is made lighter one random
+        mutation at a time until it fits (so tight budgets still get varied candidates).
+        """
+        best_seen = None
+        for _ in range(self.max_tries):
+            cand = self.space.sample(self._rng)
+            if self.feasible(cand):
+                if candidate_key(self.space, cand) not in seen:
+                    return cand
+                best_seen = best_seen or cand
+        lightest = self.space.lightest()
+        if not self.feasible(lightest):
+            raise FlexoptError(
+                "no candidate of the search space fits the budget: even the lightest "
+                f"({lightest}) is over it; raise the budget or allow fewer/lighter segments"
+            )
+        for _ in range(self.max_tries):
+            cand = self.space.sample(self._rng)
+            while not self.feasible(cand):
+                cand, _ = self.space.mutate(cand, self._rng, 1, modes=("lighter",))
+            if candidate_key(self.space, cand) not in seen:
+                return cand
+            best_seen = best_seen or cand
+        return best_seen or lightest
+
+
+__all__ = ["FlexEvolutionSampler", "candidate_key"]

@@ -59,7 +59,7 @@ def format_macs(macs: float) -> str:
     for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if macs >= scale:
             return f"{macs / scale:.2f}{unit}"
-    return f"{macs:.0f}"
+    return f"{macs:.3g}"
 
 
 @dataclass(frozen=True)

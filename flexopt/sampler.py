@@ -120,6 +120,9 @@ class FlexEvolutionSampler(BaseSampler):
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         if "fixed_params" in trial.system_attrs:
             return  # enqueued (a user's trial, a baseline or one of our children): respect it
+        if PROPOSAL_ATTR in trial.system_attrs:  # a retried trial keeps its candidate
+            self._proposals[trial._trial_id] = trial.system_attrs[PROPOSAL_ATTR]
+            return
         trials = study.get_trials(deepcopy=False)
         candidate, attrs = self._propose(study, trials, trial)
         params = self.space.to_params(candidate)

@@ -1,0 +1,346 @@
+"""The search as an Optuna study: storage, objective, baselines and the run loop.
+
+Data flows one way: trial params → candidate → schedule → cost check (over budget: recorded as
+a violated constraint and pruned, never evaluated) → score (rFID of generated images) → Optuna.
+How a schedule is costed and scored is injected (`ScheduleEvaluator`), so this module is the same
+for a real diffusion model and for a synthetic test problem.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from flexopt.config import Budget, EvolutionConfig, format_macs
+from flexopt.errors import FlexoptError
+from flexopt.sampler import KEY_ATTR, FlexEvolutionSampler, candidate_key
+from flexopt.schedule import Schedule
+from flexopt.space import Candidate, SearchSpace
+
+SAMPLER_NAMES = ("evo", "random", "tpe", "nsga2")
+BASELINE_INTERVALS = (2, 3, 5, 10)
+CONSTRAINT_NAME = "avg_macs"
+SCHEDULE_ATTR = "schedule"  # user attr holding a baseline's whole schedule (not in the space)
+_SETTINGS_ATTR = "flexopt:settings"
+
+
+class ScheduleEvaluator(Protocol):
+    """What the objective needs from a model: the cost of a schedule and its score."""
+
+    full_macs: float
+
+    def avg_macs(self, schedule: Schedule) -> float: ...
+
+    def score(self, schedule: Schedule) -> float: ...
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Everything that defines a study: resuming with different values is refused."""
+
+    space: SearchSpace
+    sampler: str = "ddim"  # the diffusion sampler of the schedules
+    budget: Budget | None = None
+    multi_objective: bool = False
+    metric: str = "rfid"
+    model: str | None = None
+    num_images: int = 0
+    seed: int = 0
+
+    def identity(self) -> dict[str, Any]:
+        """The values stored on the study and compared when it is resumed."""
+        return {
+            "segments": list(self.space.segments),
+            "branches": list(self.space.branches),
+            "intervals": list(self.space.intervals),
+            "t_ref": self.space.t_ref,
+            "sampler": self.sampler,
+            "budget": (
+                {"macs": self.budget.macs, "speedup": self.budget.speedup} if self.budget else None
+            ),
+            "multi_objective": self.multi_objective,
+            "metric": self.metric,
+            "model": self.model,
+            "num_images": self.num_images,
+            "seed": self.seed,
+        }
+
+
+def default_storage(study_name: str) -> str:
+    """A SQLite file in the working directory, named after the study."""
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in study_name)
+    return f"sqlite:///{safe}.db"
+
+
+def make_sampler(
+    name: str,
+    space: SearchSpace,
+    feasible: Callable[[Candidate], bool],
+    evolution: EvolutionConfig,
+    seed: int | None,
+) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler called `name` (evo is Flexiffusion's; the others are for comparison)."""
+    if name == "evo":
+        return FlexEvolutionSampler(
+            space, feasible, population_size=evolution.population, n_p=evolution.n_p,
+            n_c=evolution.n_c, n_u=evolution.n_u, n_m=evolution.n_m,
+            max_tries=evolution.max_tries, seed=seed,
+        )
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    raise FlexoptError(f"sampler {name!r} is not supported; allowed: {', '.join(SAMPLER_NAMES)}")
+
+
+def open_study(
+    storage: str,
+    study_name: str,
+    settings: SearchSettings,
+    sampler: optuna.samplers.BaseSampler,
+) -> optuna.Study:
+    """Create the study, or load it if it exists — checking it was made with the same settings."""
+    directions = ["minimize", "minimize"] if settings.multi_objective else ["minimize"]
+    try:
+        study = optuna.create_study(
+            storage=storage, study_name=study_name, sampler=sampler,
+            directions=directions, load_if_exists=True,
+        )
+    except ValueError as err:  # e.g. directions differ from the stored study
+        raise FlexoptError(f"study {study_name!r} in {storage}: {err}") from None
+    except (ImportError, ModuleNotFoundError) as err:
+        raise FlexoptError(f"storage {storage!r} needs a missing driver: {err}") from None
+    except Exception as err:  # SQLAlchemy's errors for an unreachable or malformed URL
+        if type(err).__module__.startswith("sqlalchemy"):
+            raise FlexoptError(f"storage {storage!r} cannot be opened: {err}") from None
+        raise
+    stored = study.user_attrs.get(_SETTINGS_ATTR)
+    mine = settings.identity()
+    if stored is None:
+        study.set_user_attr(_SETTINGS_ATTR, mine)
+        with warnings.catch_warnings():  # experimental in Optuna, but what the dashboard shows
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(
+                [settings.metric] + (["avg_macs"] if settings.multi_objective else [])
+            )
+    elif stored != mine:
+        diff = ", ".join(
+            f"{k}: stored {stored.get(k)!r}, given {v!r}"
+            for k, v in mine.items() if stored.get(k) != v
+        )
+        raise FlexoptError(
+            f"study {study_name!r} in {storage} was created with other settings ({diff}); "
+            "use the same settings to resume it, or a new --study-name"
+        )
+    return study
+
+
+def settings_of(study: optuna.Study) -> dict[str, Any]:
+    """The settings a study was created with (for `export`, `report`)."""
+    stored = study.user_attrs.get(_SETTINGS_ATTR)
+    if stored is None:
+        raise FlexoptError(f"study {study.study_name!r} was not created by flexopt search")
+    return stored
+
+
+def space_of(study: optuna.Study) -> SearchSpace:
+    s = settings_of(study)
+    return SearchSpace(tuple(s["segments"]), tuple(s["branches"]), tuple(s["intervals"]),
+                       s["t_ref"])
+
+
+def trial_schedule(study: optuna.Study, trial: FrozenTrial) -> Schedule:
+    """The schedule a (finished) trial ran: its params decoded, or a baseline's stored schedule."""
+    if SCHEDULE_ATTR in trial.user_attrs:
+        return Schedule.from_dict(trial.user_attrs[SCHEDULE_ATTR], source=f"trial {trial.number}")
+    space = space_of(study)
+    return Schedule.from_candidate(space.from_params(trial.params), space,
+                                   sampler=settings_of(study)["sampler"])
+
+
+# --------------------------------------------------------------------------------- baselines
+def baseline_schedules(
+    space: SearchSpace, sampler: str, full_macs: float, avg_macs: Callable[[Schedule], float],
+    max_avg_macs: float | None,
+) -> list[tuple[str, Schedule]]:
+    """DeepCache uniform (the space's branches × intervals 2, 3, 5, 10) and fewer-step teachers.
+
+    A fewer-step teacher runs `T' < t_ref` full steps; one is made at the MACs of each DeepCache
+    baseline and one at the budget, so every baseline has a plain-DDIM/PLMS counterpart.
+    """
+    out: list[tuple[str, Schedule]] = []
+    t_ref = space.t_ref
+    for n in BASELINE_INTERVALS:
+        if n >= t_ref or t_ref % n:
+            continue
+        for b in space.branches:
+            out.append((f"deepcache n={n} b={b}", Schedule.uniform(t_ref, n, b, sampler=sampler)))
+    steps = {max(1, round(avg_macs(s) * t_ref / full_macs)) for _, s in out}
+    if max_avg_macs is not None:
+        under = math.ceil(max_avg_macs * t_ref / full_macs) - 1  # largest T' strictly under
+        if under >= 1:
+            steps.add(under)
+    for t in sorted(steps):
+        if t < t_ref:
+            out.append((f"teacher T={t}", Schedule(sampler, t_ref, 1, ((1, 1),) * t)))
+    return out
+
+
+def enqueue_baselines(study: optuna.Study, baselines: Sequence[tuple[str, Schedule]]) -> int:
+    """Enqueue baselines not yet in the study (so re-running never duplicates them)."""
+    present = {t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False)}
+    n = 0
+    for name, schedule in baselines:
+        if name in present:
+            continue
+        study.enqueue_trial({}, user_attrs={"baseline": name, SCHEDULE_ATTR: schedule.to_dict()})
+        n += 1
+    return n
+
+
+# --------------------------------------------------------------------------------- objective
+@dataclass
+class Objective:
+    """Optuna objective: params → schedule → cost check → score."""
+
+    space: SearchSpace
+    evaluator: ScheduleEvaluator
+    sampler: str = "ddim"
+    max_avg_macs: float | None = None
+    multi_objective: bool = False
+    _timings: list[float] = field(default_factory=list)
+
+    def suggest(self, trial: optuna.Trial) -> Candidate:
+        dists = self.space.distributions()
+        n = trial.suggest_categorical("n_segments", dists["n_segments"].choices)
+        params: dict[str, Any] = {"n_segments": n}
+        for i in range(n):
+            for name in (f"seg_{i}_branch", f"seg_{i}_interval"):
+                params[name] = trial.suggest_categorical(name, dists[name].choices)
+        return self.space.from_params(params)
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        baseline = SCHEDULE_ATTR in trial.user_attrs
+        if baseline:
+            schedule = Schedule.from_dict(trial.user_attrs[SCHEDULE_ATTR], source="baseline")
+            key = None
+        else:
+            candidate = self.suggest(trial)
+            schedule = Schedule.from_candidate(candidate, self.space, sampler=self.sampler)
+            key = candidate_key(self.space, candidate)
+            trial.storage.set_trial_system_attr(trial._trial_id, KEY_ATTR, key)
+        avg = self.evaluator.avg_macs(schedule)
+        trial.set_user_attr("avg_macs", avg)
+        trial.set_user_attr("nfe", schedule.nfe)
+        trial.set_user_attr("speedup", self.evaluator.full_macs / avg)
+        trial.set_user_attr("step_types", schedule.step_string())
+        if self.max_avg_macs is not None:
+            violation = avg / self.max_avg_macs - 1.0
+            if avg >= self.max_avg_macs:
+                violation = max(violation, 1e-12)  # "at or over the budget" is infeasible
+            record_constraint(trial, violation)
+            if violation > 0 and not baseline:
+                raise optuna.TrialPruned(
+                    f"avg MACs {format_macs(avg)} at or over the budget "
+                    f"{format_macs(self.max_avg_macs)}"
+                )
+        if key is not None:
+            dup = find_duplicate(trial.study, key, trial.number)
+            if dup is not None:
+                trial.set_user_attr("duplicate_of", dup.number)
+                return _values(dup.values, self.multi_objective)
+        t0 = time.perf_counter()
+        score = float(self.evaluator.score(schedule))
+        trial.set_user_attr("seconds", time.perf_counter() - t0)
+        return (score, avg) if self.multi_objective else score
+
+
+def record_constraint(trial: optuna.Trial, violation: float) -> None:
+    """Write the budget constraint where Optuna 5 and optuna-dashboard 0.21 both read it."""
+    trial.set_constraint(CONSTRAINT_NAME, violation)
+    # optuna-dashboard 0.21 (and Optuna's own samplers' `constraints_func`) read this list.
+    trial.storage.set_trial_system_attr(trial._trial_id, "constraints", [violation])
+
+
+def find_duplicate(study: optuna.Study, key: str, number: int) -> FrozenTrial | None:
+    """An earlier complete trial of the same candidate, whose result can be reused."""
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.number != number and t.system_attrs.get(KEY_ATTR) == key and t.values:
+            return t
+    return None
+
+
+def _values(values: Sequence[float], multi: bool) -> float | tuple[float, ...]:
+    return tuple(values) if multi else values[0]
+
+
+def feasible_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Complete trials under the budget (baselines included), best first by the first value."""
+    out = [
+        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.values is not None and all(c <= 0 for c in t.constraints.values())
+    ]
+    return sorted(out, key=lambda t: (t.values[0], t.number))
+
+
+# ------------------------------------------------------------------------------------ running
+def feasibility(
+    space: SearchSpace, sampler: str, evaluator: ScheduleEvaluator, max_avg_macs: float | None
+) -> Callable[[Candidate], bool]:
+    """`candidate -> bool`: strictly under the avg-MACs budget (always True without one)."""
+    if max_avg_macs is None:
+        return lambda c: True
+
+    def feasible(c: Candidate) -> bool:
+        return evaluator.avg_macs(Schedule.from_candidate(c, space, sampler=sampler)) < max_avg_macs
+
+    return feasible
+
+
+def finished(study: optuna.Study) -> int:
+    """Trials that count towards --n-trials: evaluated or rejected by the budget."""
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+def run(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], Any],
+    n_trials: int,
+    timeout: float | None = None,
+    progress: bool = True,
+) -> int:
+    """Run until the study holds `n_trials` finished trials (all workers together) or timeout.
+
+    Re-running after an interrupt continues the same study up to the same total. Returns the
+    number of trials this call ran.
+    """
+    from tqdm.auto import tqdm
+
+    start = finished(study)
+    if start >= n_trials:
+        return 0
+    bar = tqdm(total=n_trials, initial=start, desc="search", unit="trial", disable=not progress,
+               dynamic_ncols=True)
+
+    def update(study: optuna.Study, trial: FrozenTrial) -> None:
+        bar.n = min(finished(study), n_trials)
+        best = feasible_trials(study)
+        if best:
+            bar.set_postfix_str(f"best {best[0].values[0]:.4g} (trial {best[0].number})")
+        bar.refresh()
+
+    stop = optuna.study.MaxTrialsCallback(n_trials, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    try:
+        study.optimize(objective, timeout=timeout, callbacks=[update, stop], gc_after_trial=False)
+    finally:
+        bar.close()
+    return finished(study) - start

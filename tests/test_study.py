@@ -1,0 +1,130 @@
+"""The study layer on a synthetic evaluator: budget constraint, baselines, duplicates, resume."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from flexopt.config import Budget, EvolutionConfig
+from flexopt.errors import FlexoptError
+from flexopt.schedule import Schedule
+from flexopt.space import SearchSpace
+from flexopt.study import (
+    Objective,
+    SearchSettings,
+    baseline_schedules,
+    enqueue_baselines,
+    feasibility,
+    feasible_trials,
+    make_sampler,
+    open_study,
+    run,
+    trial_schedule,
+)
+from flexopt.testing import SyntheticProblem
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+SPACE = SearchSpace((4, 5, 6), (1, 2, 3), (1, 2, 3), t_ref=20)
+
+
+class SyntheticEvaluator:
+    """MACs: a full step costs 1, a partial step 0.1·branch; score: distance to a target."""
+
+    full_macs = 1.0
+
+    def __init__(self, problem: SyntheticProblem):
+        self.problem = problem
+        self.scored: list[Schedule] = []
+
+    def avg_macs(self, s: Schedule) -> float:
+        total = sum(1 + (seg.interval - 1) * 0.1 * seg.branch for seg in s.segments)
+        return total / s.t_ref
+
+    def score(self, s: Schedule) -> float:
+        self.scored.append(s)
+        if s.segment_length == SPACE.segment_length and SPACE.contains(s.candidate):
+            return self.problem.score(s.candidate)
+        return 50.0 - s.nfe / 10  # baselines: a plausible, different score
+
+
+def _setup(tmp_path, budget="0.3", sampler="evo", multi=False, seed=0, name="s"):
+    problem = SyntheticProblem.make(SPACE, seed=11)
+    ev = SyntheticEvaluator(problem)
+    b = Budget.parse(budget)
+    limit = b.max_avg_macs(ev.full_macs)
+    settings = SearchSettings(SPACE, "ddim", b, multi, "rfid", "synthetic", 8, 0)
+    evo = EvolutionConfig(population=8, n_p=4, n_c=3, n_u=30)
+    smp = make_sampler(sampler, SPACE, feasibility(SPACE, "ddim", ev, limit), evo, seed)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = open_study(storage, name, settings, smp)
+    objective = Objective(SPACE, ev, "ddim", limit, multi)
+    return study, objective, ev, limit, storage, settings
+
+
+def test_evo_search_respects_budget_and_records_attrs(tmp_path):
+    study, objective, ev, limit, *_ = _setup(tmp_path)
+    baselines = baseline_schedules(SPACE, "ddim", ev.full_macs, ev.avg_macs, limit)
+    assert enqueue_baselines(study, baselines) == len(baselines)
+    assert run(study, objective, n_trials=40, progress=False) == 40
+    names = {t.user_attrs.get("baseline") for t in study.trials} - {None}
+    assert {"deepcache n=2 b=1", "deepcache n=5 b=3", "deepcache n=10 b=2"} <= names
+    assert any(n.startswith("teacher T=") for n in names)
+    for t in study.get_trials(states=[optuna.trial.TrialState.COMPLETE]):
+        for key in ("avg_macs", "nfe", "speedup", "step_types"):
+            assert key in t.user_attrs
+        assert t.user_attrs["avg_macs"] == pytest.approx(ev.avg_macs(trial_schedule(study, t)))
+        assert "constraints" in t.system_attrs  # optuna-dashboard 0.21 reads this list
+        if "baseline" not in t.user_attrs:
+            assert t.user_attrs["avg_macs"] < limit  # searched trials are all under budget
+    # Every searched (non-baseline) candidate was scored once at most.
+    searched = [s for s in ev.scored if s.segment_length == 3]
+    assert len({s.segments for s in searched}) == len(searched)
+    best = feasible_trials(study)[0]
+    assert best.user_attrs["avg_macs"] < limit
+    assert study.metric_names == ["rfid"]
+
+
+def test_random_sampler_over_budget_candidates_are_pruned_with_constraint(tmp_path):
+    study, objective, ev, limit, *_ = _setup(tmp_path, budget="0.25", sampler="random")
+    run(study, objective, n_trials=30, progress=False)
+    pruned = study.get_trials(states=[optuna.trial.TrialState.PRUNED])
+    assert pruned, "the random sampler should propose some over-budget candidates"
+    for t in pruned:
+        assert t.constraints[("avg_macs")] > 0 and t.user_attrs["avg_macs"] >= limit
+    assert len(ev.scored) == len(study.get_trials(states=[optuna.trial.TrialState.COMPLETE]))
+
+
+def test_resume_continues_to_the_same_total(tmp_path):
+    study, objective, *_ , storage, _settings = _setup(tmp_path)
+    run(study, objective, n_trials=10, progress=False)
+    # A new process: same settings, same storage, same name → same study, up to the total.
+    study2, objective2, *_ = _setup(tmp_path, seed=1)
+    assert run(study2, objective2, n_trials=25, progress=False) == 15
+    assert run(study2, objective2, n_trials=25, progress=False) == 0
+    assert len(optuna.get_all_study_names(storage)) == 1
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    _setup(tmp_path)
+    with pytest.raises(FlexoptError, match=r"created with other settings \(budget"):
+        _setup(tmp_path, budget="0.4")
+
+
+def test_multi_objective_values(tmp_path):
+    study, objective, _ev, *_ = _setup(tmp_path, multi=True, name="mo")
+    run(study, objective, n_trials=20, progress=False)
+    assert study.metric_names == ["rfid", "avg_macs"]
+    for t in study.best_trials:
+        assert t.values[1] == pytest.approx(t.user_attrs["avg_macs"])
+
+
+def test_baselines_not_duplicated_on_rerun(tmp_path):
+    study, _objective, ev, limit, *_ = _setup(tmp_path)
+    bl = baseline_schedules(SPACE, "ddim", ev.full_macs, ev.avg_macs, limit)
+    enqueue_baselines(study, bl)
+    assert enqueue_baselines(study, bl) == 0
+
+
+def test_unknown_sampler():
+    with pytest.raises(FlexoptError, match="sampler 'cmaes' is not supported; allowed: evo"):
+        make_sampler("cmaes", SPACE, lambda c: True, EvolutionConfig(), 0)

@@ -44,6 +44,9 @@ def main() -> None:
 # (module, command attribute) pairs; each module holds one or a few click commands.
 _COMMANDS: list[tuple[str, str]] = [
     ("flexopt.cli.space", "space"),
+    ("flexopt.cli.generate", "macs"),
+    ("flexopt.cli.generate", "generate"),
+    ("flexopt.cli.train", "train_teacher"),
 ]
 
 for _module, _attr in _COMMANDS:

@@ -1,0 +1,177 @@
+"""Train a small DDPM teacher (`UNet2DModel` + `DDPMScheduler`) and save a diffusers pipeline.
+
+This is how flexopt's embedded default model is made: a real data set a package ships, our own
+training loop, EMA weights, resumable checkpoints, and a standard `DDPMPipeline` directory
+(safetensors) that plain `DDPMPipeline.from_pretrained` loads too.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from flexopt.errors import FlexoptError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines the trained weights (with the data)."""
+
+    data: str = "fashion-mnist"
+    image_size: int = 32
+    block_out_channels: tuple[int, ...] = (16, 32, 64, 128)
+    layers_per_block: int = 2
+    attention_block: int = 2  # index of the down block with self-attention (-1: none)
+    steps: int = 20_000
+    batch_size: int = 64
+    lr: float = 2e-4
+    warmup: int = 500
+    ema_decay: float = 0.999
+    num_train_timesteps: int = 1000
+    seed: int = 0
+    checkpoint_every: int = 500
+    extra: dict = field(default_factory=dict)
+
+    def unet_config(self, channels: int) -> dict:
+        n = len(self.block_out_channels)
+        attn = self.attention_block
+        down = tuple("AttnDownBlock2D" if i == attn else "DownBlock2D" for i in range(n))
+        up = tuple("AttnUpBlock2D" if n - 1 - i == attn else "UpBlock2D" for i in range(n))
+        return {
+            "sample_size": self.image_size,
+            "in_channels": channels,
+            "out_channels": channels,
+            "layers_per_block": self.layers_per_block,
+            "block_out_channels": tuple(self.block_out_channels),
+            "down_block_types": down,
+            "up_block_types": up,
+            "norm_num_groups": 8,
+            "attention_head_dim": None,
+        }
+
+
+def _lr_at(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    p = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, p))))
+
+
+def _save_atomic(obj: dict, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train_teacher(
+    cfg: TrainConfig,
+    out_dir: str | os.PathLike[str],
+    images: np.ndarray | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    time_limit: float | None = None,
+    stop_at: int | None = None,
+) -> Path:
+    """Train (or resume) and write a `DDPMPipeline` directory to `out_dir`; returns its path.
+
+    `time_limit` (seconds) or `stop_at` (a step) end this run early with a checkpoint, exactly
+    as an interruption would; running again resumes. The pipeline holds the EMA weights so far.
+    """
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+    from tqdm.auto import tqdm
+
+    from flexopt.data import load_images
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if images is None:
+        images = load_images(cfg.data, cfg.image_size)
+    data = torch.from_numpy(images).float().div(127.5).sub(1.0)  # [-1, 1]
+    n_images, channels = data.shape[0], data.shape[1]
+    torch.manual_seed(cfg.seed)
+    model = UNet2DModel(**cfg.unet_config(channels)).to(device)
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    scheduler = DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps,
+                              beta_schedule="linear", prediction_type="epsilon")
+    gen = torch.Generator().manual_seed(cfg.seed)
+    step, seconds = 0, 0.0
+    ckpt = out / "checkpoint.pt"
+    if ckpt.exists():
+        state = torch.load(ckpt, map_location=device, weights_only=True)
+        if state.get("config") != json.dumps(asdict(cfg), sort_keys=True):
+            raise FlexoptError(
+                f"{ckpt} was written with another training config; use another --out or delete it"
+            )
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        step, seconds = int(state["step"]), float(state["seconds"])
+        log(f"resuming from {ckpt} at step {step}")
+    alphas = scheduler.alphas_cumprod.to(device)
+    bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", disable=not progress)
+    t0 = time.perf_counter() - seconds
+    loss_avg = None
+    model.train()
+    def save_checkpoint() -> None:
+        _save_atomic({
+            "config": json.dumps(asdict(cfg), sort_keys=True),
+            "model": model.state_dict(), "ema": ema.state_dict(),
+            "optimizer": opt.state_dict(), "generator": gen.get_state(),
+            "step": step, "seconds": time.perf_counter() - t0,
+        }, ckpt)
+
+    run_start = time.perf_counter()
+    last = min(cfg.steps, stop_at) if stop_at is not None else cfg.steps
+    while step < last:
+        if time_limit is not None and time.perf_counter() - run_start > time_limit:
+            log(f"time limit reached at step {step}")
+            break
+        idx = torch.randint(0, n_images, (cfg.batch_size,), generator=gen)
+        x0 = data[idx].to(device)
+        if torch.rand((), generator=gen) < 0.5:  # horizontal flips: Fashion-MNIST is symmetric
+            x0 = x0.flip(-1)
+        noise = torch.randn(x0.shape, generator=gen).to(device)
+        t = torch.randint(0, cfg.num_train_timesteps, (cfg.batch_size,), generator=gen).to(device)
+        a = alphas[t].view(-1, 1, 1, 1)
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        loss = F.mse_loss(model(xt, t).sample, noise)
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(cfg, step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
+                pe.lerp_(pm, 1 - decay)
+        step += 1
+        loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_avg:.4f}")
+        if step % cfg.checkpoint_every == 0 or step == last:
+            save_checkpoint()
+    bar.close()
+    if step % cfg.checkpoint_every and step != last:  # stopped by the time limit
+        save_checkpoint()
+    pipe = DDPMPipeline(unet=ema, scheduler=scheduler)
+    pipe.save_pretrained(out / "pipeline", safe_serialization=True)
+    info = {"config": asdict(cfg), "steps": step, "seconds": time.perf_counter() - t0,
+            "device": device, "images": n_images, "torch": torch.__version__,
+            "final_loss_ema": loss_avg, "parameters": sum(p.numel() for p in ema.parameters())}
+    (out / "pipeline" / "flexopt_training.json").write_text(json.dumps(info, indent=2))
+    return out / "pipeline"

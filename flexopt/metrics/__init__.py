@@ -1,0 +1,40 @@
+"""Image-quality metrics for the search: FID Inception features, rFID, KID, paired distance.
+
+`inception_features` turns generated images into 2048-d features; `FeatureStats` holds a teacher's
+statistics (storable with `np.savez`) and scores candidates against it; `score(name, ...)` picks the
+objective by name.
+"""
+
+from __future__ import annotations
+
+from flexopt.metrics.cachedir import cache_dir
+from flexopt.metrics.features import (
+    InceptionExtractor,
+    inception_features,
+    load_inception,
+    to_uint8,
+)
+from flexopt.metrics.frechet import frechet_distance, sqrtm_psd
+from flexopt.metrics.kid import kid, paired_distance
+from flexopt.metrics.objectives import DEFAULT_METRIC, METRICS, check_metric, score
+from flexopt.metrics.stats import FeatureStats
+from flexopt.metrics.weights import InceptionWeights, resolve_inception_weights
+
+__all__ = [
+    "DEFAULT_METRIC",
+    "METRICS",
+    "FeatureStats",
+    "InceptionExtractor",
+    "InceptionWeights",
+    "cache_dir",
+    "check_metric",
+    "frechet_distance",
+    "inception_features",
+    "kid",
+    "load_inception",
+    "paired_distance",
+    "resolve_inception_weights",
+    "score",
+    "sqrtm_psd",
+    "to_uint8",
+]

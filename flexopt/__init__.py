@@ -8,6 +8,16 @@ from flexopt.errors import FlexoptError
 from flexopt.schedule import Schedule
 from flexopt.space import Candidate, SearchSpace, Segment, StepType
 
+
+def __getattr__(name: str):
+    # Lazy: `apply_schedule` needs torch and diffusers, which `flexopt --help` should not load.
+    if name == "apply_schedule":
+        from flexopt.pipeline import apply_schedule
+
+        return apply_schedule
+    raise AttributeError(f"module 'flexopt' has no attribute {name!r}")
+
+
 __all__ = [
     "Candidate",
     "FlexoptError",
@@ -16,4 +26,5 @@ __all__ = [
     "Segment",
     "StepType",
     "__version__",
+    "apply_schedule",
 ]

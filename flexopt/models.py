@@ -1,0 +1,290 @@
+"""Loading a MODEL argument: a pipeline or model directory, a hub id, or a U-Net `config.json`.
+
+Why two loaders: `macs` needs only the U-Net's config (it counts on the meta device, without
+weights), while `generate` needs a whole pipeline. Every failure is a `FlexoptError` that names the
+path and what would have been accepted.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flexopt.errors import FlexoptError
+
+if TYPE_CHECKING:
+    import torch
+
+UNET_CLASSES = ("UNet2DModel", "UNet2DConditionModel")
+DTYPES = ("float32", "float16", "bfloat16")
+_ACCEPTED = (
+    "a diffusers pipeline directory (model_index.json), a model directory (config.json), "
+    "a U-Net config.json, or a hub id"
+)
+
+# Public configs of the paper's U-Nets (SPEC §1, §3), to count their MACs without weights.
+REFERENCE_UNETS: dict[str, dict[str, Any]] = {
+    # google/ddpm-cifar10-32
+    "ddpm-cifar10": {
+        "_class_name": "UNet2DModel",
+        "sample_size": 32,
+        "in_channels": 3,
+        "out_channels": 3,
+        "block_out_channels": [128, 256, 256, 256],
+        "layers_per_block": 2,
+        "down_block_types": ["DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"],
+        # attention at 16x16 on both paths, as in the original DDPM (attn_resolutions=(16,))
+        "up_block_types": ["UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"],
+        "attention_head_dim": None,
+        "downsample_padding": 0,
+        "flip_sin_to_cos": False,
+        "freq_shift": 1,
+        "norm_eps": 1e-06,
+        "norm_num_groups": 32,
+        "act_fn": "silu",
+        "center_input_sample": False,
+        "mid_block_scale_factor": 1,
+        "time_embedding_type": "positional",
+    },
+    # google/ddpm-bedroom-256 (and -church-256)
+    "ddpm-bedroom": {
+        "_class_name": "UNet2DModel",
+        "sample_size": 256,
+        "in_channels": 3,
+        "out_channels": 3,
+        "block_out_channels": [128, 128, 256, 256, 512, 512],
+        "layers_per_block": 2,
+        "down_block_types": [
+            "DownBlock2D",
+            "DownBlock2D",
+            "DownBlock2D",
+            "DownBlock2D",
+            "AttnDownBlock2D",
+            "DownBlock2D",
+        ],
+        "up_block_types": [
+            "UpBlock2D",
+            "AttnUpBlock2D",
+            "UpBlock2D",
+            "UpBlock2D",
+            "UpBlock2D",
+            "UpBlock2D",
+        ],
+        "attention_head_dim": None,
+        "downsample_padding": 0,
+        "flip_sin_to_cos": False,
+        "freq_shift": 1,
+        "norm_eps": 1e-06,
+        "norm_num_groups": 32,
+        "act_fn": "silu",
+        "center_input_sample": False,
+        "mid_block_scale_factor": 1,
+        "time_embedding_type": "positional",
+    },
+    # stable-diffusion-v1-5, unet/config.json
+    "sd15": {
+        "_class_name": "UNet2DConditionModel",
+        "sample_size": 64,
+        "in_channels": 4,
+        "out_channels": 4,
+        "block_out_channels": [320, 640, 1280, 1280],
+        "layers_per_block": 2,
+        "down_block_types": [
+            "CrossAttnDownBlock2D",
+            "CrossAttnDownBlock2D",
+            "CrossAttnDownBlock2D",
+            "DownBlock2D",
+        ],
+        "up_block_types": [
+            "UpBlock2D",
+            "CrossAttnUpBlock2D",
+            "CrossAttnUpBlock2D",
+            "CrossAttnUpBlock2D",
+        ],
+        "cross_attention_dim": 768,
+        "attention_head_dim": 8,
+        "downsample_padding": 1,
+        "flip_sin_to_cos": True,
+        "freq_shift": 0,
+        "norm_eps": 1e-05,
+        "norm_num_groups": 32,
+        "act_fn": "silu",
+        "center_input_sample": False,
+        "mid_block_scale_factor": 1,
+    },
+}
+
+
+def unet_class(config: dict[str, Any], source: str = "config") -> type:
+    """The diffusers U-Net class a config describes (by `_class_name`)."""
+    import diffusers
+
+    name = config.get("_class_name")
+    if name is None:
+        raise FlexoptError(
+            f"{source}: config.json has no _class_name; allowed: {', '.join(UNET_CLASSES)}"
+        )
+    if name not in UNET_CLASSES:
+        raise FlexoptError(
+            f"{source}: model class {name!r} is not supported; allowed: {', '.join(UNET_CLASSES)}"
+        )
+    return getattr(diffusers, name)
+
+
+def _read_json(path: Path, source: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise FlexoptError(f"{source}: cannot read {path.name}: {err}") from None
+    if not isinstance(data, dict):
+        raise FlexoptError(f"{source}: {path.name} is not a JSON object")
+    return data
+
+
+def _looks_like_hub_id(model: str) -> bool:
+    parts = model.split("/")
+    return (
+        len(parts) == 2
+        and all(parts)
+        and not model.startswith((".", "~"))
+        and not any(c in model for c in "\\: ")
+    )
+
+
+def _missing(model: str) -> FlexoptError:
+    return FlexoptError(f"model {model!r} does not exist; allowed: {_ACCEPTED}")
+
+
+def load_unet_config(model: str) -> dict[str, Any]:
+    """The U-Net config of MODEL, reading no weights."""
+    path = Path(model).expanduser()
+    source = f"model {model!r}"
+    if path.is_file():
+        if path.suffix != ".json":
+            raise FlexoptError(f"{source} is a file but not a config.json; allowed: {_ACCEPTED}")
+        config = _read_json(path, source)
+    elif path.is_dir():
+        if (path / "model_index.json").is_file():
+            unet_cfg = path / "unet" / "config.json"
+            if not unet_cfg.is_file():
+                raise FlexoptError(f"{source}: pipeline has no unet/config.json")
+            config = _read_json(unet_cfg, source)
+        elif (path / "config.json").is_file():
+            config = _read_json(path / "config.json", source)
+        else:
+            raise FlexoptError(
+                f"{source} is not a diffusers model (no model_index.json or config.json); "
+                f"allowed: {_ACCEPTED}"
+            )
+    elif _looks_like_hub_id(model):
+        config = _hub_unet_config(model)
+    else:
+        raise _missing(model)
+    unet_class(config, source)
+    return config
+
+
+def _hub_unet_config(repo: str) -> dict[str, Any]:
+    from huggingface_hub import hf_hub_download
+
+    errors = []
+    for filename in ("unet/config.json", "config.json"):
+        try:
+            local = hf_hub_download(repo, filename)
+        except Exception as err:  # hub errors have many types (offline, 404, auth)
+            errors.append(f"{filename}: {type(err).__name__}")
+            continue
+        return _read_json(Path(local), f"model {repo!r}")
+    raise FlexoptError(
+        f"model {repo!r} does not exist locally and the hub has no U-Net config for it "
+        f"({'; '.join(errors)}); allowed: {_ACCEPTED}"
+    )
+
+
+def _scheduler_near(path: Path):
+    """A scheduler for a bare U-Net directory: its own scheduler_config.json or a sibling
+    `scheduler/` (a U-Net inside a pipeline directory)."""
+    import diffusers
+
+    for candidate in (
+        path / "scheduler_config.json",
+        path.parent / "scheduler" / "scheduler_config.json",
+    ):
+        if candidate.is_file():
+            config = _read_json(candidate, f"scheduler config {str(candidate)!r}")
+            name = config.get("_class_name", "")
+            cls = getattr(diffusers, name, None) if name.endswith("Scheduler") else None
+            if cls is None:
+                raise FlexoptError(f"{candidate}: unknown scheduler class {name!r}")
+            return cls.from_config(config)
+    return None
+
+
+def load_pipeline(
+    model: str, *, dtype: torch.dtype | None = None, device: str | torch.device | None = None
+):
+    """The diffusers pipeline of MODEL (a pipeline dir or hub id; or a UNet2DModel directory with
+    a scheduler config next to it, wrapped in a `DDPMPipeline`)."""
+    import diffusers
+
+    path = Path(model).expanduser()
+    source = f"model {model!r}"
+    if path.is_file():
+        raise FlexoptError(
+            f"{source} is a file (a config has no weights); allowed: a diffusers pipeline "
+            "directory or hub id"
+        )
+    if path.is_dir():
+        if (path / "model_index.json").is_file():
+            pipe = _from_pretrained(diffusers.DiffusionPipeline, str(path), source)
+        elif (path / "config.json").is_file():
+            config = _read_json(path / "config.json", source)
+            cls = unet_class(config, source)
+            if cls is not diffusers.UNet2DModel:
+                raise FlexoptError(
+                    f"{source} is a bare {cls.__name__}; allowed: its pipeline directory "
+                    "(text encoder and VAE are needed to generate)"
+                )
+            scheduler = _scheduler_near(path)
+            if scheduler is None:
+                raise FlexoptError(
+                    f"{source} is a U-Net directory without a scheduler config "
+                    "(scheduler_config.json here or ../scheduler/); allowed: a pipeline directory"
+                )
+            unet = _from_pretrained(cls, str(path), source)
+            pipe = diffusers.DDPMPipeline(unet=unet, scheduler=scheduler)
+        else:
+            raise FlexoptError(
+                f"{source} is not a diffusers model (no model_index.json or config.json); "
+                f"allowed: {_ACCEPTED}"
+            )
+    elif _looks_like_hub_id(model):
+        pipe = _from_pretrained(diffusers.DiffusionPipeline, model, source)
+    else:
+        raise _missing(model)
+    # Cast after loading (pipelines load in float32): the dtype keyword of from_pretrained
+    # changed name across diffusers versions.
+    if dtype is not None and dtype != pipe.unet.dtype:
+        pipe = pipe.to(dtype=dtype)
+    if device is not None:
+        pipe = pipe.to(device)
+    return pipe
+
+
+def _from_pretrained(cls: type, where: str, source: str):
+    try:
+        return cls.from_pretrained(where)
+    except FlexoptError:
+        raise
+    except Exception as err:  # diffusers raises OSError, ValueError, EnvironmentError...
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise FlexoptError(f"{source} cannot be loaded as a diffusers model: {first}") from None
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    import torch
+
+    if name not in DTYPES:
+        raise FlexoptError(f"dtype {name!r} is not supported; allowed: {', '.join(DTYPES)}")
+    return getattr(torch, name)

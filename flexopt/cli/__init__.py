@@ -47,6 +47,8 @@ _COMMANDS: list[tuple[str, str]] = [
     ("flexopt.cli.generate", "macs"),
     ("flexopt.cli.generate", "generate"),
     ("flexopt.cli.train", "train_teacher"),
+    ("flexopt.cli.rfid", "teacher"),
+    ("flexopt.cli.rfid", "rfid"),
 ]
 
 for _module, _attr in _COMMANDS:

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import click
 
-from flexopt.cli.options import echo_json
+from flexopt.cli.options import echo_json, generation_options, open_pipeline
 from flexopt.config import format_macs
-from flexopt.models import DTYPES
 
 
 @click.command()
@@ -60,25 +59,8 @@ def macs(model, sample_size, attention, as_json):
     type=click.Path(dir_okay=False),
     help="Schedule file (flexopt.schedule/1 JSON) to run.",
 )
-@click.option("--num-images", type=click.IntRange(min=1), required=True, help="Images to make.")
-@click.option(
-    "--seed",
-    type=int,
-    default=0,
-    show_default=True,
-    help="Image i starts from the noise of seed + i (independent of the batch size).",
-)
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--device", default=None, help="Torch device (default: cuda if available).")
-@click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True)
-@click.option(
-    "--prompt",
-    "prompts",
-    multiple=True,
-    help="Text pipelines: a prompt (repeat for several; cycled over the images).",
-)
-@click.option("--guidance-scale", type=float, default=7.5, show_default=True)
+@generation_options()
 @click.option("--sampler", default=None, help="Expected sampler (fail if the schedule's differs).")
 @click.option(
     "--t-ref", "t_ref", type=int, default=None, help="Expected t_ref (fail if it differs)."
@@ -86,13 +68,14 @@ def macs(model, sample_size, attention, as_json):
 def generate(
     model,
     schedule_path,
+    out,
     num_images,
     seed,
-    out,
     batch_size,
     device,
     dtype,
     prompts,
+    prompt_file,
     guidance_scale,
     sampler,
     t_ref,
@@ -109,43 +92,28 @@ def generate(
           --out samples/
     """
     import numpy as np
-    import torch
-    from tqdm.auto import tqdm
 
     from flexopt.cost import count_macs, schedule_cost
-    from flexopt.models import load_pipeline, parse_dtype
-    from flexopt.pipeline import apply_schedule, check_request
+    from flexopt.evaluator import parse_prompts
+    from flexopt.pipeline import apply_schedule, check_request, generate_images
     from flexopt.schedule import Schedule
 
     schedule = Schedule.load(schedule_path)
     check_request(schedule, sampler, t_ref)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    pipe = load_pipeline(model, dtype=parse_dtype(dtype), device=device)
+    pipe = open_pipeline(model, device, dtype)
+    device = pipe._execution_device
     run = apply_schedule(pipe, schedule)
     cost = schedule_cost(schedule, count_macs(pipe.unet))
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    images, seconds, calls = [], 0.0, 0
-    n_batches = -(-num_images // batch_size)
-    with tqdm(total=n_batches * run.calls_per_run, unit="call", desc="generate") as bar:
-        for first in range(0, num_images, batch_size):
-            n = min(batch_size, num_images - first)
-            gens = [torch.Generator("cpu").manual_seed(seed + first + i) for i in range(n)]
-            kwargs = {"generator": gens, "output_type": "np", "progress": bar.update}
-            if run.kind == "text":
-                texts = [prompts[(first + i) % len(prompts)] if prompts else "" for i in range(n)]
-                batch = run(texts, guidance_scale=guidance_scale, **kwargs).images
-            else:
-                batch = run(batch_size=n, **kwargs).images
-            seconds += run.stats.seconds
-            calls += run.stats.nfe
-            for i, img in enumerate(batch):
-                pipe.numpy_to_pil(img[None])[0].save(out_dir / f"{first + i:05d}.png")
-            images.append(np.asarray(batch, dtype=np.float32))
-    stacked = np.concatenate(images)
-    seeds = np.arange(seed, seed + num_images, dtype=np.int64)
-    np.savez(out_dir / "images.npz", images=stacked, seeds=seeds)
+    prompts = parse_prompts(prompts, prompt_file)
+    result = generate_images(run, num_images, seed, batch_size, prompts=prompts,
+                             guidance_scale=guidance_scale)
+    for i, img in enumerate(result.images):
+        pipe.numpy_to_pil(img[None])[0].save(out_dir / f"{i:05d}.png")
+    np.savez(out_dir / "images.npz", images=result.images, seeds=result.seeds)
+    seconds, calls = result.seconds, result.calls
     click.echo(f"wrote {num_images} images to {out_dir} (PNGs and images.npz)")
     click.echo(
         f"NFE {schedule.nfe} per image ({calls} batched U-Net calls), "

@@ -98,3 +98,48 @@ def load_config(path: str | None) -> StudyConfig | None:
 
 def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2))
+
+
+def generation_options(
+    default_batch: int = 16, num_images_default: int | None = None, min_images: int = 1
+):
+    """--num-images/--seed/--batch-size/--device/--dtype/--prompt/--prompt-file/--guidance-scale.
+
+    Shared by every command that generates images, so they all draw image i from seed + i.
+    """
+    from flexopt.models import DTYPES
+
+    opts = [
+        click.option("--num-images", type=click.IntRange(min=min_images),
+                     default=num_images_default, required=num_images_default is None,
+                     show_default=True, help="Number of images."),
+        click.option("--seed", type=int, default=0, show_default=True,
+                     help="Image i starts from the noise of seed + i (independent of batching)."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=default_batch,
+                     show_default=True),
+        click.option("--device", default=None, help="Torch device (default: cuda if available)."),
+        click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True),
+        click.option("--prompt", "prompts", multiple=True,
+                     help="Text pipelines: a prompt (repeat for several; cycled over images)."),
+        click.option("--prompt-file", type=click.Path(dir_okay=False), default=None,
+                     help="Text pipelines: prompts, one per line."),
+        click.option("--guidance-scale", type=float, default=7.5, show_default=True,
+                     help="Text pipelines: classifier-free guidance scale."),
+    ]
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        for opt in reversed(opts):
+            func = opt(func)
+        return func
+
+    return decorate
+
+
+def open_pipeline(model: str, device: str | None, dtype: str):
+    """Load MODEL's pipeline on `device` (default: cuda when available) in `dtype`."""
+    import torch
+
+    from flexopt.models import load_pipeline, parse_dtype
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return load_pipeline(model, dtype=parse_dtype(dtype), device=device)

@@ -1,0 +1,118 @@
+"""`flexopt teacher` (build or reuse the teacher cache) and `flexopt rfid` (score a schedule)."""
+
+from __future__ import annotations
+
+import warnings
+
+import click
+
+from flexopt.cli.options import generation_options, open_pipeline
+from flexopt.config import format_macs
+from flexopt.schedule import SAMPLERS
+
+
+def metric_options(func):
+    """--metric/--cache-dir/--inception-weights: how images are scored and where caches live."""
+    from flexopt.metrics import METRICS
+
+    for opt in reversed([
+        click.option("--metric", type=click.Choice(list(METRICS)), default="rfid",
+                     show_default=True,
+                     help="rfid (Fréchet distance to the teacher's features), kid, or paired "
+                          "(mean feature distance per noise)."),
+        click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+                     help="Cache for teacher statistics and Inception weights "
+                          "(default: $FLEXOPT_CACHE_DIR or ~/.cache/flexopt)."),
+        click.option("--inception-weights", type=click.Path(dir_okay=False), default=None,
+                     help="FID Inception weights to use (state dict or TorchScript)."),
+    ]):
+        func = opt(func)
+    return func
+
+
+def build_evaluator(model, sampler, t_ref, num_images, seed, batch_size, device, dtype, prompts,
+                    prompt_file, guidance_scale, metric, cache_dir, inception_weights,
+                    progress=True):
+    """A `ModelEvaluator` from command-line values (shared by rfid, teacher and search)."""
+    from flexopt.evaluator import EvalSettings, ModelEvaluator, parse_prompts
+
+    pipe = open_pipeline(model, device, dtype)
+    settings = EvalSettings(num_images, seed, batch_size, metric,
+                            parse_prompts(prompts, prompt_file), guidance_scale)
+    return ModelEvaluator(pipe, sampler, t_ref, settings, cache_dir, inception_weights, progress)
+
+
+def teacher_entry(evaluator):
+    """Build or reuse the teacher cache, saying which (and why a cached entry was rebuilt)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        entry = evaluator.teacher()
+    for w in caught:
+        if "teacher cache" in str(w.message):
+            click.echo(f"warning: {w.message}", err=True)
+    return entry
+
+
+@click.command()
+@click.argument("model")
+@click.option("--steps", "--t-ref", "t_ref", type=click.IntRange(min=1), default=100,
+              show_default=True, help="Teacher's step count T_ref.")
+@click.option("--sampler", type=click.Choice(SAMPLERS), default="ddim", show_default=True,
+              help="Teacher's sampler.")
+@generation_options(default_batch=64, min_images=2)
+@metric_options
+def teacher(model, t_ref, sampler, num_images, seed, batch_size, device, dtype, prompts,
+            prompt_file, guidance_scale, metric, cache_dir, inception_weights):
+    """Build (or reuse) the teacher's cached Inception statistics for MODEL.
+
+    The teacher runs T_ref full steps of SAMPLER on NUM_IMAGES noises (image i: seed + i). The
+    cache is keyed by the model weights, pipeline and scheduler config, sampler, T_ref, seeds,
+    image count, prompts, dtype and feature network; a corrupt entry is detected and rebuilt.
+
+    \b
+    Example:
+      flexopt teacher path/to/ddpm-cifar10 --num-images 1000 --seed 0 --steps 100
+    """
+    ev = build_evaluator(model, sampler, t_ref, num_images, seed, batch_size, device, dtype,
+                         prompts, prompt_file, guidance_scale, metric, cache_dir,
+                         inception_weights)
+    entry = teacher_entry(ev)
+    verb = {"hit": "reused", "built": "built", "rebuilt": "rebuilt"}[entry.status]
+    click.echo(f"teacher cache {verb}: {entry.path}")
+    click.echo(f"  {sampler} {t_ref} steps, {num_images} images from seed {seed}, "
+               f"feature dim {entry.stats.dim}")
+
+
+@click.command()
+@click.argument("model")
+@click.option("--schedule", "schedule_path", required=True, type=click.Path(dir_okay=False),
+              help="Schedule file to score (its sampler and t_ref define the teacher).")
+@generation_options(default_batch=64, min_images=2)
+@metric_options
+def rfid(model, schedule_path, num_images, seed, batch_size, device, dtype, prompts, prompt_file,
+         guidance_scale, metric, cache_dir, inception_weights):
+    """Score a schedule: rFID of its images against the teacher's, from the same noises.
+
+    The teacher is the schedule's sampler with t_ref full steps; its statistics come from the
+    cache (built on first use). --metric kid prints KID instead, --metric paired the mean
+    per-image feature distance.
+
+    \b
+    Example:
+      flexopt rfid path/to/ddpm-cifar10 --schedule best.json --num-images 1000 --seed 0
+    """
+    from flexopt.schedule import Schedule
+
+    schedule = Schedule.load(schedule_path)
+    ev = build_evaluator(model, schedule.sampler, schedule.t_ref, num_images, seed, batch_size,
+                         device, dtype, prompts, prompt_file, guidance_scale, metric, cache_dir,
+                         inception_weights)
+    entry = teacher_entry(ev)
+    click.echo(f"teacher cache {'reused' if entry.status == 'hit' else entry.status}: {entry.path}")
+    value = ev.score(schedule)
+    avg = ev.avg_macs(schedule)
+    t = ev.last_timings
+    click.echo(f"{metric}: {value:.6g}")
+    click.echo(f"avg MACs {format_macs(avg)} ({ev.full_macs / avg:.2f}x fewer), NFE {schedule.nfe}")
+    click.echo(f"seconds: generate {t['generate']:.2f}, features {t['features']:.2f}, "
+               f"{metric} {t['metric']:.3f}")

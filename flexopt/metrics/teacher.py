@@ -1,0 +1,157 @@
+"""The teacher cache: Inception statistics of the teacher's images, computed once, kept on disk.
+
+rFID compares a candidate's images with the teacher's images from the same noises, so every
+candidate of a study needs the same teacher statistics. Generating them costs `t_ref` full steps
+per image, so they are stored, keyed by everything that determines them (`TeacherKey`): the
+model's weights, the pipeline and scheduler config, the sampler and `t_ref`, the seeds, the image
+count, prompts/labels, the dtype and the feature network. An entry is an `.npz` (no pickle) with
+the statistics, the raw features and a few preview images, plus a JSON manifest holding the key
+and the npz's sha256. A corrupt or mismatched entry is reported and rebuilt, never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flexopt.metrics.cachedir import atomic_write, cache_dir, sha256_file
+from flexopt.metrics.stats import FeatureStats
+
+TEACHER_FORMAT = "flexopt.teacher/1"
+PREVIEW_IMAGES = 16  # teacher images kept for sample grids (uint8)
+
+
+def fingerprint_modules(modules: Mapping[str, Any]) -> str:
+    """A hash of the weights of the named torch modules (a model's identity, wherever it came
+    from: a hub id, a directory, or an object built in memory)."""
+    import torch
+
+    h = hashlib.blake2b(digest_size=20)
+    for name in sorted(modules):
+        module = modules[name]
+        if not isinstance(module, torch.nn.Module):
+            continue
+        h.update(name.encode())
+        for key, tensor in sorted(module.state_dict().items()):
+            t = tensor.detach().to("cpu").contiguous()
+            h.update(f"{key}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class TeacherKey:
+    """Everything that determines a teacher's images and features."""
+
+    model: str  # weights fingerprint
+    pipeline: str  # pipeline class name
+    scheduler: str  # scheduler config, as canonical JSON
+    sampler: str
+    t_ref: int
+    seed: int
+    num_images: int
+    prompts: tuple[str, ...] = ()
+    guidance_scale: float | None = None
+    dtype: str = "float32"
+    features: str = ""  # sha256 of the Inception weights
+
+    def digest(self) -> str:
+        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:24]
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["prompts"] = list(self.prompts)
+        return d
+
+
+@dataclass(frozen=True)
+class TeacherEntry:
+    stats: FeatureStats
+    preview: np.ndarray  # uint8 N×C×H×W, the first few teacher images
+    path: Path
+    status: str  # "hit" | "built" | "rebuilt"
+    problem: str | None = None  # why a "rebuilt" entry could not be used
+
+
+class TeacherCache:
+    """Teacher statistics on disk under `<cache>/teacher/<digest>.{npz,json}`."""
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.dir = cache_dir(root) / "teacher"
+
+    def paths(self, key: TeacherKey) -> tuple[Path, Path]:
+        stem = self.dir / key.digest()
+        return stem.with_suffix(".npz"), stem.with_suffix(".json")
+
+    def load(self, key: TeacherKey) -> tuple[TeacherEntry | None, str | None]:
+        """(entry, None) on a hit; (None, None) when absent; (None, problem) when the entry is
+        corrupt or does not match the key — the caller rebuilds it."""
+        npz, manifest = self.paths(key)
+        if not npz.exists() and not manifest.exists():
+            return None, None
+        problem = self._check(key, npz, manifest)
+        if problem is None:
+            try:
+                with np.load(npz, allow_pickle=False) as data:
+                    arrays = {k: data[k] for k in data.files}
+                preview = arrays.pop("preview")
+                stats = FeatureStats.from_arrays(arrays, source=str(npz))
+                return TeacherEntry(stats, preview, npz, "hit"), None
+            except Exception as err:  # any unreadable content is a corrupt entry
+                problem = f"unreadable ({type(err).__name__}: {err})"
+        return None, f"teacher cache {npz} is {problem}"
+
+    @staticmethod
+    def _check(key: TeacherKey, npz: Path, manifest: Path) -> str | None:
+        if not npz.exists() or not manifest.exists():
+            return "incomplete (statistics or manifest missing)"
+        try:
+            meta = json.loads(manifest.read_text())
+        except (OSError, json.JSONDecodeError):
+            return "corrupt (manifest is not valid JSON)"
+        if meta.get("format") != TEACHER_FORMAT:
+            return f"of another format ({meta.get('format')!r})"
+        if meta.get("key") != key.to_json():
+            return "for another key (hash collision or edited manifest)"
+        if meta.get("sha256") != sha256_file(npz):
+            return "corrupt (checksum mismatch)"
+        return None
+
+    def store(self, key: TeacherKey, stats: FeatureStats, preview: np.ndarray) -> Path:
+        """Write the npz, then the manifest naming its checksum (both atomic)."""
+        npz, manifest = self.paths(key)
+        arrays = dict(stats.to_arrays(with_sqrt=False))
+        arrays["preview"] = np.ascontiguousarray(preview, dtype=np.uint8)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        atomic_write(npz, lambda f: f.write(buf.getvalue()))
+        meta = {"format": TEACHER_FORMAT, "key": key.to_json(), "sha256": sha256_file(npz)}
+        atomic_write(manifest, lambda f: f.write(json.dumps(meta, indent=2).encode()))
+        return npz
+
+    def get_or_build(
+        self, key: TeacherKey, build: Callable[[], tuple[FeatureStats, np.ndarray]]
+    ) -> TeacherEntry:
+        """The cached entry, or `build()` (features of the teacher's images) stored and returned.
+
+        A corrupt or mismatched entry is reported with a warning, rebuilt and replaced.
+        """
+        entry, problem = self.load(key)
+        if entry is not None:
+            return entry
+        if problem is not None:
+            warnings.warn(f"{problem}; rebuilding it", stacklevel=2)
+        stats, preview = build()
+        path = self.store(key, stats, preview[:PREVIEW_IMAGES])
+        status = "rebuilt" if problem else "built"
+        return TeacherEntry(stats, preview[:PREVIEW_IMAGES], path, status, problem)

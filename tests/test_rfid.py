@@ -1,0 +1,105 @@
+"""rFID end to end: teacher cache (hit, miss, corruption), `flexopt teacher` and `flexopt rfid`."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import tiny
+from click.testing import CliRunner
+
+from flexopt.cli import main
+from flexopt.schedule import Schedule
+
+T_REF = 20
+# rFID from few images is noisy (Fréchet distance of 48 samples in 2048-d); 48 keeps the ordering
+# of the interval test clear on this random-weight model (margins > 10%), 8 suffices elsewhere.
+N_ORDER = 48
+N = 8
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("model")
+    return str(tiny.save(tiny.ddim_pipeline(tiny.unet2d(sample_size=16, seed=0)), d / "ddim"))
+
+
+def run(*args):
+    r = CliRunner().invoke(main, [str(a) for a in args])
+    return r
+
+
+def common(cache, weights, seed=0, n=N):
+    return ["--num-images", n, "--seed", seed, "--batch-size", 24, "--device", "cpu",
+            "--cache-dir", cache, "--inception-weights", weights]
+
+
+def rfid_of(model_dir, tmp_path, schedule, cache, weights, metric="rfid", n=N):
+    path = schedule.save(tmp_path / f"s{abs(hash(schedule.segments))}.json")
+    r = run("rfid", model_dir, "--schedule", path, "--metric", metric,
+            *common(cache, weights, n=n))
+    assert r.exit_code == 0, r.output
+    return float(re.search(rf"^{metric}: (\S+)$", r.output, re.M).group(1)), r.output
+
+
+def test_teacher_scores_zero_and_coarser_caching_scores_worse(model_dir, tmp_path,
+                                                              inception_weights):
+    cache = tmp_path / "cache"
+    r = run("teacher", model_dir, "--steps", T_REF, *common(cache, inception_weights, n=N_ORDER))
+    assert r.exit_code == 0, r.output
+    assert "teacher cache built" in r.output
+    zero, out = rfid_of(model_dir, tmp_path, Schedule.full(T_REF), cache, inception_weights,
+                        n=N_ORDER)
+    assert "teacher cache reused" in out
+    assert abs(zero) < 1e-6
+    scores = [rfid_of(model_dir, tmp_path, Schedule.uniform(T_REF, k, 1), cache,
+                      inception_weights, n=N_ORDER)[0] for k in (2, 5, 10)]
+    assert 0 < scores[0] < scores[1] < scores[2], scores
+
+
+def test_kid_metric(model_dir, tmp_path, inception_weights):
+    cache = tmp_path / "cache"
+    value, out = rfid_of(model_dir, tmp_path, Schedule.uniform(T_REF, 10, 1), cache,
+                         inception_weights, metric="kid")
+    assert value > 0 and "kid:" in out
+
+
+def test_cache_hit_miss_and_corruption(model_dir, tmp_path, inception_weights):
+    cache = tmp_path / "cache"
+    args = ["teacher", model_dir, "--steps", T_REF, *common(cache, inception_weights)]
+    assert "teacher cache built" in run(*args).output
+    assert "teacher cache reused" in run(*args).output
+    (npz,) = (cache / "teacher").glob("*.npz")
+    # Another seed is another key: a second entry, the first one untouched.
+    other = run("teacher", model_dir, "--steps", T_REF, *common(cache, inception_weights, seed=1))
+    assert "teacher cache built" in other.output
+    assert len(list((cache / "teacher").glob("*.npz"))) == 2
+    # Flip bytes in the statistics: the checksum catches it, the entry is rebuilt.
+    data = bytearray(npz.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    npz.write_bytes(bytes(data))
+    r = run(*args)
+    assert "checksum mismatch" in r.output and "teacher cache rebuilt" in r.output
+    assert "teacher cache reused" in run(*args).output
+    # A manifest that is not JSON, then one naming another key.
+    manifest = npz.with_suffix(".json")
+    manifest.write_text("{oops")
+    assert "manifest is not valid JSON" in run(*args).output
+    meta = json.loads(manifest.read_text())
+    meta["key"]["seed"] = 99
+    manifest.write_text(json.dumps(meta))
+    r = run(*args)
+    assert "for another key" in r.output and "teacher cache rebuilt" in r.output
+
+
+def test_bad_inputs(model_dir, tmp_path, inception_weights):
+    r = run("rfid", tmp_path / "missing", "--schedule", tmp_path / "s.json",
+            *common(tmp_path, inception_weights))
+    assert r.exit_code == 2 and "does not exist" in r.output
+    s = Schedule.uniform(T_REF, 5, 13).save(tmp_path / "deep.json")
+    r = run("rfid", model_dir, "--schedule", s, *common(tmp_path, inception_weights))
+    assert r.exit_code == 2 and "branch 13 is beyond" in r.output
+    r = run("rfid", model_dir, "--schedule", s, "--metric", "fid",
+            *common(tmp_path, inception_weights))
+    assert r.exit_code == 2 and "'fid' is not one of 'rfid', 'kid', 'paired'" in r.output

@@ -12,8 +12,10 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import unquote
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -79,6 +81,67 @@ def default_storage(study_name: str) -> str:
     return f"sqlite:///{safe}.db"
 
 
+def make_storage(url: str, heartbeat: int | None = 60) -> optuna.storages.BaseStorage | str:
+    """An Optuna storage for `url`; RDB URLs get a heartbeat so a crashed worker's trial is
+    failed after a grace period and retried once (no candidate is lost)."""
+    if url.split(":", 1)[0].split("+", 1)[0] not in ("sqlite", "postgresql", "mysql"):
+        return url  # e.g. a journal storage a user built; pass through
+    if heartbeat is None:
+        return optuna.storages.RDBStorage(url)
+    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna, and what we need
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url,
+            heartbeat_interval=heartbeat,
+            grace_period=2 * heartbeat,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=1
+            ),
+        )
+
+
+def study_names(storage: str) -> list[str]:
+    """The studies in `storage`; an unreachable or mistyped storage is one clear error."""
+    if storage.startswith("sqlite:///"):
+        db = Path(unquote(storage[len("sqlite:///"):]))
+        if not db.is_file():  # Optuna would silently create an empty database
+            raise FlexoptError(f"storage file {str(db)!r} does not exist (from {storage!r})")
+    try:
+        return optuna.get_all_study_names(storage)
+    except (ImportError, ModuleNotFoundError) as err:
+        raise FlexoptError(f"storage {storage!r} needs a missing driver: {err}") from None
+    except Exception as err:  # SQLAlchemy's errors for an unreachable or malformed URL
+        if type(err).__module__.startswith(("sqlalchemy", "optuna")) or isinstance(
+            err, ValueError | OSError
+        ):
+            raise FlexoptError(f"storage {storage!r} cannot be opened: {err}") from None
+        raise
+
+
+def load_study(storage: str, study_name: str | None) -> optuna.Study:
+    """Load a study for reading; a user's mistake (typo, empty storage) is one clear error.
+
+    `study_name` may be None when the storage holds exactly one study.
+    """
+    names = study_names(storage)
+    if not names:
+        raise FlexoptError(f"storage {storage!r} holds no study; run a search first")
+    if study_name is None:
+        if len(names) > 1:
+            raise FlexoptError(
+                f"storage {storage!r} holds several studies; pick one with --study-name: "
+                f"{', '.join(sorted(names))}"
+            )
+        study_name = names[0]
+    if study_name not in names:
+        raise FlexoptError(
+            f"study {study_name!r} is not in {storage!r}; studies there: {', '.join(sorted(names))}"
+        )
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    settings_of(study)  # raises if the study was not made by flexopt
+    return study
+
+
 def make_sampler(
     name: str,
     space: SearchSpace,
@@ -103,7 +166,7 @@ def make_sampler(
 
 
 def open_study(
-    storage: str,
+    storage: str | optuna.storages.BaseStorage,
     study_name: str,
     settings: SearchSettings,
     sampler: optuna.samplers.BaseSampler,
@@ -217,7 +280,9 @@ class Objective:
     sampler: str = "ddim"
     max_avg_macs: float | None = None
     multi_objective: bool = False
-    _timings: list[float] = field(default_factory=list)
+    # Called with (trial, the evaluator's last images) after scoring, e.g. to upload a sample
+    # grid as an Optuna artifact (`flexopt.artifacts.SampleGridUploader`).
+    sample_grids: Callable[[optuna.Trial, Any], object] | None = None
 
     def suggest(self, trial: optuna.Trial) -> Candidate:
         dists = self.space.distributions()
@@ -261,6 +326,10 @@ class Objective:
         t0 = time.perf_counter()
         score = float(self.evaluator.score(schedule))
         trial.set_user_attr("seconds", time.perf_counter() - t0)
+        for stage, seconds in getattr(self.evaluator, "last_timings", {}).items():
+            trial.set_user_attr(f"seconds_{stage}", seconds)
+        if self.sample_grids is not None:
+            self.sample_grids(trial, getattr(self.evaluator, "last_images", None))
         return (score, avg) if self.multi_objective else score
 
 

@@ -49,6 +49,11 @@ _COMMANDS: list[tuple[str, str]] = [
     ("flexopt.cli.train", "train_teacher"),
     ("flexopt.cli.rfid", "teacher"),
     ("flexopt.cli.rfid", "rfid"),
+    ("flexopt.cli.search", "search"),
+    ("flexopt.cli.search", "export"),
+    ("flexopt.cli.report", "report"),
+    ("flexopt.cli.report", "trials"),
+    ("flexopt.cli.report", "dashboard"),
 ]
 
 for _module, _attr in _COMMANDS:

@@ -1,0 +1,143 @@
+"""`flexopt report`, `flexopt trials`, `flexopt dashboard`: look at what a search found.
+
+Heavy imports (plotly, pandas, optuna-dashboard) happen inside the commands so `flexopt --help`
+stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from flexopt.errors import FlexoptError
+
+
+def _storage_options(study: bool = True, artifacts: bool = True) -> Callable[[Any], Any]:
+    """--storage (and --study-name, --artifacts/--no-artifacts) as every command here takes them."""
+
+    def wrap(func: Callable[..., Any]) -> Callable[..., Any]:
+        opts = [click.option("--storage", required=True, metavar="URL",
+                             help="Optuna storage URL of the search, e.g. sqlite:///study.db.")]
+        if study:
+            opts.append(click.option(
+                "--study-name", metavar="NAME",
+                help="Study in the storage (may be left out when it holds only one)."))
+        if artifacts:
+            opts += [
+                click.option("--artifacts", metavar="DIR", type=click.Path(file_okay=False),
+                             help="Artifact directory of the search (default for sqlite:///x.db: "
+                                  "x-artifacts/ beside it; required for other storages)."),
+                click.option("--no-artifacts", "no_artifacts", is_flag=True,
+                             help="Do not read sample grids."),
+            ]
+        for opt in reversed(opts):
+            func = opt(func)
+        return func
+
+    return wrap
+
+
+def _trial_numbers(_ctx: click.Context, _param: click.Parameter, value: str | None
+                   ) -> tuple[int, ...]:
+    if not value:
+        return ()
+    try:
+        return tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected trial numbers such as 3,17") from None
+
+
+@click.command()
+@_storage_options()
+@click.option("--out", "-o", default="report.html", show_default=True,
+              type=click.Path(dir_okay=False), help="HTML file to write.")
+@click.option("--cdn", is_flag=True,
+              help="Link plotly.js from its CDN (small file, needs a network to view) instead "
+                   "of embedding it (opens offline).")
+@click.option("--highlight", callback=_trial_numbers, metavar="LIST",
+              help="Trial numbers to highlight as chosen, e.g. 12,40.")
+@click.option("--png", type=click.Path(dir_okay=False),
+              help="Also write the Pareto plot as a static PNG (for papers).")
+@click.option("--png-backend", type=click.Choice(["auto", "matplotlib", "browser"]),
+              default="auto", show_default=True,
+              help="matplotlib, or the plotly figure shot by a headless Chromium/Chrome.")
+def report(storage, study_name, artifacts, no_artifacts, out, cdn, highlight, png, png_backend):
+    """Write one self-contained HTML report of a search.
+
+    It shows rFID against avg MACs (speedup on the top axis) with the Pareto front, the
+    baselines (DeepCache uniform, fewer-step teacher) and over-budget trials in grey; a table of
+    the Pareto trials; each selected schedule as a strip of full / partial / null steps; the
+    sample grids of the teacher and the selected trials on the same noises; and the search's
+    progress.
+
+    \b
+    Example:
+      flexopt report --storage sqlite:///cifar.db --out cifar.html --png pareto.png
+    """
+    from flexopt.report import build_report
+    from flexopt.report_png import export_pareto_png, pick_backend
+
+    if png:
+        pick_backend(png_backend)  # fail before the slow part, not after
+    path, rep = build_report(storage, study_name, out, cdn=cdn, artifacts=artifacts,
+                             use_artifacts=not no_artifacts, highlight=highlight)
+    size = path.stat().st_size / 1e6
+    click.echo(f"wrote {path} ({size:.1f} MB): {len(rep.pareto)} Pareto trials"
+               + (f", best #{rep.best}" if rep.best is not None else ""))
+    if png:
+        click.echo(f"wrote {export_pareto_png(rep, png, png_backend)}")
+
+
+@click.command()
+@_storage_options(artifacts=False)
+@click.option("--pareto", is_flag=True, help="Only the Pareto trials (feasible, searched).")
+@click.option("--csv", "csv_path", metavar="FILE", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Write CSV to FILE ('-' for standard output) instead of a text table.")
+def trials(storage, study_name, pareto, csv_path):
+    """List a search's finished trials: schedule, avg MACs, NFE, speedup, rFID.
+
+    \b
+    Example:
+      flexopt trials --storage sqlite:///cifar.db --pareto --csv pareto.csv
+    """
+    from flexopt.report_data import collect, trials_frame
+    from flexopt.study import load_study
+
+    rep = collect(load_study(storage, study_name))
+    frame = trials_frame(rep, rep.pareto if pareto else None)
+    if csv_path == "-":
+        frame.to_csv(sys.stdout, index=False)
+    elif csv_path:
+        try:
+            frame.to_csv(csv_path, index=False)
+        except OSError as err:
+            raise FlexoptError(f"cannot write {csv_path!r}: {err.strerror}") from None
+        click.echo(f"wrote {csv_path} ({len(frame)} trials)")
+    else:
+        text = frame.drop(columns=["steps"]).to_string(
+            index=False, na_rep="", float_format=lambda v: f"{v:.4g}"
+        )
+        click.echo(text)
+
+
+@click.command()
+@_storage_options(study=False)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+def dashboard(storage, artifacts, no_artifacts, host, port):
+    """Open optuna-dashboard on a search's storage, with its sample grids as artifacts.
+
+    \b
+    Example:
+      flexopt dashboard --storage sqlite:///cifar.db    # then browse http://127.0.0.1:8080
+    """
+    from flexopt.artifacts import artifact_dir
+    from flexopt.report_dashboard import checked_store, run_dashboard
+
+    store = checked_store(storage, artifacts, use_artifacts=not no_artifacts)
+    where = f"artifacts in {artifact_dir(storage, artifacts)}" if store else "no artifacts"
+    click.echo(f"optuna-dashboard on http://{host}:{port}/ ({where}; Ctrl-C to stop)")
+    run_dashboard(storage, host, port, store)

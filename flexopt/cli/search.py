@@ -1,0 +1,186 @@
+"""`flexopt search` (run or resume a study) and `flexopt export` (write a trial's schedule)."""
+
+from __future__ import annotations
+
+import click
+
+from flexopt.cli.options import generation_options, load_config, resolve_space, space_options
+from flexopt.cli.rfid import build_evaluator, metric_options, teacher_entry
+from flexopt.config import Budget, format_macs
+from flexopt.errors import FlexoptError
+from flexopt.schedule import SAMPLERS
+from flexopt.study import SAMPLER_NAMES
+
+
+@click.command()
+@click.argument("config", required=False, type=click.Path(dir_okay=False))
+@click.option("--model", help="Pipeline directory, hub id, or flexopt:NAME (overrides CONFIG).")
+@click.option("--budget", help="Max avg MACs (3G, 250M, 6.1e9) or a speedup (2.5x).")
+@click.option("--n-trials", type=click.IntRange(min=1), default=None,
+              help="Stop when the study holds this many finished trials (all workers; "
+                   "default: CONFIG's n_trials or 100). Re-running continues up to it.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stop this worker after so many minutes.")
+@click.option("--storage", help="Optuna storage URL (default: sqlite:///STUDY_NAME.db here; "
+                                "postgresql://… for several workers).")
+@click.option("--study-name", help="Study name (default: CONFIG's, else 'flexopt').")
+@click.option("--sampler", "search_sampler", type=click.Choice(SAMPLER_NAMES), default="evo",
+              show_default=True, help="evo is Flexiffusion's evolutionary search; random, tpe "
+                                      "and nsga2 are Optuna's, for comparison.")
+@click.option("--schedule-sampler", type=click.Choice(SAMPLERS), default=None,
+              help="Diffusion sampler of the schedules (default: CONFIG's, else ddim).")
+@click.option("--multi-objective", is_flag=True,
+              help="Minimise rFID and avg MACs together: one Pareto front instead of one "
+                   "search per budget.")
+@click.option("--no-baselines", is_flag=True,
+              help="Do not evaluate DeepCache-uniform and fewer-step teacher baselines first.")
+@click.option("--search-seed", type=int, default=None,
+              help="Seed of this worker's sampler (default: random; give one per worker).")
+@click.option("--artifacts", type=click.Path(file_okay=False), default=None,
+              help="Artifact store for sample grids (default for sqlite:///x.db: x-artifacts/).")
+@click.option("--no-artifacts", is_flag=True, help="Do not upload sample grids.")
+@space_options
+@generation_options(default_batch=64, num_images_default=None, min_images=2)
+@metric_options
+def search(config, model, budget, n_trials, timeout, storage, study_name, search_sampler,
+           schedule_sampler, multi_objective, no_baselines, search_seed, artifacts, no_artifacts,
+           segments, branches,
+           intervals, t_ref, num_images, seed, batch_size, device, dtype, prompts, prompt_file,
+           guidance_scale, metric, cache_dir, inception_weights):
+    """Search segment-wise schedules for MODEL under a MACs budget (an Optuna study).
+
+    CONFIG is a study TOML (see studies/); flags override it. Each candidate is checked against
+    the budget before anything runs, then scored by rFID of NUM_IMAGES images against the
+    teacher's from the same noises (teacher statistics are cached). The study lives in STORAGE:
+    re-running the same command resumes it, and several workers may share one study.
+
+    \b
+    Example:
+      flexopt search studies/ddpm-cifar10-3.0G.toml --model path/to/ddpm-cifar10 --n-trials 300
+    """
+    import optuna
+
+    from flexopt.study import (
+        Objective,
+        SearchSettings,
+        baseline_schedules,
+        default_storage,
+        enqueue_baselines,
+        feasibility,
+        feasible_trials,
+        make_sampler,
+        make_storage,
+        open_study,
+        run,
+    )
+
+    cfg = load_config(config)
+    space = resolve_space(cfg, segments, branches, intervals, t_ref)
+    model = model or (cfg.model if cfg else None)
+    if not model:
+        raise FlexoptError("no model: give --model (a pipeline directory or hub id) or a CONFIG "
+                           "with `model = ...`")
+    budget_ = Budget.parse(budget) if budget else (cfg.budget if cfg else None)
+    if budget_ is None and not multi_objective:
+        raise FlexoptError("no budget: give --budget (e.g. 3G or 2.5x), a CONFIG with "
+                           "`budget = ...`, or --multi-objective")
+    num_images = num_images or (cfg.num_images if cfg else None)
+    sampler = schedule_sampler or (cfg.sampler if cfg else "ddim")
+    study_name = study_name or (cfg.study_name if cfg and cfg.study_name else "flexopt")
+    storage = storage or (cfg.storage if cfg and cfg.storage else default_storage(study_name))
+    n_trials = n_trials or (cfg.n_trials if cfg and cfg.n_trials else 100)
+    evolution = cfg.evolution if cfg else None
+
+    ev = build_evaluator(model, sampler, space.t_ref, num_images, seed, batch_size, device, dtype,
+                         prompts, prompt_file, guidance_scale, metric, cache_dir,
+                         inception_weights)
+    limit = budget_.max_avg_macs(ev.full_macs) if budget_ else None
+    click.echo(f"model {model}: full step {format_macs(ev.full_macs)} MACs, max branch "
+               f"{ev.profile.max_branch}; teacher {sampler} {space.t_ref} steps")
+    bad = [b for b in space.branches if b > ev.profile.max_branch]
+    if bad:
+        raise FlexoptError(f"branch choice {bad[0]} is beyond this model; allowed: "
+                           f"1..{ev.profile.max_branch}")
+    if limit is not None:
+        click.echo(f"budget: avg MACs < {format_macs(limit)} "
+                   f"({ev.full_macs / limit:.2f}x fewer than the teacher)")
+    entry = teacher_entry(ev)
+    click.echo(f"teacher cache {'reused' if entry.status == 'hit' else entry.status}: {entry.path}")
+
+    from flexopt.config import EvolutionConfig
+
+    settings = SearchSettings(space, sampler, budget_, multi_objective, metric, model,
+                              num_images, seed)
+    smp = make_sampler(search_sampler, space, feasibility(space, sampler, ev, limit),
+                       evolution or EvolutionConfig(), search_seed)
+    study = open_study(make_storage(storage), study_name, settings, smp)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if not no_baselines:
+        bl = baseline_schedules(space, sampler, ev.full_macs, ev.avg_macs, limit)
+        added = enqueue_baselines(study, bl)
+        if added:
+            click.echo(f"enqueued {added} baselines (DeepCache uniform, fewer-step teacher)")
+    grids = None
+    if not no_artifacts:
+        from flexopt.artifacts import SampleGridUploader
+
+        grids = SampleGridUploader.for_storage(storage, artifacts)
+        grids.teacher(study, entry.preview)
+    objective = Objective(space, ev, sampler, limit, multi_objective, grids)
+    done = run(study, objective, n_trials, timeout=timeout * 60 if timeout else None)
+    click.echo(f"study {study_name!r} in {storage}: ran {done} trials this time, "
+               f"{len(study.trials)} in all")
+    best = [t for t in feasible_trials(study) if "baseline" not in t.user_attrs]
+    if best:
+        b = best[0]
+        click.echo(f"best under budget: trial {b.number}, {metric} {b.values[0]:.4g}, avg MACs "
+                   f"{format_macs(b.user_attrs['avg_macs'])} ({b.user_attrs['speedup']:.2f}x), "
+                   f"NFE {b.user_attrs['nfe']}")
+        click.echo(f"  steps: {b.user_attrs['step_types']}")
+    click.echo("next:")
+    click.echo(f"  flexopt export --storage {storage} --study-name {study_name} --best "
+               "--out best.json")
+    click.echo(f"  flexopt report --storage {storage} --study-name {study_name} --out report.html")
+    click.echo(f"  flexopt dashboard --storage {storage}")
+
+
+@click.command()
+@click.option("--storage", required=True, help="Optuna storage URL of the study.")
+@click.option("--study-name", required=True)
+@click.option("--trial", "trial_number", type=click.IntRange(min=0), default=None,
+              help="Export this trial's schedule.")
+@click.option("--best", is_flag=True,
+              help="Export the best complete trial under the budget (lowest first objective).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="Schedule file to write (flexopt.schedule/1 JSON).")
+def export(storage, study_name, trial_number, best, out):
+    """Write a trial's schedule to a file that `generate`, `rfid` and `apply_schedule` read."""
+    from optuna.trial import TrialState
+
+    from flexopt.schedule import Schedule
+    from flexopt.study import feasible_trials, load_study, trial_schedule
+
+    if (trial_number is None) == (not best):
+        raise FlexoptError("give exactly one of --trial N and --best")
+    study = load_study(storage, study_name)
+    if best:
+        candidates = feasible_trials(study)
+        if not candidates:
+            raise FlexoptError(f"study {study_name!r} has no complete trial under its budget yet")
+        trial = candidates[0]
+    else:
+        numbers = [t.number for t in study.trials]
+        if trial_number not in numbers:
+            raise FlexoptError(f"trial {trial_number} is not in study {study_name!r}; allowed: "
+                               f"0..{max(numbers) if numbers else -1}")
+        trial = study.trials[trial_number]
+        if trial.state != TrialState.COMPLETE:
+            raise FlexoptError(f"trial {trial_number} is {trial.state.name}, not COMPLETE; "
+                               "export a complete trial")
+    schedule = trial_schedule(study, trial)
+    meta = {"study": study_name, "trial": trial.number, "objective": list(trial.values),
+            **{k: trial.user_attrs[k] for k in ("avg_macs", "speedup", "nfe", "baseline")
+               if k in trial.user_attrs}}
+    Schedule(schedule.sampler, schedule.t_ref, schedule.segment_length, schedule.segments,
+             meta).save(out)
+    click.echo(f"wrote trial {trial.number} ({schedule.step_string()}) to {out}")

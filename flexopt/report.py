@@ -1,0 +1,209 @@
+"""`flexopt report`: one self-contained HTML page showing what a search found.
+
+The page holds the Pareto plot (with the baselines), a table of the front, each selected
+schedule as a strip of step types, the sample grids of teacher and selected trials on the same
+noises (when the search uploaded them), and the search's progress. plotly.js is embedded by
+default so the file opens offline (about 5 MB); `cdn=True` links it instead (small file).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import plotly.graph_objects as go
+import plotly.io as pio
+from optuna.artifacts import FileSystemArtifactStore
+
+from flexopt import __version__
+from flexopt.artifacts import artifact_dir, find_sample_grid, find_teacher_grid, open_store
+from flexopt.config import format_macs
+from flexopt.errors import FlexoptError
+from flexopt.report_data import StudyReport, collect, trials_frame
+from flexopt.report_figures import pareto_figure, progress_figure, strip_figure, strip_label
+from flexopt.report_series import metric_label
+from flexopt.study import load_study
+
+FIGURE_IDS = ("pareto", "strips", "progress")
+_PLOT_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
+h1{font-size:1.6em} h2{font-size:1.25em;margin-top:2em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:.85em} td,th{padding:3px 8px;border-bottom:1px solid #eee}
+th{text-align:left;background:#f6f6f6} td.steps,td.mono{font-family:monospace}
+.summary td:first-child{color:#666} .note{color:#666;font-size:.9em}
+.grid img{image-rendering:pixelated;display:block;height:72px} .grid td{vertical-align:middle}
+"""
+
+
+@dataclass(frozen=True)
+class SampleRow:
+    """One row of the sample-grid section: whose images, and the PNG bytes."""
+
+    label: str
+    png: bytes
+
+
+def sample_rows(
+    study: optuna.Study, report: StudyReport, store: FileSystemArtifactStore | None
+) -> list[SampleRow]:
+    """Teacher first, then the selected trials that have a grid (same noises, column by column)."""
+    if store is None:
+        return []
+    rows: list[SampleRow] = []
+    teacher = find_teacher_grid(study, store)
+    if teacher is not None:
+        rows.append(SampleRow(f"teacher (T={report.settings.get('t_ref')})", teacher))
+    trials = study.get_trials(deepcopy=False)
+    metric = metric_label(report)
+    for n in report.selected():
+        png = find_sample_grid(study, trials[n], store, trials)
+        if png is not None:
+            rows.append(SampleRow(strip_label(report.row(n), metric), png))
+    return rows
+
+
+def _figure_html(fig: go.Figure, div_id: str, plotlyjs: bool | str) -> str:
+    return pio.to_html(fig, full_html=False, include_plotlyjs=plotlyjs, div_id=div_id,
+                       config=_PLOT_CONFIG)
+
+
+def _summary(report: StudyReport) -> str:
+    s = report.settings
+    rows = report.rows
+    pruned = sum(r.state == "PRUNED" for r in rows)
+    baselines = sum(r.kind != "searched" for r in rows)
+    dups = sum(r.duplicate_of is not None for r in rows)
+    evaluated = len(rows) - pruned - baselines - dups
+    budget = s.get("budget") or {}
+    items = [
+        ("model", s.get("model")), ("sampler", f"{s.get('sampler')}, t_ref {s.get('t_ref')}"),
+        ("search space", f"N-segment {s.get('segments')}, branch {s.get('branches')}, "
+                         f"interval {s.get('intervals')}"),
+        ("budget", (f"{format_macs(report.max_avg_macs)} avg MACs"
+                    + (f" ({budget['speedup']:g}× speedup)" if budget.get("speedup") else ""))
+         if report.max_avg_macs is not None else "none"),
+        ("objectives", f"{metric_label(report)}" + (" and avg MACs" if report.multi_objective
+                                                    else "") + f" ({s.get('num_images')} images)"),
+        ("trials", f"{evaluated} candidates evaluated, {dups} duplicates reused, {pruned} over "
+                   f"budget (pruned, never evaluated), {baselines} baselines"),
+    ]
+    if report.best is not None:
+        b = report.row(report.best)
+        items.append(("best", f"trial #{b.number}: {metric_label(report)} {b.rfid:.4g}, "
+                              f"{format_macs(b.avg_macs)} avg MACs, {b.speedup:.2f}× faster, "
+                              f"NFE {b.nfe}"))
+    body = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>"
+                   for k, v in items)
+    return f'<table class="summary">{body}</table>'
+
+
+def _pareto_table(report: StudyReport) -> str:
+    frame = trials_frame(report, report.pareto)
+    frame["avg_macs"] = frame["avg_macs"].map(format_macs)
+    frame["speedup"] = frame["speedup"].map(lambda v: f"{v:.2f}×")
+    frame = frame[["trial", "origin", "n_segments", "segments", "steps", "avg_macs", "nfe",
+                   "speedup", report.metric]]
+    frame = frame.rename(columns={"segments": "segments (branch/interval)", "avg_macs": "avg MACs",
+                                  "nfe": "NFE", report.metric: metric_label(report)})
+    text = frame.to_html(index=False, border=0, float_format=lambda v: f"{v:.4g}", na_rep="")
+    return text.replace("<td>F", '<td class="steps">F')
+
+
+def _samples(rows: list[SampleRow], note: str) -> str:
+    if not rows:
+        return f'<p class="note">{html.escape(note)}</p>'
+    cells = "".join(
+        f"<tr><td>{html.escape(r.label)}</td><td><img alt=\"{html.escape(r.label)}\" "
+        f"src=\"data:image/png;base64,{base64.b64encode(r.png).decode()}\"></td></tr>"
+        for r in rows
+    )
+    return (f'<p class="note">Same initial noises in each column: compare a row with the '
+            f'teacher\'s.</p><table class="grid">{cells}</table>')
+
+
+def render_html(
+    report: StudyReport, samples: list[SampleRow], *, cdn: bool = False, samples_note: str = ""
+) -> str:
+    """The whole page as a string."""
+    title = f"flexopt report: {report.study_name}"
+    figs = {"pareto": pareto_figure(report), "strips": strip_figure(report),
+            "progress": progress_figure(report)}
+    first = "cdn" if cdn else True
+    parts = {k: _figure_html(f, k, first if i == 0 else False)
+             for i, (k, f) in enumerate(figs.items())}
+    no_front = "<p class='note'>No feasible evaluated candidate yet.</p>"
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{_CSS}</style></head><body>
+<h1>{html.escape(title)}</h1>
+{_summary(report)}
+<h2>Pareto front</h2>
+<p class="note">Searched candidates under the budget in blue, the front in red; baselines as
+their own series; grey points are over the budget. Hover a point for its schedule.</p>
+{parts["pareto"]}
+<h2>Pareto trials</h2>
+{_pareto_table(report) if report.pareto else no_front}
+<h2>Schedules</h2>
+{parts["strips"]}
+<h2>Samples</h2>
+{_samples(samples, samples_note)}
+<h2>Search progress</h2>
+{parts["progress"]}
+<p class="note">flexopt {__version__}</p>
+</body></html>
+"""
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write via a temp file + rename, so a browser never shows half a report.
+
+    The temp file is opened normally (not `mkstemp`, which makes it private) so the report gets
+    the usual permissions and can be shared or served.
+    """
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, p)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise FlexoptError(f"cannot write {str(p)!r}: {err.strerror}") from None
+    return p
+
+
+def open_samples_store(
+    storage: str, artifacts: str | None, use_artifacts: bool
+) -> tuple[FileSystemArtifactStore | None, str]:
+    """(store or None, note for the page): a missing default directory just means no grids."""
+    if not use_artifacts:
+        return None, "Sample grids were not requested (--no-artifacts)."
+    path = artifact_dir(storage, artifacts)
+    if artifacts is None and not path.is_dir():
+        return None, f"No sample grids: the artifact directory {path} does not exist."
+    return open_store(storage, artifacts), f"No sample grids were uploaded to {path}."
+
+
+def build_report(
+    storage: str,
+    study_name: str | None,
+    out: str | os.PathLike[str],
+    *,
+    cdn: bool = False,
+    artifacts: str | None = None,
+    use_artifacts: bool = True,
+    highlight: tuple[int, ...] = (),
+) -> tuple[Path, StudyReport]:
+    """Read the study, draw everything, write `out`; returns the path and what was drawn."""
+    study = load_study(storage, study_name)
+    report = collect(study, highlight)
+    if not report.evaluated:
+        raise FlexoptError(f"study {study.study_name!r} has no evaluated trials yet")
+    store, note = open_samples_store(storage, artifacts, use_artifacts)
+    page = render_html(report, sample_rows(study, report, store), cdn=cdn, samples_note=note)
+    return write_text_atomic(out, page), report

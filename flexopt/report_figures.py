@@ -1,0 +1,181 @@
+"""Plotly figures of a study: the Pareto plot, the search progress and the schedule strips."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from flexopt.config import format_macs
+from flexopt.report_data import StudyReport, TrialRow
+from flexopt.report_series import (
+    GREY,
+    MacsUnit,
+    log_scale,
+    metric_label,
+    pareto_series,
+    speedup_ticks,
+)
+from flexopt.space import StepType
+
+FULL_COLOUR = "#1f3b73"
+NULL_COLOUR = "#eeeeee"
+PARTIAL_COLOURS = ("#fdd49e", "#fdbb84", "#fc8d59", "#ef6548", "#d7301f", "#990000")
+
+
+def hover(row: TrialRow, metric: str) -> str:
+    """One trial's hover text: what it is, what it runs, what it costs and scores."""
+    parts = [f"<b>#{row.number}</b> {row.label if row.kind != 'searched' else ''}"]
+    if row.steps:
+        parts.append(f"steps {row.steps if len(row.steps) <= 80 else row.steps[:77] + '...'}")
+    cost = []
+    if row.avg_macs is not None:
+        cost.append(f"avg MACs {format_macs(row.avg_macs)}")
+    if row.speedup is not None:
+        cost.append(f"{row.speedup:.2f}× faster")
+    if row.nfe is not None:
+        cost.append(f"NFE {row.nfe}")
+    parts.append(" · ".join(cost))
+    if row.rfid is not None:
+        parts.append(f"{metric} {row.rfid:.4g}" + ("" if row.feasible else " (over budget)"))
+    return "<br>".join(parts)
+
+
+def pareto_figure(report: StudyReport) -> go.Figure:
+    """rFID against avg MACs, speedup on the top axis, budget as a dashed line."""
+    metric = metric_label(report)
+    points = report.evaluated
+    unit = MacsUnit.for_values([r.avg_macs for r in points] + [report.full_macs or 0.0])
+    fig = go.Figure()
+    for s in pareto_series(report):
+        marker: dict[str, Any] = {"color": s.colour, "symbol": s.symbol, "size": s.size}
+        if s.outline_only:
+            marker["line"] = {"color": s.colour, "width": 2}
+        fig.add_trace(go.Scatter(
+            x=[unit(r.avg_macs) for r in s.rows], y=[r.rfid for r in s.rows], name=s.name,
+            mode="lines+markers" if s.line else "markers", marker=marker,
+            line={"shape": "hv", "color": s.colour, "width": 2} if s.line else None,
+            text=[hover(r, metric) for r in s.rows], hovertemplate="%{text}<extra></extra>",
+        ))
+    xs = [unit(r.avg_macs) for r in points]
+    lo, hi = min(xs) * 0.95, max(xs) * 1.05
+    if report.max_avg_macs is not None:
+        limit = unit(report.max_avg_macs)
+        hi = max(hi, limit * 1.02)
+        fig.add_vline(x=limit, line_dash="dash", line_color=GREY,
+                      annotation_text=f"budget {format_macs(report.max_avg_macs)}",
+                      annotation_position="top left")
+    fig.update_layout(
+        title=f"{metric} against avg MACs", height=520, template="plotly_white",
+        xaxis={"title": unit.label, "range": [lo, hi]},
+        yaxis={"title": f"{metric} (lower is better)",
+               "type": "log" if log_scale([r.rfid for r in points]) else "linear"},
+        legend={"orientation": "v", "x": 1.02, "y": 1}, margin={"t": 90},
+    )
+    if report.full_macs:
+        ticks = speedup_ticks(unit(report.full_macs), lo, hi)
+        fig.update_layout(xaxis2={
+            "overlaying": "x", "side": "top", "range": [lo, hi], "title": "speedup",
+            "tickvals": [t for t, _ in ticks], "ticktext": [s for _, s in ticks],
+            "showgrid": False,
+        })
+        # An invisible trace puts the top axis on the page (an axis with no data is hidden).
+        fig.add_trace(go.Scatter(x=[lo, hi], y=[None, None], xaxis="x2", showlegend=False,
+                                 hoverinfo="skip", mode="markers"))
+    return fig
+
+
+def progress_figure(report: StudyReport) -> go.Figure:
+    """Best rFID (hypervolume when multi-objective) by trial and by wall-clock."""
+    points = report.progress()
+    multi = report.multi_objective
+    what = "hypervolume (share of box)" if multi else f"best {metric_label(report)}"
+    minutes = bool(points) and points[-1].elapsed_s > 120
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("by trial", "by wall-clock"))
+    for col, xs in ((1, [p.number for p in points]),
+                    (2, [p.elapsed_s / (60 if minutes else 1) for p in points])):
+        fig.add_trace(go.Scatter(
+            x=xs, y=[p.value for p in points], mode="lines+markers", name=what,
+            line={"shape": "hv", "color": "#4c78a8"}, showlegend=col == 1,
+        ), row=1, col=col)
+    if not multi:  # each evaluated candidate's own score, for context
+        rows = [r for r in report.evaluated if r.kind == "searched" and r.feasible]
+        fig.add_trace(go.Scatter(
+            x=[r.number for r in rows], y=[r.rfid for r in rows], mode="markers",
+            name=f"each trial's {metric_label(report)}", marker={"color": GREY, "size": 5},
+        ), row=1, col=1)
+    fig.update_xaxes(title_text="trial number", row=1, col=1)
+    fig.update_xaxes(title_text="minutes" if minutes else "seconds", row=1, col=2)
+    fig.update_yaxes(title_text=what, row=1, col=1)
+    fig.update_layout(title="Search progress", height=380, template="plotly_white")
+    return fig
+
+
+def _strip_rows(report: StudyReport) -> list[TrialRow]:
+    """The selected trials, then the best feasible baseline of each kind for comparison."""
+    rows = [report.row(n) for n in report.selected()]
+    for kind in ("deepcache", "teacher"):
+        ok = [r for r in report.evaluated if r.kind == kind and r.feasible]
+        if ok:
+            rows.append(min(ok, key=lambda r: r.rfid))
+    return [r for r in rows if r.schedule is not None]
+
+
+def strip_label(row: TrialRow, metric: str) -> str:
+    name = f"#{row.number}" if row.kind == "searched" else row.label
+    speed = f" · {row.speedup:.2f}×" if row.speedup else ""
+    score = f" · {metric} {row.rfid:.3g}" if row.rfid is not None else ""
+    return f"{name}{speed}{score}"
+
+
+def strip_figure(report: StudyReport) -> go.Figure:
+    """One strip per trial: its base-grid slots coloured full / partial (by branch) / null.
+
+    Slots are drawn on the teacher's step axis (slot j of a grid of G spans t_ref/G steps), so
+    grids of different lengths line up in time.
+    """
+    metric = metric_label(report)
+    rows = _strip_rows(report)
+    branches = sorted({b for r in rows for b in r.schedule.slot_branches() if b is not None})
+    categories: dict[str, dict[str, list[Any]]] = {}
+
+    def add(cat: str, y: str, start: float, width: float, text: str, tip: str) -> None:
+        c = categories.setdefault(cat, {"y": [], "base": [], "x": [], "text": [], "tip": []})
+        for key, value in (("y", y), ("base", start), ("x", width), ("text", text), ("tip", tip)):
+            c[key].append(value)
+
+    for r in rows:
+        s = r.schedule
+        width = s.t_ref / s.grid_length
+        y = strip_label(r, metric)
+        for j, (t, b) in enumerate(zip(s.step_types(), s.slot_branches(), strict=True)):
+            seg = j // s.segment_length
+            cat = "full" if t is StepType.FULL else ("null" if t is StepType.NULL
+                                                     else f"partial b={b}")
+            tip = f"{y}<br>slot {j} (segment {seg}): {cat}"
+            add(cat, y, j * width, width, str(b) if t is StepType.PARTIAL else "", tip)
+    colours = {"full": FULL_COLOUR, "null": NULL_COLOUR}
+    for i, b in enumerate(branches):
+        colours[f"partial b={b}"] = PARTIAL_COLOURS[min(i, len(PARTIAL_COLOURS) - 1)]
+    order = ["full", *(f"partial b={b}" for b in branches), "null"]
+    fig = go.Figure()
+    for cat in (c for c in order if c in categories):
+        c = categories[cat]
+        fig.add_trace(go.Bar(
+            name=cat, orientation="h", y=c["y"], x=c["x"], base=c["base"], text=c["text"],
+            textposition="inside", insidetextanchor="middle", textfont={"size": 9},
+            marker={"color": colours[cat], "line": {"color": "white", "width": 0.5}},
+            customdata=c["tip"], hovertemplate="%{customdata}<extra></extra>",
+        ))
+    labels = [strip_label(r, metric) for r in rows]
+    fig.update_layout(
+        title="Schedules: what each step runs (full / partial with branch b / null)",
+        barmode="overlay", template="plotly_white", height=140 + 34 * len(rows),
+        xaxis={"title": f"teacher step (t_ref = {report.settings.get('t_ref')})",
+               "range": [0, rows[0].schedule.t_ref if rows else 1]},
+        yaxis={"categoryorder": "array", "categoryarray": labels[::-1], "automargin": True},
+        legend={"orientation": "v", "x": 1.02, "y": 1, "traceorder": "normal"},
+        bargap=0.25, uniformtext={"minsize": 7, "mode": "hide"},
+    )
+    return fig

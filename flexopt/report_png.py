@@ -1,0 +1,108 @@
+"""Static PNG of the Pareto plot, for papers: matplotlib, or plotly shot by a headless browser.
+
+matplotlib is preferred (no browser, vector-sharp at any dpi); without it the plotly figure of the
+HTML report is rendered by a Chromium/Chrome found on the machine. Neither: one clear error.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import tempfile
+from pathlib import Path
+
+import plotly.io as pio
+
+from flexopt.errors import FlexoptError
+from flexopt.report_browser import find_browser, screenshot
+from flexopt.report_data import StudyReport
+from flexopt.report_figures import pareto_figure
+from flexopt.report_series import GREY, MacsUnit, log_scale, metric_label, pareto_series
+
+PNG_BACKENDS = ("auto", "matplotlib", "browser")
+_SIZE = (1000, 600)  # browser backend: pixels
+
+
+def has_matplotlib() -> bool:
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+def pick_backend(backend: str = "auto") -> str:
+    """The backend to use, or an error saying what to install."""
+    if backend not in PNG_BACKENDS:
+        allowed = ", ".join(PNG_BACKENDS)
+        raise FlexoptError(f"PNG backend {backend!r} is unknown; allowed: {allowed}")
+    if backend in ("auto", "matplotlib") and has_matplotlib():
+        return "matplotlib"
+    if backend in ("auto", "browser") and find_browser() is not None:
+        return "browser"
+    wanted = {"auto": "matplotlib (pip install matplotlib) or a Chromium/Chrome browser "
+                      "(e.g. apt-get install chromium)",
+              "matplotlib": "matplotlib (pip install matplotlib)",
+              "browser": "a Chromium/Chrome browser on PATH or $FLEXOPT_BROWSER "
+                         "(e.g. apt-get install chromium)"}[backend]
+    raise FlexoptError(f"static PNG export needs {wanted}; neither is available here")
+
+
+def export_pareto_png(
+    report: StudyReport, path: str | os.PathLike[str], backend: str = "auto", dpi: int = 200
+) -> Path:
+    """Write the Pareto plot as a PNG; returns the path."""
+    chosen = pick_backend(backend)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if chosen == "matplotlib":
+        return _matplotlib(report, out, dpi)
+    return _browser(report, out)
+
+
+def _matplotlib(report: StudyReport, out: Path, dpi: int) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)  # no display needed
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    unit = MacsUnit.for_values([r.avg_macs for r in report.evaluated] + [report.full_macs or 0])
+    metric = metric_label(report)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
+    for s in pareto_series(report):
+        xs = [unit(r.avg_macs) for r in s.rows]
+        ys = [r.rfid for r in s.rows]
+        if s.line:
+            ax.step(xs, ys, where="post", color=s.colour, lw=1.5, zorder=3)
+        face = "none" if s.outline_only else s.colour
+        ax.scatter(xs, ys, s=s.size**2 * 0.6, marker=s.marker, facecolors=face,
+                   edgecolors=s.colour, label=s.name, zorder=4 if s.line else 2)
+    if report.max_avg_macs is not None:
+        ax.axvline(unit(report.max_avg_macs), ls="--", color=GREY, lw=1, label="budget")
+    if log_scale([r.rfid for r in report.evaluated]):
+        ax.set_yscale("log")
+    ax.set_xlabel(unit.label)
+    ax.set_ylabel(f"{metric} (lower is better)")
+    ax.grid(alpha=0.3)
+    if report.full_macs:
+        full = unit(report.full_macs)
+
+        def to_speedup(x):  # speedup = full / avg MACs, its own inverse
+            with np.errstate(divide="ignore"):
+                return full / np.asarray(x, dtype=float)
+
+        top = ax.secondary_xaxis("top", functions=(to_speedup, to_speedup))
+        top.set_xlabel("speedup (×)")
+    ax.legend(fontsize=7, loc="best")
+    fig.savefig(out, dpi=dpi)
+    plt.close(fig)
+    return out
+
+
+def _browser(report: StudyReport, out: Path) -> Path:
+    fig = pareto_figure(report)
+    fig.update_layout(width=_SIZE[0], height=_SIZE[1], margin={"l": 70, "r": 20, "t": 90, "b": 60})
+    page = pio.to_html(fig, full_html=True, include_plotlyjs=True,
+                       config={"staticPlot": True, "displayModeBar": False})
+    page = page.replace("<head>", "<head><style>body{margin:0}</style>", 1)
+    with tempfile.TemporaryDirectory(prefix="flexopt-png-") as tmp:
+        html_path = Path(tmp) / "pareto.html"
+        html_path.write_text(page, encoding="utf-8")
+        return screenshot(html_path, out, size=_SIZE)

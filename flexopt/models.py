@@ -142,6 +142,29 @@ def _read_json(path: Path, source: str) -> dict[str, Any]:
     return data
 
 
+EMBEDDED_PREFIX = "flexopt:"
+
+
+def embedded_models() -> list[str]:
+    """Names of the pipelines shipped inside the package (`flexopt:NAME`)."""
+    root = Path(__file__).parent / "pretrained"
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "model_index.json").is_file())
+
+
+def resolve_model(model: str) -> str:
+    """`flexopt:NAME` → the shipped pipeline's directory; anything else unchanged."""
+    if not model.startswith(EMBEDDED_PREFIX):
+        return model
+    name = model[len(EMBEDDED_PREFIX):]
+    names = embedded_models()
+    if name not in names:
+        allowed = ", ".join(EMBEDDED_PREFIX + n for n in names) or "(none in this install)"
+        raise FlexoptError(f"model {model!r} is not shipped with flexopt; allowed: {allowed}")
+    return str(Path(__file__).parent / "pretrained" / name)
+
+
 def _looks_like_hub_id(model: str) -> bool:
     parts = model.split("/")
     return (
@@ -158,7 +181,7 @@ def _missing(model: str) -> FlexoptError:
 
 def load_unet_config(model: str) -> dict[str, Any]:
     """The U-Net config of MODEL, reading no weights."""
-    path = Path(model).expanduser()
+    path = Path(resolve_model(model)).expanduser()
     source = f"model {model!r}"
     if path.is_file():
         if path.suffix != ".json":
@@ -225,10 +248,11 @@ def load_pipeline(
     model: str, *, dtype: torch.dtype | None = None, device: str | torch.device | None = None
 ):
     """The diffusers pipeline of MODEL (a pipeline dir or hub id; or a UNet2DModel directory with
-    a scheduler config next to it, wrapped in a `DDPMPipeline`)."""
+    a scheduler config next to it, wrapped in a `DDPMPipeline`; or `flexopt:NAME`, a pipeline
+    shipped with flexopt)."""
     import diffusers
 
-    path = Path(model).expanduser()
+    path = Path(resolve_model(model)).expanduser()
     source = f"model {model!r}"
     if path.is_file():
         raise FlexoptError(

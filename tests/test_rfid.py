@@ -103,3 +103,28 @@ def test_bad_inputs(model_dir, tmp_path, inception_weights):
     r = run("rfid", model_dir, "--schedule", s, "--metric", "fid",
             *common(tmp_path, inception_weights))
     assert r.exit_code == 2 and "'fid' is not one of 'rfid', 'kid', 'paired'" in r.output
+
+
+def test_real_fid_against_an_image_folder(model_dir, tmp_path, inception_weights):
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "real"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), np.uint8)).save(folder / f"{i}.png")
+    s = Schedule.full(T_REF).save(tmp_path / "teacher.json")
+    args = ["fid", model_dir, "--schedule", s, "--reference", folder,
+            *common(tmp_path / "cache", inception_weights)]
+    r = run(*args)
+    assert r.exit_code == 0, r.output
+    assert "reference statistics built: " in r.output and "10 images" in r.output
+    value = float(re.search(r"\bfid: (\S+)$", r.output, re.M).group(1))
+    assert np.isfinite(value) and value > 0
+    r = run(*args)
+    assert "reference statistics reused" in r.output
+    assert float(re.search(r"\bfid: (\S+)$", r.output, re.M).group(1)) == value
+    r = run("fid", model_dir, "--schedule", s, "--reference", tmp_path / "none",
+            *common(tmp_path / "cache", inception_weights))
+    assert r.exit_code == 2 and "neither a known data set" in r.output

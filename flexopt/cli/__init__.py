@@ -49,6 +49,7 @@ _COMMANDS: list[tuple[str, str]] = [
     ("flexopt.cli.train", "train_teacher"),
     ("flexopt.cli.rfid", "teacher"),
     ("flexopt.cli.rfid", "rfid"),
+    ("flexopt.cli.rfid", "fid"),
     ("flexopt.cli.search", "search"),
     ("flexopt.cli.search", "export"),
     ("flexopt.cli.demo", "demo"),

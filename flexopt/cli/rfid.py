@@ -116,3 +116,49 @@ def rfid(model, schedule_path, num_images, seed, batch_size, device, dtype, prom
     click.echo(f"avg MACs {format_macs(avg)} ({ev.full_macs / avg:.2f}x fewer), NFE {schedule.nfe}")
     click.echo(f"seconds: generate {t['generate']:.2f}, features {t['features']:.2f}, "
                f"{metric} {t['metric']:.3f}")
+
+
+@click.command()
+@click.argument("model")
+@click.option("--schedule", "schedule_path", required=True, type=click.Path(dir_okay=False),
+              help="Schedule file to run (e.g. the teacher's: see `flexopt export`).")
+@click.option("--reference", default="fashion-mnist", show_default=True,
+              help="Real images: fashion-mnist, digits, or a folder of images.")
+@click.option("--reference-split", type=click.Choice(["train", "test"]), default="test",
+              show_default=True)
+@click.option("--reference-images", type=click.IntRange(min=2), default=None,
+              help="Use the first N reference images (default: all).")
+@generation_options(default_batch=64, min_images=2)
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+              help="Cache for reference statistics and Inception weights.")
+@click.option("--inception-weights", type=click.Path(dir_okay=False), default=None,
+              help="FID Inception weights to use (state dict or TorchScript).")
+def fid(model, schedule_path, reference, reference_split, reference_images, num_images, seed,
+        batch_size, device, dtype, prompts, prompt_file, guidance_scale, cache_dir,
+        inception_weights):
+    """Standard FID of a schedule's images against a real data set (not the teacher).
+
+    Use seeds the search never saw (--seed) to judge a searched schedule fairly.
+
+    \b
+    Example:
+      flexopt fid flexopt:fashion-mnist --schedule best.json --num-images 10000 --seed 100000
+    """
+    from flexopt.metrics.reference import reference_stats
+    from flexopt.schedule import Schedule
+
+    schedule = Schedule.load(schedule_path)
+    ev = build_evaluator(model, schedule.sampler, schedule.t_ref, num_images, seed, batch_size,
+                         device, dtype, prompts, prompt_file, guidance_scale, "rfid", cache_dir,
+                         inception_weights)
+    size = ev.pipe.unet.config.sample_size
+    size = size if isinstance(size, int) else size[0]
+    ref = reference_stats(reference, reference_split, size, ev.extractor,
+                          ev.extractor.weights.sha256, reference_images, cache_dir)
+    click.echo(f"reference statistics {'reused' if ref.status == 'hit' else ref.status}: "
+               f"{reference} {reference_split}, {ref.stats.n} images")
+    gen = ev.images(schedule, progress=True)
+    value = ref.stats.frechet_to(ev.features(gen.images))
+    click.echo(f"fid: {value:.4f}")
+    click.echo(f"{num_images} images from seed {seed}; NFE {schedule.nfe}, avg MACs "
+               f"{format_macs(ev.avg_macs(schedule))}")

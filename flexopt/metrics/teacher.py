@@ -48,8 +48,18 @@ def fingerprint_modules(modules: Mapping[str, Any]) -> str:
     return h.hexdigest()
 
 
+class CacheKey:
+    """A cache key dataclass: stored as JSON in the manifest, named by a hash of that JSON."""
+
+    def to_json(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self)))  # tuples become lists, as when read back
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()[:24]
+
+
 @dataclass(frozen=True)
-class TeacherKey:
+class TeacherKey(CacheKey):
     """Everything that determines a teacher's images and features."""
 
     model: str  # weights fingerprint
@@ -64,14 +74,6 @@ class TeacherKey:
     dtype: str = "float32"
     features: str = ""  # sha256 of the Inception weights
 
-    def digest(self) -> str:
-        blob = json.dumps(asdict(self), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:24]
-
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["prompts"] = list(self.prompts)
-        return d
 
 
 @dataclass(frozen=True)
@@ -83,17 +85,30 @@ class TeacherEntry:
     problem: str | None = None  # why a "rebuilt" entry could not be used
 
 
+@dataclass(frozen=True)
+class ReferenceKey(CacheKey):
+    """A real data set's images (for real FID): which set, split, size, count, feature network."""
+
+    data: str  # a known data set name, or a folder's absolute path
+    split: str
+    image_size: int
+    num_images: int
+    features: str
+
+
+
 class TeacherCache:
-    """Teacher statistics on disk under `<cache>/teacher/<digest>.{npz,json}`."""
+    """Feature statistics on disk under `<cache>/<kind>/<digest>.{npz,json}`: the teacher's
+    (`kind="teacher"`, keyed by `TeacherKey`) or a real data set's (`"reference"`)."""
 
-    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
-        self.dir = cache_dir(root) / "teacher"
+    def __init__(self, root: str | os.PathLike[str] | None = None, kind: str = "teacher") -> None:
+        self.dir = cache_dir(root) / kind
 
-    def paths(self, key: TeacherKey) -> tuple[Path, Path]:
+    def paths(self, key: CacheKey) -> tuple[Path, Path]:
         stem = self.dir / key.digest()
         return stem.with_suffix(".npz"), stem.with_suffix(".json")
 
-    def load(self, key: TeacherKey) -> tuple[TeacherEntry | None, str | None]:
+    def load(self, key: CacheKey) -> tuple[TeacherEntry | None, str | None]:
         """(entry, None) on a hit; (None, None) when absent; (None, problem) when the entry is
         corrupt or does not match the key — the caller rebuilds it."""
         npz, manifest = self.paths(key)
@@ -112,7 +127,7 @@ class TeacherCache:
         return None, f"teacher cache {npz} is {problem}"
 
     @staticmethod
-    def _check(key: TeacherKey, npz: Path, manifest: Path) -> str | None:
+    def _check(key: CacheKey, npz: Path, manifest: Path) -> str | None:
         if not npz.exists() or not manifest.exists():
             return "incomplete (statistics or manifest missing)"
         try:
@@ -127,7 +142,7 @@ class TeacherCache:
             return "corrupt (checksum mismatch)"
         return None
 
-    def store(self, key: TeacherKey, stats: FeatureStats, preview: np.ndarray) -> Path:
+    def store(self, key: CacheKey, stats: FeatureStats, preview: np.ndarray) -> Path:
         """Write the npz, then the manifest naming its checksum (both atomic)."""
         npz, manifest = self.paths(key)
         arrays = dict(stats.to_arrays(with_sqrt=False))
@@ -140,7 +155,7 @@ class TeacherCache:
         return npz
 
     def get_or_build(
-        self, key: TeacherKey, build: Callable[[], tuple[FeatureStats, np.ndarray]]
+        self, key: CacheKey, build: Callable[[], tuple[FeatureStats, np.ndarray]]
     ) -> TeacherEntry:
         """The cached entry, or `build()` (features of the teacher's images) stored and returned.
 

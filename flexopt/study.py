@@ -81,23 +81,35 @@ def default_storage(study_name: str) -> str:
     return f"sqlite:///{safe}.db"
 
 
+def storage_error(where: str, err: Exception) -> FlexoptError | None:
+    """The one-line user error for a storage that cannot be opened (None: not such an error)."""
+    if isinstance(err, ImportError):
+        return FlexoptError(f"storage {where!r} needs a missing driver: {err}")
+    if type(err).__module__.startswith(("sqlalchemy", "optuna")) or isinstance(
+        err, ValueError | OSError
+    ):
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return FlexoptError(f"storage {where!r} cannot be opened: {first}")
+    return None
+
+
 def make_storage(url: str, heartbeat: int | None = 60) -> optuna.storages.BaseStorage | str:
     """An Optuna storage for `url`; RDB URLs get a heartbeat so a crashed worker's trial is
     failed after a grace period and retried once (no candidate is lost)."""
     if url.split(":", 1)[0].split("+", 1)[0] not in ("sqlite", "postgresql", "mysql"):
         return url  # e.g. a journal storage a user built; pass through
-    if heartbeat is None:
-        return optuna.storages.RDBStorage(url)
-    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna, and what we need
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            url,
-            heartbeat_interval=heartbeat,
-            grace_period=2 * heartbeat,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=1
-            ),
-        )
+    try:
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna; we need them
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            if heartbeat is None:
+                return optuna.storages.RDBStorage(url)
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+            return optuna.storages.RDBStorage(
+                url, heartbeat_interval=heartbeat, grace_period=2 * heartbeat,
+                heartbeat_stale_trial_callback=retry,
+            )
+    except Exception as err:
+        raise (storage_error(url, err) or err) from None
 
 
 def study_names(storage: str) -> list[str]:
@@ -108,14 +120,8 @@ def study_names(storage: str) -> list[str]:
             raise FlexoptError(f"storage file {str(db)!r} does not exist (from {storage!r})")
     try:
         return optuna.get_all_study_names(storage)
-    except (ImportError, ModuleNotFoundError) as err:
-        raise FlexoptError(f"storage {storage!r} needs a missing driver: {err}") from None
     except Exception as err:  # SQLAlchemy's errors for an unreachable or malformed URL
-        if type(err).__module__.startswith(("sqlalchemy", "optuna")) or isinstance(
-            err, ValueError | OSError
-        ):
-            raise FlexoptError(f"storage {storage!r} cannot be opened: {err}") from None
-        raise
+        raise (storage_error(storage, err) or err) from None
 
 
 def load_study(storage: str, study_name: str | None) -> optuna.Study:
@@ -173,19 +179,16 @@ def open_study(
 ) -> optuna.Study:
     """Create the study, or load it if it exists — checking it was made with the same settings."""
     directions = ["minimize", "minimize"] if settings.multi_objective else ["minimize"]
+    where = getattr(storage, "url", storage)  # an RDBStorage object, or a URL
     try:
         study = optuna.create_study(
             storage=storage, study_name=study_name, sampler=sampler,
             directions=directions, load_if_exists=True,
         )
     except ValueError as err:  # e.g. directions differ from the stored study
-        raise FlexoptError(f"study {study_name!r} in {storage}: {err}") from None
-    except (ImportError, ModuleNotFoundError) as err:
-        raise FlexoptError(f"storage {storage!r} needs a missing driver: {err}") from None
+        raise FlexoptError(f"study {study_name!r} in {where}: {err}") from None
     except Exception as err:  # SQLAlchemy's errors for an unreachable or malformed URL
-        if type(err).__module__.startswith("sqlalchemy"):
-            raise FlexoptError(f"storage {storage!r} cannot be opened: {err}") from None
-        raise
+        raise (storage_error(str(where), err) or err) from None
     stored = study.user_attrs.get(_SETTINGS_ATTR)
     mine = settings.identity()
     if stored is None:
@@ -201,7 +204,7 @@ def open_study(
             for k, v in mine.items() if stored.get(k) != v
         )
         raise FlexoptError(
-            f"study {study_name!r} in {storage} was created with other settings ({diff}); "
+            f"study {study_name!r} in {where} was created with other settings ({diff}); "
             "use the same settings to resume it, or a new --study-name"
         )
     return study

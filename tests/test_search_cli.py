@@ -151,6 +151,10 @@ def test_killed_search_resumes(model_dir, tmp_path, inception_weights):
         (lambda a: [("2q" if x == "2x" else x) for x in a], "budget '2q' is invalid"),
         (lambda a: [("nope://x" if str(x).startswith("sqlite") else x) for x in a],
          "cannot be opened"),
+        (lambda a: [("postgresql://u@127.0.0.1:1/x" if str(x).startswith("sqlite") else x)
+                    for x in a], "storage 'postgresql://u@127.0.0.1:1/x'"),
+        (lambda a: [("sqlite:////no/such/dir/x.db" if str(x).startswith("sqlite") else x)
+                    for x in a], "cannot be opened"),
     ],
 )
 def test_search_bad_input(model_dir, tmp_path, inception_weights, change, message):

@@ -32,6 +32,7 @@ def demo(ctx, out_dir, minutes, n_trials, device, cache_dir):
     from flexopt.cli.report import report
     from flexopt.cli.search import export, search
     from flexopt.config import StudyConfig
+    from flexopt.errors import FlexoptError
 
     cfg = StudyConfig.load(DEMO_CONFIG)
     out = Path(out_dir)
@@ -42,6 +43,11 @@ def demo(ctx, out_dir, minutes, n_trials, device, cache_dir):
     ctx.invoke(search, config=str(DEMO_CONFIG), storage=storage, n_trials=n_trials,
                timeout=minutes, device=device, cache_dir=cache_dir, search_seed=0)
     best = out / "best.json"
+    from flexopt.study import feasible_trials, load_study
+
+    if not feasible_trials(load_study(storage, cfg.study_name)):
+        raise FlexoptError("the demo's search has no trial under the budget yet (stopped by "
+                           "--minutes or --n-trials); run `flexopt demo` again to continue it")
     ctx.invoke(export, storage=storage, study_name=cfg.study_name, best=True, out=str(best))
     html = out / "report.html"
     ctx.invoke(report, storage=storage, study_name=cfg.study_name, out=str(html), highlight=())

@@ -363,6 +363,17 @@ class SearchSpace:
             dists[interval_param(i)] = CategoricalDistribution(list(self.intervals))
         return dists
 
+    def suggest(self, trial: Any) -> Candidate:
+        """Ask an Optuna trial for a candidate, one categorical param at a time (the dynamic
+        `seg_{i}_*` params exist only for `i < n_segments`)."""
+        dists = self.distributions()
+        n = trial.suggest_categorical(N_SEGMENTS_PARAM, dists[N_SEGMENTS_PARAM].choices)
+        params: dict[str, Any] = {N_SEGMENTS_PARAM: n}
+        for i in range(n):
+            for name in (branch_param(i), interval_param(i)):
+                params[name] = trial.suggest_categorical(name, dists[name].choices)
+        return self.from_params(params)
+
     def to_params(self, candidate: Candidate) -> dict[str, int]:
         """Optuna trial params: `n_segments`, `seg_{i}_branch`, `seg_{i}_interval`."""
         self.check(candidate)

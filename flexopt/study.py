@@ -287,22 +287,13 @@ class Objective:
     # grid as an Optuna artifact (`flexopt.artifacts.SampleGridUploader`).
     sample_grids: Callable[[optuna.Trial, Any], object] | None = None
 
-    def suggest(self, trial: optuna.Trial) -> Candidate:
-        dists = self.space.distributions()
-        n = trial.suggest_categorical("n_segments", dists["n_segments"].choices)
-        params: dict[str, Any] = {"n_segments": n}
-        for i in range(n):
-            for name in (f"seg_{i}_branch", f"seg_{i}_interval"):
-                params[name] = trial.suggest_categorical(name, dists[name].choices)
-        return self.space.from_params(params)
-
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         baseline = SCHEDULE_ATTR in trial.user_attrs
         if baseline:
             schedule = Schedule.from_dict(trial.user_attrs[SCHEDULE_ATTR], source="baseline")
             key = None
         else:
-            candidate = self.suggest(trial)
+            candidate = self.space.suggest(trial)
             schedule = Schedule.from_candidate(candidate, self.space, sampler=self.sampler)
             key = candidate_key(self.space, candidate)
             trial.storage.set_trial_system_attr(trial._trial_id, KEY_ATTR, key)

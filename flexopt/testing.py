@@ -56,12 +56,6 @@ class SyntheticProblem:
 
     def objective(self, trial: optuna.Trial) -> float:
         """An Optuna objective over this space's trial params."""
-        dists = self.space.distributions()
-        n = trial.suggest_categorical("n_segments", dists["n_segments"].choices)
-        params = {"n_segments": n}
-        for i in range(n):
-            for name in (f"seg_{i}_branch", f"seg_{i}_interval"):
-                params[name] = trial.suggest_categorical(name, dists[name].choices)
-        c = self.space.from_params(params)
+        c = self.space.suggest(trial)
         trial.set_user_attr("cost", self.cost(c))
         return self.score(c)

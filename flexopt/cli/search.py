@@ -60,6 +60,7 @@ def search(config, model, budget, n_trials, timeout, storage, study_name, search
     """
     import optuna
 
+    from flexopt.config import EvolutionConfig
     from flexopt.study import (
         Objective,
         SearchSettings,
@@ -106,8 +107,6 @@ def search(config, model, budget, n_trials, timeout, storage, study_name, search
                    f"({ev.full_macs / limit:.2f}x fewer than the teacher)")
     entry = teacher_entry(ev)
     click.echo(f"teacher cache {'reused' if entry.status == 'hit' else entry.status}: {entry.path}")
-
-    from flexopt.config import EvolutionConfig
 
     settings = SearchSettings(space, sampler, budget_, multi_objective, metric, model,
                               num_images, seed)

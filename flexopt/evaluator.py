@@ -78,9 +78,9 @@ class ModelEvaluator:
             class_labels=s.class_labels or None, progress=progress,
         )
 
-    def features(self, images: np.ndarray) -> np.ndarray:
+    def features(self, images: np.ndarray, progress: bool = False) -> np.ndarray:
         """Inception features of float NHWC [0, 1] images."""
-        return self.extractor(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+        return self.extractor(np.ascontiguousarray(images.transpose(0, 3, 1, 2)), progress)
 
     # --------------------------------------------------------------------------- teacher
     def teacher_key(self) -> TeacherKey:
@@ -110,7 +110,7 @@ class ModelEvaluator:
         if self._teacher is None:
             def build() -> tuple[FeatureStats, np.ndarray]:
                 gen = self.images(self.teacher_schedule, progress=self.progress)
-                feats = self.features(gen.images)
+                feats = self.features(gen.images, progress=self.progress)
                 preview = np.round(gen.images * 255).astype(np.uint8).transpose(0, 3, 1, 2)
                 return FeatureStats.from_features(feats), preview
 

@@ -297,8 +297,13 @@ def load_pipeline(
 
 
 def _from_pretrained(cls: type, where: str, source: str):
+    from diffusers.utils import is_accelerate_available
+
+    # Without accelerate, diffusers falls back to low_cpu_mem_usage=False anyway, but warns about
+    # it on every load; saying so up front keeps the CLI's output to what matters.
+    kwargs = {} if is_accelerate_available() else {"low_cpu_mem_usage": False}
     try:
-        return cls.from_pretrained(where)
+        return cls.from_pretrained(where, **kwargs)
     except FlexoptError:
         raise
     except Exception as err:  # diffusers raises OSError, ValueError, EnvironmentError...

@@ -91,6 +91,23 @@ def test_unknown_hub_id_is_a_clear_error():
         load_pipeline("nobody/nothing")
 
 
+def test_loading_a_pipeline_logs_no_diffusers_warnings(ddim_dir):
+    # a user's console should show flexopt's output, not loader noise such as the
+    # "install accelerate" warning diffusers prints on every load without it
+    import logging
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    logger = logging.getLogger("diffusers")
+    logger.addHandler(handler)
+    try:
+        load_pipeline(str(ddim_dir))
+    finally:
+        logger.removeHandler(handler)
+    assert [r.getMessage() for r in records] == []
+
+
 # ---------------------------------------------------------------------------- generate
 def test_generate_writes_pngs_and_npz(ddim_dir, schedules, tmp_path):
     out = tmp_path / "out"

@@ -154,11 +154,12 @@ def fid(model, schedule_path, reference, reference_split, reference_images, num_
     size = ev.pipe.unet.config.sample_size
     size = size if isinstance(size, int) else size[0]
     ref = reference_stats(reference, reference_split, size, ev.extractor,
-                          ev.extractor.weights.sha256, reference_images, cache_dir)
+                          ev.extractor.weights.sha256, reference_images, cache_dir,
+                          progress=True)
     click.echo(f"reference statistics {'reused' if ref.status == 'hit' else ref.status}: "
                f"{reference} {reference_split}, {ref.stats.n} images")
     gen = ev.images(schedule, progress=True)
-    value = ref.stats.frechet_to(ev.features(gen.images))
+    value = ref.stats.frechet_to(ev.features(gen.images, progress=True))
     click.echo(f"fid: {value:.4f}")
     click.echo(f"{num_images} images from seed {seed}; NFE {schedule.nfe}, avg MACs "
                f"{format_macs(ev.avg_macs(schedule))}")

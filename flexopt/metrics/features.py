@@ -73,13 +73,20 @@ class InceptionExtractor:
     batch_size: int = DEFAULT_BATCH_SIZE
 
     @torch.inference_mode()
-    def __call__(self, images: torch.Tensor | np.ndarray) -> np.ndarray:
+    def __call__(self, images: torch.Tensor | np.ndarray, progress: bool = False) -> np.ndarray:
+        """Features of all images; `progress` shows a bar (thousands of images take minutes
+        on a CPU)."""
+        from tqdm.auto import tqdm
+
         x = to_uint8(images)
         out = np.empty((x.shape[0], FEATURE_DIM), dtype=np.float32)
-        for i in range(0, x.shape[0], self.batch_size):
-            batch = x[i : i + self.batch_size].to(self.device, non_blocking=True)
-            (feats,) = self.model(batch)
-            out[i : i + len(batch)] = feats.float().cpu().numpy()
+        with tqdm(total=x.shape[0], disable=not progress, desc="inception features",
+                  unit="img", leave=False) as bar:
+            for i in range(0, x.shape[0], self.batch_size):
+                batch = x[i : i + self.batch_size].to(self.device, non_blocking=True)
+                (feats,) = self.model(batch)
+                out[i : i + len(batch)] = feats.float().cpu().numpy()
+                bar.update(len(batch))
         return out
 
 

@@ -21,12 +21,15 @@ def reference_stats(
     data: str,
     split: str,
     image_size: int,
-    features: Callable[[np.ndarray], np.ndarray],
+    features: Callable[..., np.ndarray],
     features_sha: str,
     num_images: int | None = None,
     cache: str | os.PathLike[str] | None = None,
+    progress: bool = False,
 ) -> TeacherEntry:
-    """Inception statistics of a data set's images (the first `num_images`, default all)."""
+    """Inception statistics of a data set's images (the first `num_images`, default all).
+
+    `features(images, progress)` maps N×3×H×W images to N×D features."""
     from flexopt.data import NAMES, load_images
 
     name = data if data in NAMES else str(Path(data).resolve())
@@ -40,6 +43,6 @@ def reference_stats(
         x = images if images is not None else load_images(data, image_size, split)
         x = x[:num_images]
         rgb = np.repeat(x, 3, axis=1) if x.shape[1] == 1 else x
-        return FeatureStats.from_features(features(rgb), keep_features=False), x
+        return FeatureStats.from_features(features(rgb, progress), keep_features=False), x
 
     return TeacherCache(cache, kind="reference").get_or_build(key, build)

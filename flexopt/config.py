@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from flexopt.conditioning import parse_class_labels
 from flexopt.errors import FlexoptError
 from flexopt.schedule import check_sampler
 from flexopt.space import SearchSpace
@@ -86,6 +87,9 @@ class StudyConfig:
     num_images: int = 1000
     seed: int = 0
     evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
+    prompt_file: str | None = None  # text pipelines: one prompt per line (path as written)
+    guidance_scale: float | None = None  # text pipelines (None: the CLI default, 7.5)
+    class_labels: tuple[int, ...] = ()  # class-conditional models, cycled over images
     storage: str | None = None
     study_name: str | None = None
     source: str | None = None
@@ -125,7 +129,8 @@ class StudyConfig:
         for key in ("segments", "branches", "intervals"):
             if key not in space:
                 raise FlexoptError(f"{source} [space]: missing key {key!r}")
-        rfid = _take(top.get("rfid", {}), f"{source} [rfid]", {"num_images", "seed"})
+        rfid = _take(top.get("rfid", {}), f"{source} [rfid]",
+                     {"num_images", "seed", "prompt_file", "guidance_scale", "class_labels"})
         evo = _take(
             top.get("evolution", {}),
             f"{source} [evolution]",
@@ -146,6 +151,9 @@ class StudyConfig:
                 n_trials=_int(top["n_trials"], "n_trials") if "n_trials" in top else None,
                 num_images=_int(rfid.get("num_images", 1000), "rfid.num_images"),
                 seed=_int(rfid.get("seed", 0), "rfid.seed", minimum=0),
+                prompt_file=_path(rfid.get("prompt_file"), "rfid.prompt_file", source),
+                guidance_scale=_float(rfid.get("guidance_scale"), "rfid.guidance_scale"),
+                class_labels=parse_class_labels(rfid.get("class_labels")),
                 evolution=EvolutionConfig(**{k: _int(v, f"evolution.{k}") for k, v in evo.items()}),
                 storage=study.get("storage"),
                 study_name=study.get("name"),
@@ -181,3 +189,21 @@ def _int(value: Any, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise FlexoptError(f"{name} {value!r} is invalid; allowed: an integer >= {minimum}")
     return value
+
+
+def _path(value: Any, name: str, source: str) -> str | None:
+    """A path from a config file: relative ones are relative to the file, not the caller."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise FlexoptError(f"{name} {value!r} is invalid; allowed: a file path")
+    base = Path(source).parent if source.endswith(".toml") else Path()
+    return str(base / Path(value).expanduser())
+
+
+def _float(value: Any, name: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise FlexoptError(f"{name} {value!r} is invalid; allowed: a number >= 0")
+    return float(value)

@@ -7,18 +7,21 @@ statistics, and scores a schedule by generating images from the same noises as t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from flexopt.conditioning import DEFAULT_GUIDANCE
 from flexopt.cost import MacsProfile, count_macs, schedule_cost
+from flexopt.errors import FlexoptError
 from flexopt.metrics import FeatureStats, check_metric, load_inception, score
 from flexopt.metrics.teacher import TeacherCache, TeacherEntry, TeacherKey, fingerprint_modules
-from flexopt.pipeline import GeneratedImages, apply_schedule, generate_images
+from flexopt.pipeline import GeneratedImages, apply_schedule, generate_images, pipeline_kind
 from flexopt.schedule import Schedule
 
 
@@ -31,8 +34,24 @@ class EvalSettings:
     batch_size: int = 64
     metric: str = "rfid"
     prompts: tuple[str, ...] = ()
-    guidance_scale: float = 7.5
+    guidance_scale: float = DEFAULT_GUIDANCE
     class_labels: tuple[int, ...] = ()
+
+    def conditioning(self) -> str | None:
+        """What the images are conditioned on, in a few words plus a digest (None: nothing).
+
+        A study records it, so resuming with other prompts or labels (another teacher) is refused.
+        """
+        parts = []
+        if self.prompts:
+            digest = hashlib.sha256("\n".join(self.prompts).encode()).hexdigest()[:16]
+            parts.append(f"{len(self.prompts)} prompts sha256:{digest}, guidance "
+                         f"{self.guidance_scale:g}")
+        if self.class_labels:
+            digest = hashlib.sha256(
+                ",".join(map(str, self.class_labels)).encode()).hexdigest()[:16]
+            parts.append(f"{len(self.class_labels)} class labels sha256:{digest}")
+        return "; ".join(parts) or None
 
 
 @dataclass
@@ -53,6 +72,7 @@ class ModelEvaluator:
 
     def __post_init__(self) -> None:
         check_metric(self.settings.metric)
+        check_conditioning(self.pipe, self.settings)
         self.profile = count_macs(self.pipe.unet)
         device = self.pipe._execution_device
         self.extractor = load_inception(
@@ -133,18 +153,23 @@ class ModelEvaluator:
         return float(value)
 
 
-def parse_prompts(prompts: Sequence[str], prompt_file: str | None) -> tuple[str, ...]:
-    """Prompts given with --prompt (repeatable) and/or one per line in --prompt-file."""
-    from flexopt.errors import FlexoptError
-
-    out = [p for p in prompts if p.strip()]
-    if prompt_file:
-        try:
-            with open(prompt_file, encoding="utf-8") as f:
-                out += [line.strip() for line in f if line.strip()]
-        except OSError as err:
-            raise FlexoptError(
-                f"prompt file {prompt_file!r} cannot be read: {err.strerror}"
-            ) from None
-    return tuple(out)
-
+def check_conditioning(pipe: Any, settings: EvalSettings) -> None:
+    """Refuse prompts or class labels the model cannot take, and a missing required label."""
+    config = pipe.unet.config
+    num_classes = config.get("num_class_embeds")
+    conditional = num_classes is not None or config.get("class_embed_type") is not None
+    if settings.prompts and pipeline_kind(pipe) != "text":
+        raise FlexoptError(f"prompts were given, but {type(pipe).__name__} is not a text-to-image "
+                           "pipeline; allowed: no prompts")
+    if settings.class_labels:
+        if not conditional:
+            raise FlexoptError("class labels were given, but this model's U-Net is not "
+                               "class-conditional; allowed: no class labels")
+        bad = [c for c in settings.class_labels if num_classes is not None and c >= num_classes]
+        if bad:
+            raise FlexoptError(f"class label {bad[0]} is beyond this model; allowed: "
+                               f"0..{num_classes - 1}")
+    elif conditional:
+        hint = f" (e.g. 0-{num_classes - 1})" if num_classes else ""
+        raise FlexoptError("this model is class-conditional: give class labels"
+                           f"{hint} with --class-labels or `class_labels` in [rfid]")

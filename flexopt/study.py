@@ -55,6 +55,7 @@ class SearchSettings:
     model: str | None = None
     num_images: int = 0
     seed: int = 0
+    conditioning: str | None = None  # EvalSettings.conditioning(): prompts, class labels
 
     def identity(self) -> dict[str, Any]:
         """The values stored on the study and compared when it is resumed."""
@@ -72,6 +73,8 @@ class SearchSettings:
             "model": self.model,
             "num_images": self.num_images,
             "seed": self.seed,
+            # only when set, so studies of unconditional models made before it still resume
+            **({"conditioning": self.conditioning} if self.conditioning else {}),
         }
 
 

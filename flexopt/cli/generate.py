@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from flexopt.cli.options import echo_json, generation_options, open_pipeline
+from flexopt.cli.options import conditioning, echo_json, generation_options, open_pipeline
 from flexopt.config import format_macs
 
 
@@ -77,6 +77,7 @@ def generate(
     prompts,
     prompt_file,
     guidance_scale,
+    class_labels,
     sampler,
     t_ref,
 ):
@@ -94,7 +95,7 @@ def generate(
     import numpy as np
 
     from flexopt.cost import count_macs, schedule_cost
-    from flexopt.evaluator import parse_prompts
+    from flexopt.evaluator import EvalSettings, check_conditioning
     from flexopt.pipeline import apply_schedule, check_request, generate_images
     from flexopt.schedule import Schedule
 
@@ -107,9 +108,12 @@ def generate(
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    prompts = parse_prompts(prompts, prompt_file)
-    result = generate_images(run, num_images, seed, batch_size, prompts=prompts,
-                             guidance_scale=guidance_scale)
+    settings = EvalSettings(num_images, seed, batch_size,
+                            **conditioning(prompts, prompt_file, guidance_scale, class_labels))
+    check_conditioning(pipe, settings)
+    result = generate_images(run, num_images, seed, batch_size, prompts=settings.prompts,
+                             guidance_scale=settings.guidance_scale,
+                             class_labels=settings.class_labels)
     for i, img in enumerate(result.images):
         pipe.numpy_to_pil(img[None])[0].save(out_dir / f"{i:05d}.png")
     np.savez(out_dir / "images.npz", images=result.images, seeds=result.seeds)

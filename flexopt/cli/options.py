@@ -103,7 +103,7 @@ def echo_json(data: Any) -> None:
 def generation_options(
     default_batch: int = 16, num_images_default: int | None = None, min_images: int = 1
 ):
-    """--num-images/--seed/--batch-size/--device/--dtype/--prompt/--prompt-file/--guidance-scale.
+    """--num-images/--seed/--batch-size/--device/--dtype and the conditioning options.
 
     Shared by every command that generates images, so they all draw image i from seed + i.
     """
@@ -123,8 +123,12 @@ def generation_options(
                      help="Text pipelines: a prompt (repeat for several; cycled over images)."),
         click.option("--prompt-file", type=click.Path(dir_okay=False), default=None,
                      help="Text pipelines: prompts, one per line."),
-        click.option("--guidance-scale", type=float, default=7.5, show_default=True,
-                     help="Text pipelines: classifier-free guidance scale."),
+        click.option("--guidance-scale", type=click.FloatRange(min=0), default=None,
+                     help="Text pipelines: classifier-free guidance scale (default: the "
+                          "config's, else 7.5)."),
+        click.option("--class-labels", default=None, metavar="LABELS",
+                     help="Class-conditional models: labels cycled over images, e.g. 0-999 "
+                          "or 3,7,9 (default: the config's)."),
     ]
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -143,3 +147,28 @@ def open_pipeline(model: str, device: str | None, dtype: str):
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return load_pipeline(model, dtype=parse_dtype(dtype), device=device)
+
+
+def conditioning(prompts: tuple[str, ...], prompt_file: str | None, guidance_scale: float | None,
+                 class_labels: str | None, cfg: StudyConfig | None = None) -> dict[str, Any]:
+    """EvalSettings' prompts/guidance_scale/class_labels: flags first, else the study config's."""
+    from flexopt.conditioning import DEFAULT_GUIDANCE, parse_class_labels, parse_prompts
+
+    from_config = not prompts and not prompt_file and cfg is not None and cfg.prompt_file
+    if from_config:
+        prompt_file = cfg.prompt_file
+    if guidance_scale is None:
+        guidance_scale = cfg.guidance_scale if cfg and cfg.guidance_scale is not None else None
+    labels = parse_class_labels(class_labels) or (cfg.class_labels if cfg else ())
+    try:
+        parsed = parse_prompts(prompts, prompt_file)
+    except FlexoptError as err:
+        if not from_config:
+            raise
+        raise FlexoptError(f"{err} (the prompt_file of {cfg.source}; see studies/prompts/"
+                           "README.md, or give --prompt-file)") from None
+    return {
+        "prompts": parsed,
+        "guidance_scale": DEFAULT_GUIDANCE if guidance_scale is None else guidance_scale,
+        "class_labels": labels,
+    }

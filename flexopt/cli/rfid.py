@@ -6,7 +6,7 @@ import warnings
 
 import click
 
-from flexopt.cli.options import generation_options, open_pipeline
+from flexopt.cli.options import conditioning, generation_options, open_pipeline
 from flexopt.config import format_macs
 from flexopt.schedule import SAMPLERS
 
@@ -30,15 +30,19 @@ def metric_options(func):
     return func
 
 
-def build_evaluator(model, sampler, t_ref, num_images, seed, batch_size, device, dtype, prompts,
-                    prompt_file, guidance_scale, metric, cache_dir, inception_weights,
-                    progress=True):
-    """A `ModelEvaluator` from command-line values (shared by rfid, teacher and search)."""
-    from flexopt.evaluator import EvalSettings, ModelEvaluator, parse_prompts
+def build_evaluator(model, sampler, t_ref, num_images, seed, batch_size, device, dtype,
+                    cond, metric, cache_dir, inception_weights, progress=True):
+    """A `ModelEvaluator` from command-line values (shared by rfid, teacher, fid and search).
+
+    `cond` is `conditioning(...)`'s prompts/guidance_scale/class_labels."""
+    from flexopt.evaluator import EvalSettings, ModelEvaluator
+    from flexopt.pipeline import pipeline_kind
 
     pipe = open_pipeline(model, device, dtype)
-    settings = EvalSettings(num_images, seed, batch_size, metric,
-                            parse_prompts(prompts, prompt_file), guidance_scale)
+    settings = EvalSettings(num_images, seed, batch_size, metric, **cond)
+    if pipeline_kind(pipe) == "text" and not settings.prompts:
+        click.echo("note: no prompts given, so every image uses the empty prompt; give "
+                   "--prompt-file (or `prompt_file` in the config's [rfid])", err=True)
     return ModelEvaluator(pipe, sampler, t_ref, settings, cache_dir, inception_weights, progress)
 
 
@@ -62,7 +66,7 @@ def teacher_entry(evaluator):
 @generation_options(default_batch=64, min_images=2)
 @metric_options
 def teacher(model, t_ref, sampler, num_images, seed, batch_size, device, dtype, prompts,
-            prompt_file, guidance_scale, metric, cache_dir, inception_weights):
+            prompt_file, guidance_scale, class_labels, metric, cache_dir, inception_weights):
     """Build (or reuse) the teacher's cached Inception statistics for MODEL.
 
     The teacher runs T_ref full steps of SAMPLER on NUM_IMAGES noises (image i: seed + i). The
@@ -73,9 +77,9 @@ def teacher(model, t_ref, sampler, num_images, seed, batch_size, device, dtype, 
     Example:
       flexopt teacher path/to/ddpm-cifar10 --num-images 1000 --seed 0 --steps 100
     """
-    ev = build_evaluator(model, sampler, t_ref, num_images, seed, batch_size, device, dtype,
-                         prompts, prompt_file, guidance_scale, metric, cache_dir,
-                         inception_weights)
+    cond = conditioning(prompts, prompt_file, guidance_scale, class_labels)
+    ev = build_evaluator(model, sampler, t_ref, num_images, seed, batch_size, device, dtype, cond,
+                         metric, cache_dir, inception_weights)
     entry = teacher_entry(ev)
     verb = {"hit": "reused", "built": "built", "rebuilt": "rebuilt"}[entry.status]
     click.echo(f"teacher cache {verb}: {entry.path}")
@@ -90,7 +94,7 @@ def teacher(model, t_ref, sampler, num_images, seed, batch_size, device, dtype, 
 @generation_options(default_batch=64, min_images=2)
 @metric_options
 def rfid(model, schedule_path, num_images, seed, batch_size, device, dtype, prompts, prompt_file,
-         guidance_scale, metric, cache_dir, inception_weights):
+         guidance_scale, class_labels, metric, cache_dir, inception_weights):
     """Score a schedule: rFID of its images against the teacher's, from the same noises.
 
     The teacher is the schedule's sampler with t_ref full steps; its statistics come from the
@@ -104,9 +108,9 @@ def rfid(model, schedule_path, num_images, seed, batch_size, device, dtype, prom
     from flexopt.schedule import Schedule
 
     schedule = Schedule.load(schedule_path)
+    cond = conditioning(prompts, prompt_file, guidance_scale, class_labels)
     ev = build_evaluator(model, schedule.sampler, schedule.t_ref, num_images, seed, batch_size,
-                         device, dtype, prompts, prompt_file, guidance_scale, metric, cache_dir,
-                         inception_weights)
+                         device, dtype, cond, metric, cache_dir, inception_weights)
     entry = teacher_entry(ev)
     click.echo(f"teacher cache {'reused' if entry.status == 'hit' else entry.status}: {entry.path}")
     value = ev.score(schedule)
@@ -134,7 +138,7 @@ def rfid(model, schedule_path, num_images, seed, batch_size, device, dtype, prom
 @click.option("--inception-weights", type=click.Path(dir_okay=False), default=None,
               help="FID Inception weights to use (state dict or TorchScript).")
 def fid(model, schedule_path, reference, reference_split, reference_images, num_images, seed,
-        batch_size, device, dtype, prompts, prompt_file, guidance_scale, cache_dir,
+        batch_size, device, dtype, prompts, prompt_file, guidance_scale, class_labels, cache_dir,
         inception_weights):
     """Standard FID of a schedule's images against a real data set (not the teacher).
 
@@ -148,9 +152,9 @@ def fid(model, schedule_path, reference, reference_split, reference_images, num_
     from flexopt.schedule import Schedule
 
     schedule = Schedule.load(schedule_path)
+    cond = conditioning(prompts, prompt_file, guidance_scale, class_labels)
     ev = build_evaluator(model, schedule.sampler, schedule.t_ref, num_images, seed, batch_size,
-                         device, dtype, prompts, prompt_file, guidance_scale, "rfid", cache_dir,
-                         inception_weights)
+                         device, dtype, cond, "rfid", cache_dir, inception_weights)
     size = ev.pipe.unet.config.sample_size
     size = size if isinstance(size, int) else size[0]
     ref = reference_stats(reference, reference_split, size, ev.extractor,

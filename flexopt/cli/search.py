@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import click
 
-from flexopt.cli.options import generation_options, load_config, resolve_space, space_options
+from flexopt.cli.options import (
+    conditioning,
+    generation_options,
+    load_config,
+    resolve_space,
+    space_options,
+)
 from flexopt.cli.rfid import build_evaluator, metric_options, teacher_entry
 from flexopt.config import Budget, format_macs
 from flexopt.errors import FlexoptError
@@ -46,7 +52,7 @@ def search(config, model, budget, n_trials, timeout, storage, study_name, search
            schedule_sampler, multi_objective, no_baselines, search_seed, artifacts, no_artifacts,
            segments, branches,
            intervals, t_ref, num_images, seed, batch_size, device, dtype, prompts, prompt_file,
-           guidance_scale, metric, cache_dir, inception_weights):
+           guidance_scale, class_labels, metric, cache_dir, inception_weights):
     """Search segment-wise schedules for MODEL under a MACs budget (an Optuna study).
 
     CONFIG is a study TOML (see studies/); flags override it. Each candidate is checked against
@@ -92,9 +98,9 @@ def search(config, model, budget, n_trials, timeout, storage, study_name, search
     n_trials = n_trials or (cfg.n_trials if cfg and cfg.n_trials else 100)
     evolution = cfg.evolution if cfg else None
 
+    cond = conditioning(prompts, prompt_file, guidance_scale, class_labels, cfg)
     ev = build_evaluator(model, sampler, space.t_ref, num_images, seed, batch_size, device, dtype,
-                         prompts, prompt_file, guidance_scale, metric, cache_dir,
-                         inception_weights)
+                         cond, metric, cache_dir, inception_weights)
     limit = budget_.max_avg_macs(ev.full_macs) if budget_ else None
     click.echo(f"model {model}: full step {format_macs(ev.full_macs)} MACs, max branch "
                f"{ev.profile.max_branch}; teacher {sampler} {space.t_ref} steps")
@@ -105,14 +111,14 @@ def search(config, model, budget, n_trials, timeout, storage, study_name, search
     if limit is not None:
         click.echo(f"budget: avg MACs < {format_macs(limit)} "
                    f"({ev.full_macs / limit:.2f}x fewer than the teacher)")
-    entry = teacher_entry(ev)
-    click.echo(f"teacher cache {'reused' if entry.status == 'hit' else entry.status}: {entry.path}")
-
     settings = SearchSettings(space, sampler, budget_, multi_objective, metric, model,
-                              num_images, seed)
+                              num_images, seed, ev.settings.conditioning())
     smp = make_sampler(search_sampler, space, feasibility(space, sampler, ev, limit),
                        evolution or EvolutionConfig(), search_seed)
+    # open (and check) the study before the teacher: a refused resume should not cost its images
     study = open_study(make_storage(storage), study_name, settings, smp)
+    entry = teacher_entry(ev)
+    click.echo(f"teacher cache {'reused' if entry.status == 'hit' else entry.status}: {entry.path}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if not no_baselines:
         bl = baseline_schedules(space, sampler, ev.full_macs, ev.avg_macs, limit)

@@ -1,0 +1,53 @@
+"""What images are conditioned on: prompts (text pipelines) and class labels.
+
+Parsed from the command line and from study configs alike; kept free of torch so reading a
+config stays cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from flexopt.errors import FlexoptError
+
+DEFAULT_GUIDANCE = 7.5  # Stable Diffusion's usual classifier-free guidance scale
+
+def parse_prompts(prompts: Sequence[str], prompt_file: str | None) -> tuple[str, ...]:
+    """Prompts given with --prompt (repeatable) and/or one per line in --prompt-file."""
+    out = [p for p in prompts if p.strip()]
+    if prompt_file:
+        try:
+            with open(prompt_file, encoding="utf-8") as f:
+                out += [line.strip() for line in f if line.strip()]
+        except OSError as err:
+            raise FlexoptError(
+                f"prompt file {prompt_file!r} cannot be read: {err.strerror}"
+            ) from None
+    return tuple(out)
+
+
+def parse_class_labels(value: str | int | Sequence[int] | None) -> tuple[int, ...]:
+    """Class labels from "0-999", "3,7,9", "0-4,9", an integer or a list of integers."""
+    if value is None or value == "":
+        return ()
+    if isinstance(value, bool):
+        raise FlexoptError(f"class labels {value!r} are invalid; allowed: e.g. 0-999 or 3,7,9")
+    if isinstance(value, int):
+        value = [value]
+    if not isinstance(value, str):
+        items = list(value)
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in items):
+            raise FlexoptError(f"class labels {value!r} are invalid; allowed: integers >= 0")
+        return tuple(items)
+    out: list[int] = []
+    for part in value.split(","):
+        lo, sep, hi = part.strip().partition("-")
+        try:
+            a, b = int(lo), int(hi) if sep else int(lo)
+        except ValueError:
+            a = b = -1
+        if a < 0 or b < a:
+            raise FlexoptError(f"class labels {value!r} are invalid at {part.strip()!r}; "
+                               "allowed: labels and ranges, e.g. 0-999 or 3,7,9")
+        out.extend(range(a, b + 1))
+    return tuple(out)

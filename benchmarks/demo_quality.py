@@ -31,7 +31,8 @@ def main() -> None:
     ap.add_argument("--num-images", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=100_000, help="Far from the search's seeds.")
     ap.add_argument("--reference", default="fashion-mnist")
-    ap.add_argument("--reference-images", type=int, default=2000)
+    ap.add_argument("--reference-images", type=int, default=2000,
+                    help="Use the first N test images (0: all of them).")
     ap.add_argument("--batch-size", type=int, default=100)
     ap.add_argument("--out", default="demo_quality.json")
     args = ap.parse_args()
@@ -52,7 +53,7 @@ def main() -> None:
     size = pipe.unet.config.sample_size
     t0 = time.perf_counter()
     ref = reference_stats(args.reference, "test", size, ev.extractor, ev.extractor.weights.sha256,
-                          args.reference_images)
+                          args.reference_images or None)
     teacher = ev.teacher()
     rows = []
     for name, schedule in (("teacher", ev.teacher_schedule), (f"best (trial {best.number})",

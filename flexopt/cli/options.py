@@ -101,7 +101,8 @@ def echo_json(data: Any) -> None:
 
 
 def generation_options(
-    default_batch: int = 16, num_images_default: int | None = None, min_images: int = 1
+    default_batch: int = 16, num_images_default: int | None = None, min_images: int = 1,
+    num_images_required: bool = True, num_images_help: str = "Number of images.",
 ):
     """--num-images/--seed/--batch-size/--device/--dtype and the conditioning options.
 
@@ -109,10 +110,15 @@ def generation_options(
     """
     from flexopt.models import DTYPES
 
+    # Click >= 8.3 counts an explicit `default=None` as a value, so `required` is only set (and
+    # `default` only passed) when there is no default.
+    count: dict[str, Any] = (
+        {"default": num_images_default, "show_default": True}
+        if num_images_default is not None else {"required": num_images_required}
+    )
     opts = [
         click.option("--num-images", type=click.IntRange(min=min_images),
-                     default=num_images_default, required=num_images_default is None,
-                     show_default=True, help="Number of images."),
+                     help=num_images_help, **count),
         click.option("--seed", type=int, default=0, show_default=True,
                      help="Image i starts from the noise of seed + i (independent of batching)."),
         click.option("--batch-size", type=click.IntRange(min=1), default=default_batch,

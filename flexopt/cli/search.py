@@ -12,7 +12,7 @@ from flexopt.cli.options import (
     space_options,
 )
 from flexopt.cli.rfid import build_evaluator, metric_options, teacher_entry
-from flexopt.config import Budget, format_macs
+from flexopt.config import Budget, StudyConfig, format_macs
 from flexopt.errors import FlexoptError
 from flexopt.schedule import SAMPLERS
 from flexopt.study import SAMPLER_NAMES
@@ -46,7 +46,8 @@ from flexopt.study import SAMPLER_NAMES
               help="Artifact store for sample grids (default for sqlite:///x.db: x-artifacts/).")
 @click.option("--no-artifacts", is_flag=True, help="Do not upload sample grids.")
 @space_options
-@generation_options(default_batch=64, num_images_default=None, min_images=2)
+@generation_options(default_batch=64, min_images=2, num_images_required=False,
+                    num_images_help="Images per candidate (default: CONFIG's, else 1000).")
 @metric_options
 def search(config, model, budget, n_trials, timeout, storage, study_name, search_sampler,
            schedule_sampler, multi_objective, no_baselines, search_seed, artifacts, no_artifacts,
@@ -91,7 +92,7 @@ def search(config, model, budget, n_trials, timeout, storage, study_name, search
     if budget_ is None and not multi_objective:
         raise FlexoptError("no budget: give --budget (e.g. 3G or 2.5x), a CONFIG with "
                            "`budget = ...`, or --multi-objective")
-    num_images = num_images or (cfg.num_images if cfg else None)
+    num_images = num_images or (cfg.num_images if cfg else StudyConfig.num_images)
     sampler = schedule_sampler or (cfg.sampler if cfg else "ddim")
     study_name = study_name or (cfg.study_name if cfg and cfg.study_name else "flexopt")
     storage = storage or (cfg.storage if cfg and cfg.storage else default_storage(study_name))

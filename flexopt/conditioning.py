@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from flexopt.errors import FlexoptError
 
 DEFAULT_GUIDANCE = 7.5  # Stable Diffusion's usual classifier-free guidance scale
+MAX_CLASS_LABEL = 1_000_000  # a bound, so a typo like 0-99999999999 is an error, not a MemoryError
 
 def parse_prompts(prompts: Sequence[str], prompt_file: str | None) -> tuple[str, ...]:
     """Prompts given with --prompt (repeatable) and/or one per line in --prompt-file."""
@@ -18,11 +19,18 @@ def parse_prompts(prompts: Sequence[str], prompt_file: str | None) -> tuple[str,
     if prompt_file:
         try:
             with open(prompt_file, encoding="utf-8") as f:
-                out += [line.strip() for line in f if line.strip()]
+                lines = [line.strip() for line in f if line.strip()]
         except OSError as err:
             raise FlexoptError(
                 f"prompt file {prompt_file!r} cannot be read: {err.strerror}"
             ) from None
+        except UnicodeDecodeError:
+            raise FlexoptError(f"prompt file {prompt_file!r} is not a UTF-8 text file; allowed: "
+                               "one prompt per line") from None
+        if not lines:
+            raise FlexoptError(f"prompt file {prompt_file!r} holds no prompts; allowed: one "
+                               "prompt per line")
+        out += lines
     return tuple(out)
 
 
@@ -49,5 +57,8 @@ def parse_class_labels(value: str | int | Sequence[int] | None) -> tuple[int, ..
         if a < 0 or b < a:
             raise FlexoptError(f"class labels {value!r} are invalid at {part.strip()!r}; "
                                "allowed: labels and ranges, e.g. 0-999 or 3,7,9")
+        if b >= MAX_CLASS_LABEL:
+            raise FlexoptError(f"class label {b} is too large; allowed: labels below "
+                               f"{MAX_CLASS_LABEL:,}")
         out.extend(range(a, b + 1))
     return tuple(out)

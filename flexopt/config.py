@@ -101,6 +101,11 @@ class StudyConfig:
             data = tomllib.loads(p.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise FlexoptError(f"study config {str(p)!r} does not exist") from None
+        except OSError as err:
+            raise FlexoptError(f"study config {str(p)!r} cannot be read: {err.strerror}") from None
+        except UnicodeDecodeError:
+            raise FlexoptError(f"study config {str(p)!r} is not a text file; allowed: a TOML "
+                               "study config (see studies/)") from None
         except tomllib.TOMLDecodeError as err:
             raise FlexoptError(f"study config {str(p)!r} is not valid TOML: {err}") from None
         return cls.from_dict(data, source=str(p))

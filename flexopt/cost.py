@@ -136,6 +136,11 @@ def _inputs(unet: nn.Module, sample_size: int | tuple[int, int] | None) -> dict[
     if size is None:
         raise FlexoptError("the U-Net config has no sample_size; allowed: pass a sample size")
     h, w = (size, size) if isinstance(size, int) else tuple(size)
+    blocks = len(config.down_block_types)
+    factor = 2 ** (blocks - 1)  # every down block but the last halves the resolution
+    if h % factor or w % factor:
+        raise FlexoptError(f"sample size {size} is invalid for this U-Net ({blocks} down blocks); "
+                           f"allowed: a multiple of {factor}")
     kwargs: dict[str, Any] = {
         "sample": torch.zeros(1, config.in_channels, h, w, device="meta"),
         "timestep": torch.tensor([500], device="meta"),

@@ -11,12 +11,16 @@ from __future__ import annotations
 import gzip
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from flexopt.errors import FlexoptError
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
 
 FASHION_MNIST_DIR = Path(
     os.environ.get("FLEXOPT_FASHION_MNIST", "/usr/share/datasets/fashion-mnist")
@@ -61,16 +65,34 @@ def digits() -> np.ndarray:
     return np.round(x * (255.0 / 16.0)).astype(np.uint8)
 
 
+def _read_image(
+    path: Path, mode: str | None = None, size: tuple[int, int] | None = None
+) -> Image:
+    """One image, decoded now, so a file that only looks like an image fails as a user error."""
+    from PIL import Image as PILImage
+    from PIL import UnidentifiedImageError
+
+    try:
+        with PILImage.open(path) as img:
+            img.load()
+            out = img.convert(mode) if mode else img.copy()
+    except (OSError, SyntaxError, ValueError) as err:  # broken or truncated files, too
+        reason = "unknown file format" if isinstance(err, UnidentifiedImageError) else str(err)
+        raise FlexoptError(
+            f"{path} is not a readable image ({reason}); allowed in an image folder: only valid "
+            f"{', '.join(sorted(_IMAGE_EXT))} images, so remove or replace this file"
+        ) from None
+    return out.resize(size) if size and out.size != size else out
+
+
 def image_folder(folder: Path) -> np.ndarray:
     """Every image under `folder` (recursively), as uint8 `N×C×H×W` at the first image's size."""
-    from PIL import Image
-
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in _IMAGE_EXT)
     if not files:
         raise FlexoptError(f"no images ({', '.join(sorted(_IMAGE_EXT))}) found under {folder}")
-    first = Image.open(files[0])
+    first = _read_image(files[0])
     mode = "L" if first.mode in ("L", "1", "I;16") else "RGB"
-    arrays = [np.asarray(Image.open(p).convert(mode).resize(first.size)) for p in files]
+    arrays = [np.asarray(_read_image(p, mode, first.size)) for p in files]
     x = np.stack(arrays)
     return x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
 

@@ -317,3 +317,32 @@ def parse_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
         raise FlexoptError(f"dtype {name!r} is not supported; allowed: {', '.join(DTYPES)}")
     return getattr(torch, name)
+
+
+def parse_device(name: str | None) -> torch.device:
+    """The torch device for --device (default: cuda when available, else cpu).
+
+    Checked here so that asking for a device this machine lacks is one line, not torch's CUDA
+    assertion halfway through loading a model.
+    """
+    import torch
+
+    if not name:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
+        raise FlexoptError(f"device {name!r} is not supported; allowed: cpu, cuda, cuda:N, mps")
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise FlexoptError(f"device {name!r} is not available: this torch sees no CUDA GPU; "
+                               "allowed: cpu")
+        if dev.index is not None and dev.index >= count:
+            raise FlexoptError(f"device {name!r} is not available; allowed: cuda:0..cuda:"
+                               f"{count - 1}, cpu")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise FlexoptError(f"device {name!r} is not available on this machine; allowed: cpu")
+    return dev

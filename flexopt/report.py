@@ -25,6 +25,7 @@ from flexopt.config import format_macs
 from flexopt.errors import FlexoptError
 from flexopt.report_data import StudyReport, collect, trials_frame
 from flexopt.report_figures import pareto_figure, progress_figure, strip_figure, strip_label
+from flexopt.report_files import make_parent, write_error
 from flexopt.report_series import metric_label
 from flexopt.study import load_study
 
@@ -165,15 +166,14 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     The temp file is opened normally (not `mkstemp`, which makes it private) so the report gets
     the usual permissions and can be shared or served.
     """
-    p = Path(path)
+    p = make_parent(path)
     tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
     try:
-        p.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, p)
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        raise FlexoptError(f"cannot write {str(p)!r}: {err.strerror}") from None
+        raise write_error(p, err) from None
     return p
 
 

@@ -7,6 +7,8 @@ grids without the user knowing where they live.
 
 from __future__ import annotations
 
+import errno
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +51,36 @@ def dashboard_app(storage: str, artifacts: str | Path | None = None, use_artifac
     return _optuna_dashboard().wsgi(storage, artifact_store=store)
 
 
+def listen_error(host: str, port: int, err: OSError) -> FlexoptError:
+    """The one-line user error for an address the server cannot listen on."""
+    if err.errno == errno.EADDRINUSE:
+        return FlexoptError(f"port {port} is in use; allowed: a free port (--port)")
+    reason = err.strerror or str(err)
+    return FlexoptError(f"cannot listen on {host}:{port}: {reason}; allowed: a free port "
+                        "(--port) on an address of this machine (--host)")
+
+
+def check_listen(host: str, port: int) -> None:
+    """Fail before the banner is printed when the server could not bind (port taken, bad host).
+
+    The probe binds the way the server does (IPv6 for a host with ':', SO_REUSEADDR), so a port
+    the server could use is not refused.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        socket.create_server((host, port), family=family).close()
+    except OSError as err:
+        raise listen_error(host, port, err) from None
+
+
 def run_dashboard(
     storage: str, host: str, port: int, store: FileSystemArtifactStore | None
 ) -> None:
     """Serve the dashboard until interrupted (optuna-dashboard's own server loop)."""
-    _optuna_dashboard().run_server(storage, host=host, port=port, artifact_store=store)
+    dashboard = _optuna_dashboard()  # outside the try: a missing package is its own error
+    try:
+        dashboard.run_server(storage, host=host, port=port, artifact_store=store)
+    except OSError as err:
+        if err.errno != errno.EADDRINUSE:  # not the user's mistake
+            raise
+        raise listen_error(host, port, err) from None

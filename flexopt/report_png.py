@@ -17,6 +17,7 @@ from flexopt.errors import FlexoptError
 from flexopt.report_browser import find_browser, screenshot
 from flexopt.report_data import StudyReport
 from flexopt.report_figures import pareto_figure
+from flexopt.report_files import make_parent, write_error
 from flexopt.report_series import GREY, MacsUnit, log_scale, metric_label, pareto_series
 
 PNG_BACKENDS = ("auto", "matplotlib", "browser")
@@ -44,13 +45,25 @@ def pick_backend(backend: str = "auto") -> str:
     raise FlexoptError(f"static PNG export needs {wanted}; neither is available here")
 
 
+def png_path(path: str | os.PathLike[str]) -> Path:
+    """`path`, refused unless it ends in .png: matplotlib would pick another format from the
+    suffix (or add .png to a bare name, so the file written is not the one named)."""
+    out = Path(path)
+    if out.suffix.lower() != ".png":
+        got = f"suffix {out.suffix!r}" if out.suffix else "no suffix"
+        raise FlexoptError(
+            f"PNG file {str(path)!r} has {got}; allowed: a name ending in .png (e.g. pareto.png)"
+        )
+    return out
+
+
 def export_pareto_png(
     report: StudyReport, path: str | os.PathLike[str], backend: str = "auto", dpi: int = 200
 ) -> Path:
     """Write the Pareto plot as a PNG; returns the path."""
+    out = png_path(path)
     chosen = pick_backend(backend)
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(out)
     if chosen == "matplotlib":
         return _matplotlib(report, out, dpi)
     return _browser(report, out)
@@ -91,8 +104,12 @@ def _matplotlib(report: StudyReport, out: Path, dpi: int) -> Path:
         top = ax.secondary_xaxis("top", functions=(to_speedup, to_speedup))
         top.set_xlabel("speedup (×)")
     ax.legend(fontsize=7, loc="best")
-    fig.savefig(out, dpi=dpi)
-    plt.close(fig)
+    try:
+        fig.savefig(out, dpi=dpi, format="png")
+    except OSError as err:
+        raise write_error(out, err) from None
+    finally:
+        plt.close(fig)
     return out
 
 

@@ -181,6 +181,9 @@ class Schedule:
             raise FlexoptError(f"schedule file {str(p)!r} does not exist") from None
         except OSError as err:
             raise FlexoptError(f"schedule file {str(p)!r} cannot be read: {err.strerror}") from None
+        except UnicodeDecodeError:
+            raise FlexoptError(f"schedule file {str(p)!r} is not a text file; allowed: a "
+                               "flexopt.schedule/1 JSON file (see `flexopt export`)") from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:

@@ -8,6 +8,7 @@ for a real diffusion model and for a synthetic test problem.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
@@ -121,10 +122,27 @@ def study_names(storage: str) -> list[str]:
         db = Path(unquote(storage[len("sqlite:///"):]))
         if not db.is_file():  # Optuna would silently create an empty database
             raise FlexoptError(f"storage file {str(db)!r} does not exist (from {storage!r})")
+        if not _is_optuna_sqlite(db):  # ... or add its tables to the user's other database
+            raise FlexoptError(f"storage file {str(db)!r} is not an Optuna storage (it has no "
+                               "studies table); allowed: the database of a flexopt search")
     try:
         return optuna.get_all_study_names(storage)
     except Exception as err:  # SQLAlchemy's errors for an unreachable or malformed URL
         raise (storage_error(storage, err) or err) from None
+
+
+def _is_optuna_sqlite(path: Path) -> bool:
+    """Whether a SQLite file holds Optuna's tables, looked at read-only."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            row = db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'studies'"
+            ).fetchone()
+    except sqlite3.Error:  # not a SQLite file at all
+        return False
+    return row is not None
 
 
 def load_study(storage: str, study_name: str | None) -> optuna.Study:
@@ -194,7 +212,9 @@ def open_study(
         raise (storage_error(str(where), err) or err) from None
     stored = study.user_attrs.get(_SETTINGS_ATTR)
     mine = settings.identity()
-    if stored is None:
+    # a study without trials was made by a run that stopped at once (e.g. a bad flag): nothing to
+    # lose, so it takes the settings given now
+    if stored is None or (stored != mine and not study.get_trials(deepcopy=False)):
         study.set_user_attr(_SETTINGS_ATTR, mine)
         with warnings.catch_warnings():  # experimental in Optuna, but what the dashboard shows
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -370,6 +390,30 @@ def feasibility(
         return evaluator.avg_macs(Schedule.from_candidate(c, space, sampler=sampler)) < max_avg_macs
 
     return feasible
+
+
+def check_space_fits(space: SearchSpace, sampler: str, evaluator: ScheduleEvaluator,
+                     max_avg_macs: float | None, total: int | None = None) -> None:
+    """Refuse, before a study is made or a teacher built, a space the model cannot run (`total`:
+    its training timesteps) or the budget cannot afford: one line now, not failed trials later."""
+    if total is not None:
+        longest = max(space.grid_lengths.values())
+        if space.t_ref > total:
+            raise FlexoptError(f"t_ref {space.t_ref} exceeds the model's {total} training "
+                               f"timesteps; allowed: t_ref <= {total}")
+        if longest > total:
+            raise FlexoptError(
+                f"the longest base grid, {max(space.segments)} segments x L={space.segment_length}"
+                f" = {longest} steps, exceeds the model's {total} training timesteps; allowed: "
+                f"segments x L <= {total}")
+    if max_avg_macs is not None:
+        lightest = evaluator.avg_macs(Schedule.from_candidate(space.lightest(), space,
+                                                              sampler=sampler))
+        if lightest >= max_avg_macs:
+            raise FlexoptError(
+                f"no candidate fits the budget: even the lightest ({space.lightest()}, "
+                f"{format_macs(lightest)} avg MACs) is not under {format_macs(max_avg_macs)}; "
+                "raise the budget or allow fewer/lighter segments")
 
 
 def finished(study: optuna.Study) -> int:

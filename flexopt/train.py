@@ -60,6 +60,53 @@ class TrainConfig:
         }
 
 
+def check_config(cfg: TrainConfig) -> None:
+    """Refuse an image size the U-Net cannot round-trip, before any data is loaded or trained.
+
+    diffusers' `UNet2DModel` halves the size in every down block but the last, so the skip
+    connections only line up when the size divides by 2**(blocks - 1).
+    """
+    blocks = len(cfg.block_out_channels)
+    factor = 2 ** (blocks - 1)
+    if cfg.image_size % factor:
+        channels = ",".join(str(c) for c in cfg.block_out_channels)
+        raise FlexoptError(
+            f"--image-size {cfg.image_size} is invalid for {blocks} U-Net blocks "
+            f"(--channels {channels}); allowed: a multiple of {factor}"
+        )
+
+
+def _config_json(cfg: TrainConfig) -> str:
+    return json.dumps(asdict(cfg), sort_keys=True)
+
+
+def _config_diff(stored: str | None, cfg: TrainConfig) -> list[str]:
+    """`key: stored X, given Y` for each setting that differs, so a refusal says what to change."""
+    try:
+        old = json.loads(stored) if stored else {}
+    except ValueError:
+        old = {}
+    new = json.loads(_config_json(cfg))
+
+    def show(d: dict, key: str) -> str:
+        return json.dumps(d[key]) if key in d else "(unset)"
+
+    keys = sorted(old.keys() | new.keys())
+    return [f"{k}: stored {show(old, k)}, given {show(new, k)}"
+            for k in keys if show(old, k) != show(new, k)]
+
+
+def _check_checkpoint_config(ckpt: Path, stored: str | None, cfg: TrainConfig) -> None:
+    """Refuse to resume another config: the LR schedule (and the data) make it a different run."""
+    if stored == _config_json(cfg):
+        return
+    diff = "; ".join(_config_diff(stored, cfg)) or "unreadable stored config"
+    raise FlexoptError(
+        f"{ckpt} was written with another training config ({diff}); "
+        "re-run with the stored settings to resume, or use another --out (or delete it)"
+    )
+
+
 def _lr_at(cfg: TrainConfig, step: int) -> float:
     """Linear warm-up, then cosine decay to 10% of the peak."""
     if step < cfg.warmup:
@@ -94,6 +141,7 @@ def train_teacher(
 
     from flexopt.data import load_images
 
+    check_config(cfg)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if images is None:
@@ -111,10 +159,7 @@ def train_teacher(
     ckpt = out / "checkpoint.pt"
     if ckpt.exists():
         state = torch.load(ckpt, map_location=device, weights_only=True)
-        if state.get("config") != json.dumps(asdict(cfg), sort_keys=True):
-            raise FlexoptError(
-                f"{ckpt} was written with another training config; use another --out or delete it"
-            )
+        _check_checkpoint_config(ckpt, state.get("config"), cfg)
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
@@ -128,7 +173,7 @@ def train_teacher(
     model.train()
     def save_checkpoint() -> None:
         _save_atomic({
-            "config": json.dumps(asdict(cfg), sort_keys=True),
+            "config": _config_json(cfg),
             "model": model.state_dict(), "ema": ema.state_dict(),
             "optimizer": opt.state_dict(), "generator": gen.get_state(),
             "step": step, "seconds": time.perf_counter() - t0,

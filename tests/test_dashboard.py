@@ -7,6 +7,7 @@ queried through its HTTP API like the browser front end does.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import urllib.request
 from wsgiref.simple_server import WSGIRequestHandler, make_server
@@ -77,9 +78,13 @@ def test_cli_dashboard_wires_the_store(served, monkeypatch):
         seen.update(storage=storage, port=port, store=artifact_store)
 
     monkeypatch.setattr("optuna_dashboard.run_server", fake_run_server)
-    res = CliRunner().invoke(main, ["dashboard", "--storage", built.storage, "--port", "8123"])
+    with socket.socket() as probe:  # the command checks the port is free before serving
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    res = CliRunner().invoke(main, ["dashboard", "--storage", built.storage, "--port", str(port)])
     assert res.exit_code == 0, res.output
     assert f"artifacts in {built.artifacts}" in res.output
-    assert seen["port"] == 8123 and seen["store"] is not None
-    res = CliRunner().invoke(main, ["dashboard", "--storage", built.storage, "--no-artifacts"])
+    assert seen["port"] == port and seen["store"] is not None
+    res = CliRunner().invoke(main, ["dashboard", "--storage", built.storage, "--no-artifacts",
+                                    "--port", str(port)])
     assert res.exit_code == 0 and seen["store"] is None

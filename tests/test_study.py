@@ -105,9 +105,12 @@ def test_resume_continues_to_the_same_total(tmp_path):
 
 
 def test_resume_with_other_settings_is_refused(tmp_path):
-    _setup(tmp_path)
+    study, objective, *_ = _setup(tmp_path)
+    # no trial yet (a run that stopped at once): the study takes the settings given now
+    assert _setup(tmp_path, budget="0.4")[0].user_attrs["flexopt:settings"]["budget"]["macs"] == 0.4
+    run(study, objective, n_trials=1, progress=False)
     with pytest.raises(FlexoptError, match=r"created with other settings \(budget"):
-        _setup(tmp_path, budget="0.4")
+        _setup(tmp_path, budget="0.3")
 
 
 def test_multi_objective_values(tmp_path):

@@ -8,6 +8,7 @@ import click
 
 from flexopt.cli.options import conditioning, echo_json, generation_options, open_pipeline
 from flexopt.config import format_macs
+from flexopt.schedule import SAMPLERS
 
 
 @click.command()
@@ -61,7 +62,8 @@ def macs(model, sample_size, attention, as_json):
 )
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory.")
 @generation_options()
-@click.option("--sampler", default=None, help="Expected sampler (fail if the schedule's differs).")
+@click.option("--sampler", type=click.Choice(SAMPLERS), default=None,
+              help="Expected sampler (fail if the schedule's differs).")
 @click.option(
     "--t-ref", "t_ref", type=int, default=None, help="Expected t_ref (fail if it differs)."
 )

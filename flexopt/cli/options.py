@@ -12,6 +12,8 @@ from flexopt.config import StudyConfig
 from flexopt.errors import FlexoptError
 from flexopt.space import SearchSpace, parse_choices
 
+MAX_SEED = 2**62  # torch generators take 64-bit seeds, and image i uses seed + i
+
 
 def choice_list(flag: str, text: str | None) -> tuple[int, ...] | None:
     """Parse `19,20,21` (or a range `19-21`) for `flag`; None when the flag was not given."""
@@ -49,7 +51,8 @@ def space_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "t_ref",
             type=int,
             metavar="T",
-            help="Teacher's step count (avg MACs divide by it). Default 100.",
+            help="Teacher's step count (avg MACs divide by it; default: the config's t_ref, "
+                 "else 100).",
         ),
     ]
     for opt in reversed(opts):
@@ -103,12 +106,16 @@ def echo_json(data: Any) -> None:
 def generation_options(
     default_batch: int = 16, num_images_default: int | None = None, min_images: int = 1,
     num_images_required: bool = True, num_images_help: str = "Number of images.",
+    seed_from_config: bool = False,
 ):
     """--num-images/--seed/--batch-size/--device/--dtype and the conditioning options.
 
     Shared by every command that generates images, so they all draw image i from seed + i.
     """
     from flexopt.models import DTYPES
+
+    seed_help = "Image i starts from the noise of seed + i (independent of batching)" + (
+        "; default: the config's [rfid] seed, else 0." if seed_from_config else ".")
 
     # Click >= 8.3 counts an explicit `default=None` as a value, so `required` is only set (and
     # `default` only passed) when there is no default.
@@ -119,8 +126,8 @@ def generation_options(
     opts = [
         click.option("--num-images", type=click.IntRange(min=min_images),
                      help=num_images_help, **count),
-        click.option("--seed", type=int, default=0, show_default=True,
-                     help="Image i starts from the noise of seed + i (independent of batching)."),
+        click.option("--seed", type=click.IntRange(0, MAX_SEED), help=seed_help,
+                     **({} if seed_from_config else {"default": 0, "show_default": True})),
         click.option("--batch-size", type=click.IntRange(min=1), default=default_batch,
                      show_default=True),
         click.option("--device", default=None, help="Torch device (default: cuda if available)."),
@@ -147,12 +154,9 @@ def generation_options(
 
 def open_pipeline(model: str, device: str | None, dtype: str):
     """Load MODEL's pipeline on `device` (default: cuda when available) in `dtype`."""
-    import torch
+    from flexopt.models import load_pipeline, parse_device, parse_dtype
 
-    from flexopt.models import load_pipeline, parse_dtype
-
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return load_pipeline(model, dtype=parse_dtype(dtype), device=device)
+    return load_pipeline(model, dtype=parse_dtype(dtype), device=parse_device(device))
 
 
 def conditioning(prompts: tuple[str, ...], prompt_file: str | None, guidance_scale: float | None,

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from flexopt.errors import FlexoptError
+NO_PARETO = "no Pareto trial yet: no searched candidate was evaluated under the budget"
 
 
 def _storage_options(study: bool = True, artifacts: bool = True) -> Callable[[Any], Any]:
@@ -78,10 +78,11 @@ def report(storage, study_name, artifacts, no_artifacts, out, cdn, highlight, pn
       flexopt report --storage sqlite:///cifar.db --out cifar.html --png pareto.png
     """
     from flexopt.report import build_report
-    from flexopt.report_png import export_pareto_png, pick_backend
+    from flexopt.report_png import export_pareto_png, pick_backend, png_path
 
     if png:
-        pick_backend(png_backend)  # fail before the slow part, not after
+        png_path(png)  # fail before the slow part, not after
+        pick_backend(png_backend)
     path, rep = build_report(storage, study_name, out, cdn=cdn, artifacts=artifacts,
                              use_artifacts=not no_artifacts, highlight=highlight)
     size = path.stat().st_size / 1e6
@@ -104,6 +105,7 @@ def trials(storage, study_name, pareto, csv_path):
       flexopt trials --storage sqlite:///cifar.db --pareto --csv pareto.csv
     """
     from flexopt.report_data import collect, trials_frame
+    from flexopt.report_files import write_csv
     from flexopt.study import load_study
 
     rep = collect(load_study(storage, study_name))
@@ -111,11 +113,9 @@ def trials(storage, study_name, pareto, csv_path):
     if csv_path == "-":
         frame.to_csv(sys.stdout, index=False)
     elif csv_path:
-        try:
-            frame.to_csv(csv_path, index=False)
-        except OSError as err:
-            raise FlexoptError(f"cannot write {csv_path!r}: {err.strerror}") from None
-        click.echo(f"wrote {csv_path} ({len(frame)} trials)")
+        click.echo(f"wrote {write_csv(frame, csv_path)} ({len(frame)} trials)")
+    elif frame.empty:  # pandas would print "Empty DataFrame" and the column names
+        click.echo(NO_PARETO if pareto else "no finished trial yet")
     else:
         text = frame.drop(columns=["steps"]).to_string(
             index=False, na_rep="", float_format=lambda v: f"{v:.4g}"
@@ -135,9 +135,10 @@ def dashboard(storage, artifacts, no_artifacts, host, port):
       flexopt dashboard --storage sqlite:///cifar.db    # then browse http://127.0.0.1:8080
     """
     from flexopt.artifacts import artifact_dir
-    from flexopt.report_dashboard import checked_store, run_dashboard
+    from flexopt.report_dashboard import check_listen, checked_store, run_dashboard
 
     store = checked_store(storage, artifacts, use_artifacts=not no_artifacts)
+    check_listen(host, port)  # a taken port is one line, not a traceback after the banner
     where = f"artifacts in {artifact_dir(storage, artifacts)}" if store else "no artifacts"
     click.echo(f"optuna-dashboard on http://{host}:{port}/ ({where}; Ctrl-C to stop)")
     run_dashboard(storage, host, port, store)

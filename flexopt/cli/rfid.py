@@ -11,15 +11,19 @@ from flexopt.config import format_macs
 from flexopt.schedule import SAMPLERS
 
 
-def metric_options(func):
-    """--metric/--cache-dir/--inception-weights: how images are scored and where caches live."""
+def metric_options(func=None, *, metric: bool = True):
+    """--metric/--cache-dir/--inception-weights: how images are scored and where caches live.
+
+    `metric=False` leaves out --metric (the teacher cache serves every metric)."""
+    if func is None:
+        return lambda f: metric_options(f, metric=metric)
     from flexopt.metrics import METRICS
 
     for opt in reversed([
-        click.option("--metric", type=click.Choice(list(METRICS)), default="rfid",
-                     show_default=True,
-                     help="rfid (Fréchet distance to the teacher's features), kid, or paired "
-                          "(mean feature distance per noise)."),
+        *([click.option("--metric", type=click.Choice(list(METRICS)), default="rfid",
+                        show_default=True,
+                        help="rfid (Fréchet distance to the teacher's features), kid, or paired "
+                             "(mean feature distance per noise).")] if metric else []),
         click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
                      help="Cache for teacher statistics and Inception weights "
                           "(default: $FLEXOPT_CACHE_DIR or ~/.cache/flexopt)."),
@@ -64,9 +68,9 @@ def teacher_entry(evaluator):
 @click.option("--sampler", type=click.Choice(SAMPLERS), default="ddim", show_default=True,
               help="Teacher's sampler.")
 @generation_options(default_batch=64, min_images=2)
-@metric_options
+@metric_options(metric=False)
 def teacher(model, t_ref, sampler, num_images, seed, batch_size, device, dtype, prompts,
-            prompt_file, guidance_scale, class_labels, metric, cache_dir, inception_weights):
+            prompt_file, guidance_scale, class_labels, cache_dir, inception_weights):
     """Build (or reuse) the teacher's cached Inception statistics for MODEL.
 
     The teacher runs T_ref full steps of SAMPLER on NUM_IMAGES noises (image i: seed + i). The
@@ -79,7 +83,7 @@ def teacher(model, t_ref, sampler, num_images, seed, batch_size, device, dtype, 
     """
     cond = conditioning(prompts, prompt_file, guidance_scale, class_labels)
     ev = build_evaluator(model, sampler, t_ref, num_images, seed, batch_size, device, dtype, cond,
-                         metric, cache_dir, inception_weights)
+                         "rfid", cache_dir, inception_weights)
     entry = teacher_entry(ev)
     verb = {"hit": "reused", "built": "built", "rebuilt": "rebuilt"}[entry.status]
     click.echo(f"teacher cache {verb}: {entry.path}")

@@ -23,8 +23,9 @@ from flexopt.study import SAMPLER_NAMES
 @click.option("--model", help="Pipeline directory, hub id, or flexopt:NAME (overrides CONFIG).")
 @click.option("--budget", help="Max avg MACs (3G, 250M, 6.1e9) or a speedup (2.5x).")
 @click.option("--n-trials", type=click.IntRange(min=1), default=None,
-              help="Stop when the study holds this many finished trials (all workers; "
-                   "default: CONFIG's n_trials or 100). Re-running continues up to it.")
+              help="Stop when the study holds this many finished trials, baselines included "
+                   "(all workers; default: CONFIG's n_trials or 100). Re-running continues "
+                   "up to it.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Stop this worker after so many minutes.")
 @click.option("--storage", help="Optuna storage URL (default: sqlite:///STUDY_NAME.db here; "
@@ -47,7 +48,8 @@ from flexopt.study import SAMPLER_NAMES
 @click.option("--no-artifacts", is_flag=True, help="Do not upload sample grids.")
 @space_options
 @generation_options(default_batch=64, min_images=2, num_images_required=False,
-                    num_images_help="Images per candidate (default: CONFIG's, else 1000).")
+                    num_images_help="Images per candidate (default: CONFIG's, else 1000).",
+                    seed_from_config=True)
 @metric_options
 def search(config, model, budget, n_trials, timeout, storage, study_name, search_sampler,
            schedule_sampler, multi_objective, no_baselines, search_seed, artifacts, no_artifacts,
@@ -66,16 +68,19 @@ def search(config, model, budget, n_trials, timeout, storage, study_name, search
       flexopt search studies/ddpm-cifar10-3.0G.toml --model path/to/ddpm-cifar10 --n-trials 300
     """
     import optuna
+    from optuna.trial import TrialState
 
     from flexopt.config import EvolutionConfig
     from flexopt.study import (
         Objective,
         SearchSettings,
         baseline_schedules,
+        check_space_fits,
         default_storage,
         enqueue_baselines,
         feasibility,
         feasible_trials,
+        finished,
         make_sampler,
         make_storage,
         open_study,
@@ -93,6 +98,7 @@ def search(config, model, budget, n_trials, timeout, storage, study_name, search
         raise FlexoptError("no budget: give --budget (e.g. 3G or 2.5x), a CONFIG with "
                            "`budget = ...`, or --multi-objective")
     num_images = num_images or (cfg.num_images if cfg else StudyConfig.num_images)
+    seed = seed if seed is not None else (cfg.seed if cfg else StudyConfig.seed)
     sampler = schedule_sampler or (cfg.sampler if cfg else "ddim")
     study_name = study_name or (cfg.study_name if cfg and cfg.study_name else "flexopt")
     storage = storage or (cfg.storage if cfg and cfg.storage else default_storage(study_name))
@@ -112,6 +118,13 @@ def search(config, model, budget, n_trials, timeout, storage, study_name, search
     if limit is not None:
         click.echo(f"budget: avg MACs < {format_macs(limit)} "
                    f"({ev.full_macs / limit:.2f}x fewer than the teacher)")
+    if budget_ is not None and budget_.macs is not None and budget_.macs < 1e3:
+        raise FlexoptError(  # `--budget 2.5`: a forgotten unit or x, not 2.5 MACs
+            f"budget {budget_.macs:g} means {budget_.macs:g} avg MACs, far below a step of this "
+            f"model ({format_macs(ev.full_macs)}); allowed: avg MACs such as 3G or 250M, or a "
+            f"speedup such as {budget_.macs:g}x")
+    check_space_fits(space, sampler, ev, limit,
+                     ev.pipe.scheduler.config.get("num_train_timesteps"))
     settings = SearchSettings(space, sampler, budget_, multi_objective, metric, model,
                               num_images, seed, ev.settings.conditioning())
     smp = make_sampler(search_sampler, space, feasibility(space, sampler, ev, limit),
@@ -134,8 +147,10 @@ def search(config, model, budget, n_trials, timeout, storage, study_name, search
         grids.teacher(study, entry.preview)
     objective = Objective(space, ev, sampler, limit, multi_objective, grids)
     done = run(study, objective, n_trials, timeout=timeout * 60 if timeout else None)
+    queued = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
     click.echo(f"study {study_name!r} in {storage}: ran {done} trials this time, "
-               f"{len(study.trials)} in all")
+               f"{finished(study)} finished in all"
+               + (f", {queued} queued (run again with a larger --n-trials)" if queued else ""))
     feasible = feasible_trials(study)
     for label, group in (("searched", [t for t in feasible if "baseline" not in t.user_attrs]),
                          ("baseline", [t for t in feasible if "baseline" in t.user_attrs])):
@@ -149,14 +164,16 @@ def search(config, model, budget, n_trials, timeout, storage, study_name, search
         click.echo(f"  steps: {b.user_attrs['step_types']}")
     click.echo("next:")
     click.echo(f"  flexopt export --storage {storage} --study-name {study_name} --best "
-               "--out best.json   # the best under budget, baselines included")
+               "--out best.json   # the best under budget"
+               + ("" if no_baselines else ", baselines included"))
     click.echo(f"  flexopt report --storage {storage} --study-name {study_name} --out report.html")
     click.echo(f"  flexopt dashboard --storage {storage}")
 
 
 @click.command()
 @click.option("--storage", required=True, help="Optuna storage URL of the study.")
-@click.option("--study-name", required=True)
+@click.option("--study-name", default=None,
+              help="Study to export from (default: the only study in STORAGE).")
 @click.option("--trial", "trial_number", type=click.IntRange(min=0), default=None,
               help="Export this trial's schedule.")
 @click.option("--best", is_flag=True,
@@ -173,6 +190,7 @@ def export(storage, study_name, trial_number, best, out):
     if (trial_number is None) == (not best):
         raise FlexoptError("give exactly one of --trial N and --best")
     study = load_study(storage, study_name)
+    study_name = study.study_name
     if best:
         candidates = feasible_trials(study)
         if not candidates:

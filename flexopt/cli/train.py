@@ -30,7 +30,8 @@ def _channels(text: str) -> tuple[int, ...]:
 @click.option("--steps", type=click.IntRange(min=1), default=20_000, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-4, show_default=True)
-@click.option("--image-size", type=click.IntRange(min=8), default=32, show_default=True)
+@click.option("--image-size", type=click.IntRange(min=8), default=32, show_default=True,
+              help="Square image size; a multiple of 2**(blocks-1), e.g. of 8 for 4 --channels.")
 @click.option("--channels", default="16,32,64,128", show_default=True,
               help="U-Net block widths (one down/up block each, 2 resnets per block).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -45,15 +46,13 @@ def train_teacher(data, out_dir, steps, batch_size, lr, image_size, channels, se
     Re-running the same command resumes from OUT/checkpoint.pt. The result, OUT/pipeline, is a
     standard diffusers DDPMPipeline (safetensors) usable anywhere flexopt takes a MODEL.
     """
-    import torch
-
+    from flexopt.models import parse_device
     from flexopt.train import TrainConfig
     from flexopt.train import train_teacher as run
 
     cfg = TrainConfig(data=data, image_size=image_size, block_out_channels=_channels(channels),
                       steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                       checkpoint_every=checkpoint_every)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    path = run(cfg, out_dir, device=device, log=click.echo,
+    path = run(cfg, out_dir, device=str(parse_device(device)), log=click.echo,
                time_limit=time_limit * 60 if time_limit else None)
     click.echo(f"saved pipeline to {path}")

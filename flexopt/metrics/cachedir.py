@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from flexopt.errors import FlexoptError
+
 ENV_CACHE_DIR = "FLEXOPT_CACHE_DIR"
 
 
@@ -33,8 +35,12 @@ def cache_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
 def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> Path:
     """Create `path` (and its parents) with the bytes `write(f)` puts into an open binary file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise FlexoptError(f"cannot write into {str(path.parent)!r}: {err.strerror}; allowed: a "
+                           f"writable folder (--cache-dir, or ${ENV_CACHE_DIR})") from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)

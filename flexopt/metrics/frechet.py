@@ -52,7 +52,7 @@ def frechet_distance(
         )
     diff = mu1 - mu2
     tr_cov = trace_sqrt_product(sqrtm_psd(s1), s2)
-    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * tr_cov)
+    return clamp_distance(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * tr_cov)
 
 
 def frechet_to_features(
@@ -73,7 +73,13 @@ def frechet_to_features(
     tr_cov = _sum_sqrt_eig(m @ m.T if n < d else m.T @ m)
     trace2 = float(np.einsum("ij,ij->", xc, xc)) / (n - 1)
     diff = mu1 - mu2
-    return float(diff @ diff + trace_sigma1 + trace2 - 2.0 * tr_cov)
+    return clamp_distance(diff @ diff + trace_sigma1 + trace2 - 2.0 * tr_cov)
+
+
+def clamp_distance(value: float) -> float:
+    """A squared distance is never negative: a tiny negative (a distribution against itself,
+    -1e-13) is round-off, shown as 0."""
+    return max(float(value), 0.0)
 
 
 def _sym(a: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from flexopt.errors import FlexoptError
 from flexopt.metrics.stats import FeatureStats
 from flexopt.metrics.teacher import ReferenceKey, TeacherCache, TeacherEntry
 
@@ -41,6 +42,9 @@ def reference_stats(
 
     def build() -> tuple[FeatureStats, np.ndarray]:
         x = images if images is not None else load_images(data, image_size, split)
+        if len(x) < num_images:
+            raise FlexoptError(f"{num_images} reference images were asked for, but {data} "
+                               f"holds {len(x)}; allowed: at most {len(x)}")
         x = x[:num_images]
         rgb = np.repeat(x, 3, axis=1) if x.shape[1] == 1 else x
         return FeatureStats.from_features(features(rgb, progress), keep_features=False), x

@@ -20,6 +20,7 @@ from flexopt.errors import FlexoptError
 from flexopt.metrics.cachedir import atomic_write
 from flexopt.metrics.frechet import (
     check_features,
+    clamp_distance,
     frechet_to_features,
     sqrtm_psd,
     trace_sqrt_product,
@@ -78,7 +79,8 @@ class FeatureStats:
                     raise FlexoptError(f"feature dims differ: {self.dim} vs {other.dim}")
                 diff = self.mu - other.mu
                 tr_cov = trace_sqrt_product(self.sqrt_sigma, other.sigma)
-                return float(diff @ diff + self.trace_sigma + other.trace_sigma - 2.0 * tr_cov)
+                return clamp_distance(diff @ diff + self.trace_sigma + other.trace_sigma
+                                 - 2.0 * tr_cov)
             other = other.features
         return frechet_to_features(self.mu, self.sqrt_sigma, self.trace_sigma, other)
 

@@ -252,4 +252,5 @@ def _download() -> dict[str, torch.Tensor]:
 def _brief(exc: BaseException) -> str:
     """One line about an exception (torch's messages run to paragraphs; ours print on one line)."""
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {first[:160]}"
+    first = first.split(". ")[0].rstrip(".")  # torch's first line goes on into advice
+    return f"{type(exc).__name__}: {first if len(first) <= 160 else first[:159] + '…'}"

@@ -13,6 +13,7 @@ from flexopt.errors import FlexoptError
 DEFAULT_GUIDANCE = 7.5  # Stable Diffusion's usual classifier-free guidance scale
 MAX_CLASS_LABEL = 1_000_000  # a bound, so a typo like 0-99999999999 is an error, not a MemoryError
 
+
 def parse_prompts(prompts: Sequence[str], prompt_file: str | None) -> tuple[str, ...]:
     """Prompts given with --prompt (repeatable) and/or one per line in --prompt-file."""
     out = [p for p in prompts if p.strip()]

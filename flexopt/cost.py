@@ -130,6 +130,12 @@ class _Counter:
             h.remove()
 
 
+def size_multiple(blocks: int) -> int:
+    """What a diffusers U-Net's input size must divide by: every down block but the last halves
+    the resolution, and the skip connections only line up when each halving is exact."""
+    return 2 ** (blocks - 1)
+
+
 def _inputs(unet: nn.Module, sample_size: int | tuple[int, int] | None) -> dict[str, Any]:
     config = unet.config
     size = sample_size if sample_size is not None else config.sample_size
@@ -137,7 +143,7 @@ def _inputs(unet: nn.Module, sample_size: int | tuple[int, int] | None) -> dict[
         raise FlexoptError("the U-Net config has no sample_size; allowed: pass a sample size")
     h, w = (size, size) if isinstance(size, int) else tuple(size)
     blocks = len(config.down_block_types)
-    factor = 2 ** (blocks - 1)  # every down block but the last halves the resolution
+    factor = size_multiple(blocks)
     if h % factor or w % factor:
         raise FlexoptError(f"sample size {size} is invalid for this U-Net ({blocks} down blocks); "
                            f"allowed: a multiple of {factor}")

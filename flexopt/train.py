@@ -61,13 +61,11 @@ class TrainConfig:
 
 
 def check_config(cfg: TrainConfig) -> None:
-    """Refuse an image size the U-Net cannot round-trip, before any data is loaded or trained.
+    """Refuse an image size the U-Net cannot round-trip, before any data is loaded or trained."""
+    from flexopt.cost import size_multiple
 
-    diffusers' `UNet2DModel` halves the size in every down block but the last, so the skip
-    connections only line up when the size divides by 2**(blocks - 1).
-    """
     blocks = len(cfg.block_out_channels)
-    factor = 2 ** (blocks - 1)
+    factor = size_multiple(blocks)
     if cfg.image_size % factor:
         channels = ",".join(str(c) for c in cfg.block_out_channels)
         raise FlexoptError(

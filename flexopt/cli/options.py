@@ -167,8 +167,8 @@ def conditioning(prompts: tuple[str, ...], prompt_file: str | None, guidance_sca
     from_config = not prompts and not prompt_file and cfg is not None and cfg.prompt_file
     if from_config:
         prompt_file = cfg.prompt_file
-    if guidance_scale is None:
-        guidance_scale = cfg.guidance_scale if cfg and cfg.guidance_scale is not None else None
+    if guidance_scale is None and cfg is not None:
+        guidance_scale = cfg.guidance_scale
     labels = parse_class_labels(class_labels) or (cfg.class_labels if cfg else ())
     try:
         parsed = parse_prompts(prompts, prompt_file)

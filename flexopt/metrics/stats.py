@@ -79,8 +79,9 @@ class FeatureStats:
                     raise FlexoptError(f"feature dims differ: {self.dim} vs {other.dim}")
                 diff = self.mu - other.mu
                 tr_cov = trace_sqrt_product(self.sqrt_sigma, other.sigma)
-                return clamp_distance(diff @ diff + self.trace_sigma + other.trace_sigma
-                                 - 2.0 * tr_cov)
+                return clamp_distance(
+                    diff @ diff + self.trace_sigma + other.trace_sigma - 2.0 * tr_cov
+                )
             other = other.features
         return frechet_to_features(self.mu, self.sqrt_sigma, self.trace_sigma, other)
 

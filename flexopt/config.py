@@ -75,11 +75,41 @@ class EvolutionConfig:
     max_tries: int = 200  # mutation attempts per parent to find feasible children
 
 
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class SpaceChoices:
+    """A space's choices as a config or flags give them; `segments=None` is `"auto"`: the
+    N-segment choices are derived from the model's MACs and the budget (`flexopt.cost.fit_space`),
+    which are known only once the model is loaded."""
+
+    segments: tuple[int, ...] | None
+    branches: tuple[int, ...]
+    intervals: tuple[int, ...]
+    t_ref: int = 100
+
+    def __post_init__(self) -> None:
+        # Validates every choice now (one clear error), with a stand-in for auto segments.
+        SearchSpace(self.segments or (1,), self.branches, self.intervals, self.t_ref)
+
+    @property
+    def auto(self) -> bool:
+        return self.segments is None
+
+    def space(self) -> SearchSpace:
+        """The space; auto segments need a budget and a model first (`fit_space`)."""
+        if self.segments is None:
+            raise FlexoptError("segments = \"auto\" needs a budget and a model to fit the "
+                               "N-segment choices to; give them, or explicit --segments")
+        return SearchSpace(self.segments, self.branches, self.intervals, self.t_ref)
+
+
 @dataclass(frozen=True)
 class StudyConfig:
     """One study: model, sampler, space, budget, rFID settings, evolution settings, storage."""
 
-    space: SearchSpace
+    choices: SpaceChoices
     model: str | None = None
     sampler: str = "ddim"
     budget: Budget | None = None
@@ -144,10 +174,11 @@ class StudyConfig:
         study = _take(top.get("study", {}), f"{source} [study]", {"storage", "name"})
         try:
             cfg = cls(
-                space=SearchSpace(
-                    _list(space["segments"], "segments"),
-                    _list(space["branches"], "branches"),
-                    _list(space["intervals"], "intervals"),
+                choices=SpaceChoices(
+                    None if space["segments"] == AUTO else tuple(
+                        _list(space["segments"], "segments", auto=True)),
+                    tuple(_list(space["branches"], "branches")),
+                    tuple(_list(space["intervals"], "intervals")),
                     _int(top.get("t_ref", 100), "t_ref"),
                 ),
                 model=top.get("model"),
@@ -168,6 +199,10 @@ class StudyConfig:
             raise FlexoptError(f"{source}: {err}") from None
         return cfg
 
+    @property
+    def space(self) -> SearchSpace:
+        return self.choices.space()
+
     def with_overrides(self, **changes: Any) -> StudyConfig:
         """A copy with the given fields replaced; `None` means "keep the config's value"."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -184,9 +219,10 @@ def _take(section: Any, where: str, allowed: set[str]) -> dict[str, Any]:
     return section
 
 
-def _list(value: Any, name: str) -> list[Any]:
+def _list(value: Any, name: str, auto: bool = False) -> list[Any]:
     if not isinstance(value, list):
-        raise FlexoptError(f"{name} {value!r} must be a list of integers, e.g. [1, 2, 3]")
+        also = ', or "auto" (fitted to the budget)' if auto else ""
+        raise FlexoptError(f"{name} {value!r} must be a list of integers, e.g. [1, 2, 3]{also}")
     return value
 
 

@@ -9,18 +9,21 @@ counted separately (SPEC: not part of the MACs, reported if asked).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+import random
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from flexopt.config import format_macs
 from flexopt.errors import FlexoptError
 from flexopt.executor import UNetExecutor
 from flexopt.models import unet_class
 from flexopt.schedule import Schedule
-from flexopt.space import StepType
+from flexopt.space import Candidate, SearchSpace, Segment, StepType
 
 TEXT_TOKENS = 77  # CLIP's sequence length: the cross-attention context of SD-style U-Nets
 
@@ -74,11 +77,7 @@ class ScheduleCost:
 
 def schedule_cost(schedule: Schedule, profile: MacsProfile) -> ScheduleCost:
     """`total = Σ_i [M_full + (k_i - 1) · M_partial(b_i)]` over the schedule's segments."""
-    total = 0
-    for seg in schedule.segments:
-        total += profile.full
-        if seg.interval > 1:
-            total += (seg.interval - 1) * profile.partial_macs(seg.branch)
+    total = total_macs(schedule.segments, profile)
     avg = total / schedule.t_ref
     return ScheduleCost(total, avg, schedule.nfe, profile.full / avg, profile.full, schedule.t_ref)
 
@@ -195,3 +194,105 @@ def count_macs(
     finally:
         counter.remove()
     return MacsProfile(full, tuple(partial), attn_full, tuple(attn_partial))
+
+
+# ------------------------------------------------------------------------- budget fitting
+def total_macs(segments: Sequence[Segment], profile: MacsProfile) -> int:
+    """`Σ_i [M_full + (k_i - 1) · M_partial(b_i)]`; the grid does not enter (null steps cost 0)."""
+    return sum(profile.full + (s.interval - 1) * (profile.partial_macs(s.branch)
+                                                  if s.interval > 1 else 0) for s in segments)
+
+
+def candidate_avg_macs(candidate: Candidate, profile: MacsProfile, t_ref: int) -> float:
+    """Avg MACs of a candidate of a space with this `t_ref`."""
+    return total_macs(candidate.segments, profile) / t_ref
+
+
+@dataclass(frozen=True)
+class CostRange:
+    """Avg MACs of a space's candidates: the cheapest, the median of uniform random draws, and
+    the heaviest — what shows whether a budget sits inside the space."""
+
+    cheapest: float
+    median: float
+    heaviest: float
+
+    def __str__(self) -> str:
+        return (f"cheapest {format_macs(self.cheapest)} / median {format_macs(self.median)} / "
+                f"heaviest {format_macs(self.heaviest)} avg MACs")
+
+    def fits(self, max_avg_macs: float) -> bool:
+        """SPEC §1: the cheapest candidate is under the budget and the heaviest reaches 0.9x it."""
+        return self.cheapest < max_avg_macs and self.heaviest >= 0.9 * max_avg_macs
+
+
+def cost_range(space: SearchSpace, profile: MacsProfile, draws: int = 2000) -> CostRange:
+    """The space's cost range (a fixed-seed sample for the median, so it prints the same)."""
+    heavy = Segment(space.branches[-1], space.intervals[-1])
+    heaviest = Candidate((heavy,) * space.segments[-1])
+    rng = random.Random(0)
+    costs = sorted(candidate_avg_macs(space.sample(rng), profile, space.t_ref)
+                   for _ in range(draws))
+    return CostRange(candidate_avg_macs(space.lightest(), profile, space.t_ref),
+                     costs[len(costs) // 2],
+                     candidate_avg_macs(heaviest, profile, space.t_ref))
+
+
+def fitted_segments(profile: MacsProfile, t_ref: int, max_avg_macs: float,
+                    branches: Sequence[int], intervals: Sequence[int]) -> tuple[int, ...]:
+    """N-segment choices that put the budget inside the space's cost range.
+
+    Every segment runs one full step, so the most segments a feasible candidate can have is the
+    largest `N` with `N · M_full` under the budget (that candidate is the fewer-step teacher on the
+    `N·L` grid). The fewest is the smallest `N` whose heaviest candidate (every segment at the
+    largest interval and branch) still reaches 0.9x the budget: fewer segments could not spend it.
+    Between them, candidates trade full steps for partial ones at every cost up to the budget.
+    """
+    total = max_avg_macs * t_ref
+    n_max = math.ceil(total / profile.full) - 1
+    if n_max < 1:
+        raise FlexoptError(
+            f"the budget {format_macs(max_avg_macs)} avg MACs affords no full step over t_ref "
+            f"{t_ref} (one costs {format_macs(profile.full / t_ref)} avg); allowed: a budget above "
+            "that, or a larger t_ref")
+    seg = Segment(max(branches), max(intervals))
+    heavy = profile.full + (seg.interval - 1) * profile.partial_macs(seg.branch)
+    n_min = max(1, min(n_max, math.ceil(0.9 * total / heavy)))
+    return tuple(range(n_min, n_max + 1))
+
+
+@dataclass(frozen=True)
+class SpaceFit:
+    """A space for a budget and what it costs; `warning` when it cannot come near the budget."""
+
+    space: SearchSpace
+    costs: CostRange
+    suggested: tuple[int, ...]  # the N-segment choices `fitted_segments` derives
+    warning: str | None = None
+
+
+def fit_space(profile: MacsProfile, t_ref: int, max_avg_macs: float,
+              branches: Sequence[int] = (1, 2, 3), intervals: Sequence[int] = (1, 2, 3),
+              segments: Sequence[int] | None = None) -> SpaceFit:
+    """The space for a budget: `segments=None` derives the N-segment choices; explicit ones are
+    kept and checked (a warning with the numbers and a suggested `--segments` when the heaviest
+    candidate is under 0.9x the budget; an error when even the cheapest is at or over it)."""
+    for b in branches:
+        profile.partial_macs(b)  # a branch beyond the model: one clear error
+    suggested = fitted_segments(profile, t_ref, max_avg_macs, branches, intervals)
+    space = SearchSpace(tuple(segments) if segments else suggested, tuple(branches),
+                        tuple(intervals), t_ref)
+    costs = cost_range(space, profile)
+    hint = f"--segments {suggested[0]}-{suggested[-1]}"
+    if costs.cheapest >= max_avg_macs:
+        raise FlexoptError(
+            f"no candidate fits the budget: even the lightest ({space.lightest()}, "
+            f"{format_macs(costs.cheapest)} avg MACs) is not under {format_macs(max_avg_macs)}; "
+            f"raise the budget or use fewer segments, e.g. {hint}")
+    warning = None
+    if costs.heaviest < 0.9 * max_avg_macs:
+        warning = (
+            f"the space cannot come near the budget: its heaviest candidate costs "
+            f"{format_macs(costs.heaviest)} avg MACs, under 0.9x the budget "
+            f"{format_macs(max_avg_macs)}, so the search cannot spend it; try {hint}")
+    return SpaceFit(space, costs, suggested, warning)

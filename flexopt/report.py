@@ -93,11 +93,14 @@ def _summary(report: StudyReport) -> str:
         ("trials", f"{evaluated} candidates evaluated, {dups} duplicates reused, {pruned} over "
                    f"budget (pruned, never evaluated), {baselines} baselines"),
     ]
-    if report.best is not None:
-        b = report.row(report.best)
-        items.append(("best", f"trial #{b.number}: {metric_label(report)} {b.rfid:.4g}, "
-                              f"{format_macs(b.avg_macs)} avg MACs, {b.speedup:.2f}× faster, "
-                              f"NFE {b.nfe}"))
+    for key, number in (("best", report.best), ("best searched", report.best_searched)):
+        if number is None or (key != "best" and number == report.best):
+            continue
+        b = report.row(number)
+        what = f" (baseline: {b.label})" if b.kind != "searched" else ""
+        items.append((key, f"trial #{b.number}{what}: {metric_label(report)} {b.rfid:.4g}, "
+                           f"{format_macs(b.avg_macs)} avg MACs, {b.speedup:.2f}× faster, "
+                           f"NFE {b.nfe}"))
     body = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>"
                    for k, v in items)
     return f'<table class="summary">{body}</table>'
@@ -107,8 +110,10 @@ def _pareto_table(report: StudyReport) -> str:
     frame = trials_frame(report, report.pareto)
     frame["avg_macs"] = frame["avg_macs"].map(format_macs)
     frame["speedup"] = frame["speedup"].map(lambda v: f"{v:.2f}×")
-    frame = frame[["trial", "origin", "n_segments", "segments", "steps", "avg_macs", "nfe",
-                   "speedup", report.metric]]
+    frame["origin"] = [r.label if r.kind != "searched" else r.origin
+                       for r in (report.row(n) for n in report.pareto)]
+    frame = frame[["trial", "kind", "origin", "n_segments", "segments", "steps", "avg_macs",
+                   "nfe", "speedup", report.metric]]
     frame = frame.rename(columns={"segments": "segments (branch/interval)", "avg_macs": "avg MACs",
                                   "nfe": "NFE", report.metric: metric_label(report)})
     text = frame.to_html(index=False, border=0, float_format=lambda v: f"{v:.4g}", na_rep="")

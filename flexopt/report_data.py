@@ -141,8 +141,9 @@ class StudyReport:
     metric: str
     multi_objective: bool
     rows: list[TrialRow]
-    pareto: list[int]  # trial numbers on the front (feasible searched), by avg MACs
-    best: int | None  # lowest rFID among feasible searched trials
+    pareto: list[int]  # trial numbers on the front (feasible, baselines included), by avg MACs
+    best: int | None  # lowest rFID under the budget, baselines included: what export --best picks
+    best_searched: int | None  # lowest rFID among feasible searched trials
     chosen: list[int]  # trials the user asked to highlight
     full_macs: float | None
     max_avg_macs: float | None
@@ -160,7 +161,8 @@ class StudyReport:
         if len(front) > limit:
             step = (len(front) - 1) / (limit - 1)
             front = [front[round(i * step)] for i in range(limit)]
-        extra = [n for n in [self.best, *self.chosen] if n is not None and n not in front]
+        extra = [n for n in [self.best, self.best_searched, *self.chosen]
+                 if n is not None and n not in front]
         return sorted(front + extra, key=lambda n: (self.row(n).avg_macs or 0.0, n))
 
     def progress(self) -> list[ProgressPoint]:
@@ -199,9 +201,13 @@ def collect(study: optuna.Study, highlight: Sequence[int] = ()) -> StudyReport:
         )
     settings = settings_of(study)
     metric = str(settings.get("metric", "rfid"))
-    cands = [r for r in rows if r.kind == "searched" and r.feasible and r.duplicate_of is None]
+    # Baselines count like any candidate: the front, the table and the best agree with what
+    # `export --best` picks (the lowest value under the budget, ties to the earlier trial).
+    cands = [r for r in rows if r.feasible and r.duplicate_of is None]
     front = [cands[i].number for i in pareto_indices([(r.avg_macs, r.rfid) for r in cands])]
     best = min(cands, key=lambda r: (r.rfid, r.number)).number if cands else None
+    searched = [r for r in cands if r.kind == "searched"]
+    best_searched = min(searched, key=lambda r: (r.rfid, r.number)).number if searched else None
     chosen = sorted(set(highlight) | {t.number for t in trials if t.user_attrs.get("chosen")})
     full = next((r.avg_macs * r.speedup for r in rows if r.avg_macs and r.speedup), None)
     budget = settings.get("budget") or {}
@@ -214,7 +220,7 @@ def collect(study: optuna.Study, highlight: Sequence[int] = ()) -> StudyReport:
     return StudyReport(
         study_name=study.study_name, settings=settings, metric=metric,
         multi_objective=len(study.directions) > 1, rows=rows, pareto=front, best=best,
-        chosen=chosen, full_macs=full, max_avg_macs=limit,
+        best_searched=best_searched, chosen=chosen, full_macs=full, max_avg_macs=limit,
     )
 
 

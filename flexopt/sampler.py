@@ -17,7 +17,8 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from optuna.distributions import BaseDistribution
@@ -32,6 +33,21 @@ PROPOSAL_ATTR = "flexopt:params"  # system attr: the candidate proposed for a tr
 KEY_ATTR = "flexopt:key"  # system attr: canonical candidate key, for duplicate detection
 
 Feasible = Callable[[Candidate], bool]
+
+
+@dataclass(frozen=True)
+class CostLimit:
+    """A feasibility check that also knows the cost: `candidate -> cost(candidate) < limit`.
+
+    Passed as the sampler's `feasible`, it lets the first population spread over costs up to the
+    budget (where good candidates are) instead of piling at the space's median cost.
+    """
+
+    cost: Callable[[Candidate], float]
+    limit: float | None = None
+
+    def __call__(self, candidate: Candidate) -> bool:
+        return self.limit is None or self.cost(candidate) < self.limit
 
 
 def candidate_key(space: SearchSpace, candidate: Candidate) -> str:
@@ -73,6 +89,11 @@ class FlexEvolutionSampler(BaseSampler):
         n_m: segments changed per mutation.
         max_tries: mutation attempts per parent to find `n_c` new feasible children.
         seed: seed of this worker's random generator.
+        seeds: candidates that open the first population before the random ones, by name
+            (recorded as the trial's `baseline` user attr). Default: the baselines the space runs
+            exactly (`SearchSpace.baselines`), the heaviest feasible of each family, so the
+            search starts at least as good as the fewer-step teacher and DeepCache-uniform.
+            `{}`: none.
     """
 
     def __init__(
@@ -87,6 +108,7 @@ class FlexEvolutionSampler(BaseSampler):
         n_m: int = 1,
         max_tries: int = 200,
         seed: int | None = None,
+        seeds: Mapping[str, Candidate] | None = None,
     ) -> None:
         for name, v in (("population_size", population_size), ("n_p", n_p), ("n_c", n_c),
                         ("n_u", n_u), ("n_m", n_m), ("max_tries", max_tries)):
@@ -101,6 +123,23 @@ class FlexEvolutionSampler(BaseSampler):
         self._fallback = RandomSampler(seed=seed)
         self._dists = space.distributions()
         self._proposals: dict[int, dict[str, int]] = {}
+        self.seeds = dict(self.default_seeds() if seeds is None else seeds)
+        for name, cand in self.seeds.items():
+            space.check(cand)
+            if not self.feasible(cand):
+                raise FlexoptError(f"seed candidate {name!r} ({cand}) is not feasible")
+
+    def default_seeds(self) -> dict[str, Candidate]:
+        """The heaviest feasible baseline of each family the space runs exactly."""
+        out: dict[str, Candidate] = {}
+        for family in ("teacher", "deepcache"):
+            fits = [(n, c) for n, c in self.space.baselines().items()
+                    if n.startswith(family) and self.feasible(c)]
+            cost = getattr(self.feasible, "cost", None)
+            if fits:
+                name, cand = max(fits, key=lambda nc: cost(nc[1]) if cost else nc[1].nfe)
+                out[name] = cand
+        return out
 
     # ------------------------------------------------------------------ BaseSampler API
     def reseed_rng(self) -> None:
@@ -207,10 +246,13 @@ class FlexEvolutionSampler(BaseSampler):
         population = self.population(study, trials)
         proposed = sum(
             1 for t in trials
-            if t.number != current.number and t.user_attrs.get("origin") == "random"
+            if t.number != current.number and t.user_attrs.get("origin") in ("random", "seed")
         )
         if proposed < self.population_size or len(population) < 2:
-            return self.random_feasible(seen), {"origin": "random"}
+            for name, cand in self.seeds.items():
+                if candidate_key(self.space, cand) not in seen:
+                    return cand, {"origin": "seed", "baseline": name}
+            return self.random_feasible(seen, self._spread(proposed)), {"origin": "random"}
         # Tournament: the best of n_p random members is the parent.
         contenders = self._rng.sample(range(len(population)), min(self.n_p, len(population)))
         parent_trial = population[min(contenders)]  # population is sorted best first
@@ -241,12 +283,55 @@ class FlexEvolutionSampler(BaseSampler):
     def _child_attrs(parent: FrozenTrial, record: list[Mutation]) -> dict[str, Any]:
         return {"origin": "mutation", "parent": parent.number, "mutation": [str(m) for m in record]}
 
-    def random_feasible(self, seen: set[str] = frozenset()) -> Candidate:
-        """A random feasible candidate, new if possible.
+    def _spread(self, i: int) -> float | None:
+        """The avg-MACs target of the `i`-th random member: spread evenly (a golden-ratio
+        sequence, so any prefix is spread too) from 0.6x the budget up to the budget."""
+        limit = getattr(self.feasible, "limit", None)
+        if limit is None:
+            return None
+        lo = max(self.feasible.cost(self.space.lightest()), 0.6 * limit)
+        return lo + (limit - lo) * ((0.5 + i * 0.6180339887498949) % 1.0)
+
+    def near_cost(self, target: float, seen: set[str] = frozenset()) -> Candidate | None:
+        """A new feasible candidate whose cost is near `target` (at most the budget).
+
+        Draws the N-segment uniformly (a uniform draw over candidates nearly always takes the
+        largest N), then makes the draw lighter or heavier one mutation at a time towards the
+        target. None when no new feasible candidate was found.
+        """
+        cost, limit = self.feasible.cost, self.feasible.limit
+        best: tuple[float, Candidate] | None = None
+        for _ in range(self.max_tries // 10 or 1):
+            cand = self.space.sample(self._rng, self._rng.choice(self.space.segments))
+            for _ in range(4 * self.space.segments[-1]):
+                c = cost(cand)
+                if c < limit and abs(c - target) <= 0.03 * limit:
+                    break
+                mode = "lighter" if c >= limit or c > target else "heavier"
+                try:
+                    cand, _ = self.space.mutate(cand, self._rng, 1, modes=(mode,))
+                except FlexoptError:  # already the lightest / heaviest
+                    break
+            c = cost(cand)
+            if c < limit and candidate_key(self.space, cand) not in seen:
+                if best is None or abs(c - target) < best[0]:
+                    best = (abs(c - target), cand)
+                if best[0] <= 0.03 * limit:
+                    break
+        return None if best is None else best[1]
+
+    def random_feasible(self, seen: set[str] = frozenset(),
+                        target: float | None = None) -> Candidate:
+        """A random feasible candidate, new if possible; near `target` avg MACs when given (and
+        the sampler's `feasible` is a `CostLimit`).
 
         Uniform draws first; if the budget rejects them all, a draw is made lighter one random
         mutation at a time until it fits (so tight budgets still get varied candidates).
         """
+        if target is not None and isinstance(self.feasible, CostLimit):
+            near = self.near_cost(target, seen)
+            if near is not None:
+                return near
         best_seen = None
         for _ in range(self.max_tries):
             cand = self.space.sample(self._rng)
@@ -270,4 +355,4 @@ class FlexEvolutionSampler(BaseSampler):
         return best_seen or lightest
 
 
-__all__ = ["FlexEvolutionSampler", "candidate_key"]
+__all__ = ["CostLimit", "FlexEvolutionSampler", "candidate_key"]

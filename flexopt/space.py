@@ -241,9 +241,31 @@ class SearchSpace:
             index -= block
         raise AssertionError("unreachable")
 
-    def sample(self, rng: random.Random) -> Candidate:
-        """A candidate drawn uniformly from the whole space (exact, via a big-int index)."""
-        return self.candidate_at(rng.randrange(self.size))
+    def sample(self, rng: random.Random, n_segments: int | None = None) -> Candidate:
+        """A candidate drawn uniformly from the whole space (exact, via a big-int index), or
+        from its candidates with `n_segments` segments."""
+        if n_segments is None:
+            return self.candidate_at(rng.randrange(self.size))
+        if n_segments not in self.segments:
+            raise FlexoptError(f"n_segments {n_segments} is not a choice; allowed: "
+                               f"{_fmt(self.segments)}")
+        return Candidate(tuple(Segment(rng.choice(self.branches), rng.choice(self.intervals))
+                               for _ in range(n_segments)))
+
+    def baselines(self) -> dict[str, Candidate]:
+        """The baselines this space can run exactly, by name, lightest first per family.
+
+        A fewer-step teacher is `N` segments of interval 1: `N` full steps on the `N·L` grid.
+        DeepCache-uniform with interval `n` and branch `b` is `t_ref / n` segments of `(b, n)`,
+        in the space when `n = L` and `t_ref / n` is an N-segment choice.
+        """
+        b0, L = self.branches[0], self.segment_length
+        out = {f"teacher T={n}" + (f" (grid {n * L})" if L > 1 else ""):
+               Candidate((Segment(b0, 1),) * n) for n in self.segments}
+        if self.t_ref % L == 0 and self.t_ref // L in self.segments and L > 1:
+            for b in self.branches:
+                out[f"deepcache n={L} b={b}"] = Candidate((Segment(b, L),) * (self.t_ref // L))
+        return out
 
     # -------------------------------------------------------------------------- mutation
     def mutate(

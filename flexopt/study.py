@@ -23,11 +23,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from flexopt.config import Budget, EvolutionConfig, format_macs
 from flexopt.errors import FlexoptError
-from flexopt.sampler import KEY_ATTR, FlexEvolutionSampler, candidate_key
+from flexopt.sampler import KEY_ATTR, CostLimit, FlexEvolutionSampler, candidate_key
 from flexopt.schedule import Schedule
 from flexopt.space import Candidate, SearchSpace
 
 SAMPLER_NAMES = ("evo", "random", "tpe", "nsga2")
+BASELINE_MODES = ("all", "best", "none")
 BASELINE_INTERVALS = (2, 3, 5, 10)
 CONSTRAINT_NAME = "avg_macs"
 SCHEDULE_ATTR = "schedule"  # user attr holding a baseline's whole schedule (not in the space)
@@ -259,13 +260,35 @@ def trial_schedule(study: optuna.Study, trial: FrozenTrial) -> Schedule:
 # --------------------------------------------------------------------------------- baselines
 def baseline_schedules(
     space: SearchSpace, sampler: str, full_macs: float, avg_macs: Callable[[Schedule], float],
-    max_avg_macs: float | None,
+    max_avg_macs: float | None, mode: str = "all",
 ) -> list[tuple[str, Schedule]]:
     """DeepCache uniform (the space's branches × intervals 2, 3, 5, 10) and fewer-step teachers.
 
     A fewer-step teacher runs `T' < t_ref` full steps; one is made at the MACs of each DeepCache
     baseline and one at the budget, so every baseline has a plain-DDIM/PLMS counterpart.
+    `mode="all"`: all of them, those under the budget first (heaviest first), so a time limit
+    spends itself on what the search is judged against; `"best"`: only the heaviest under the
+    budget of each kind (fewer-step teacher, DeepCache-uniform); `"none"`: no baseline.
     """
+    if mode not in BASELINE_MODES:
+        raise FlexoptError(f"baselines mode {mode!r} is invalid; allowed: "
+                           f"{', '.join(BASELINE_MODES)}")
+    if mode == "none":
+        return []
+    out = _baseline_candidates(space, sampler, full_macs, avg_macs, max_avg_macs)
+    limit = math.inf if max_avg_macs is None else max_avg_macs
+    under = sorted((b for b in out if avg_macs(b[1]) < limit), key=lambda b: -avg_macs(b[1]))
+    over = sorted((b for b in out if avg_macs(b[1]) >= limit), key=lambda b: avg_macs(b[1]))
+    if mode == "best":
+        kinds = {name.split()[0]: (name, s) for name, s in reversed(under)}
+        return sorted(kinds.values(), key=lambda b: -avg_macs(b[1]))
+    return under + over
+
+
+def _baseline_candidates(
+    space: SearchSpace, sampler: str, full_macs: float, avg_macs: Callable[[Schedule], float],
+    max_avg_macs: float | None,
+) -> list[tuple[str, Schedule]]:
     out: list[tuple[str, Schedule]] = []
     t_ref = space.t_ref
     for n in BASELINE_INTERVALS:
@@ -284,16 +307,41 @@ def baseline_schedules(
     return out
 
 
-def enqueue_baselines(study: optuna.Study, baselines: Sequence[tuple[str, Schedule]]) -> int:
-    """Enqueue baselines not yet in the study (so re-running never duplicates them)."""
-    present = {t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False)}
+def enqueue_baselines(study: optuna.Study, baselines: Sequence[tuple[str, Schedule]],
+                      space: SearchSpace | None = None) -> int:
+    """Enqueue baselines not yet in the study (so re-running never duplicates them).
+
+    A baseline the space runs exactly (same sampler grid: its segment length is the space's `L`
+    and its segments are choices) is enqueued as that candidate's params: it then joins the
+    evolutionary population like any candidate, and the search can only improve on it.
+    """
+    trials = study.get_trials(deepcopy=False)
+    present = {t.user_attrs.get("baseline") for t in trials}
+    keys = {t.system_attrs.get(KEY_ATTR) for t in trials}
     n = 0
     for name, schedule in baselines:
         if name in present:
             continue
-        study.enqueue_trial({}, user_attrs={"baseline": name, SCHEDULE_ATTR: schedule.to_dict()})
+        cand = representable(space, schedule)
+        if cand is None:
+            study.enqueue_trial({}, user_attrs={"baseline": name,
+                                                SCHEDULE_ATTR: schedule.to_dict()})
+        elif candidate_key(space, cand) not in keys:
+            study.enqueue_trial(space.to_params(cand), user_attrs={"baseline": name,
+                                                                   "origin": "seed"})
+        else:
+            continue  # the sampler already ran it as one of its seeds
         n += 1
     return n
+
+
+def representable(space: SearchSpace | None, schedule: Schedule) -> Candidate | None:
+    """The candidate of `space` that runs exactly `schedule`'s steps, if there is one."""
+    if space is None or schedule.segment_length != space.segment_length \
+            or schedule.t_ref != space.t_ref:
+        return None
+    cand = schedule.candidate
+    return cand if space.contains(cand) else None
 
 
 # --------------------------------------------------------------------------------- objective
@@ -381,15 +429,14 @@ def feasible_trials(study: optuna.Study) -> list[FrozenTrial]:
 # ------------------------------------------------------------------------------------ running
 def feasibility(
     space: SearchSpace, sampler: str, evaluator: ScheduleEvaluator, max_avg_macs: float | None
-) -> Callable[[Candidate], bool]:
-    """`candidate -> bool`: strictly under the avg-MACs budget (always True without one)."""
-    if max_avg_macs is None:
-        return lambda c: True
+) -> CostLimit:
+    """`candidate -> bool`: strictly under the avg-MACs budget (always True without one); it
+    carries the cost, so the sampler can spread its first population up to the budget."""
 
-    def feasible(c: Candidate) -> bool:
-        return evaluator.avg_macs(Schedule.from_candidate(c, space, sampler=sampler)) < max_avg_macs
+    def cost(c: Candidate) -> float:
+        return evaluator.avg_macs(Schedule.from_candidate(c, space, sampler=sampler))
 
-    return feasible
+    return CostLimit(cost, max_avg_macs)
 
 
 def check_space_fits(space: SearchSpace, sampler: str, evaluator: ScheduleEvaluator,

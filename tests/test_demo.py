@@ -34,10 +34,16 @@ def test_demo_short_run(tmp_path, inception_weights, monkeypatch):
     # (inception_weights: the FID packages must be installed; the demo converts its own copy)
     monkeypatch.setenv("FLEXOPT_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "demo"
-    r = CliRunner().invoke(main, ["demo", "--out", str(out), "--n-trials", "5", "--minutes", "3",
-                                  "--device", "cpu"])
+    r = CliRunner().invoke(main, ["demo", "--out", str(out), "--n-trials", "6", "--minutes", "3",
+                                  "--device", "cpu", "--validate-images", "4"])
     assert r.exit_code == 0, r.output
     assert "teacher cache built" in r.output and "what next" in r.output
+    # a fitted space, the strongest baselines only, and the held-out comparison at the end
+    assert "(fitted to the budget)" in r.output
+    assert "searched candidates evaluated" in r.output
+    assert "4 held-out images from seed 100000" in r.output
+    assert "best searched" in r.output and "best baseline" in r.output
+    assert (out / "validation.json").is_file()
     assert (out / "report.html").stat().st_size > 100_000
     best = Schedule.load(out / "best.json")
     assert best.t_ref == 50 and best.sampler == "ddim"

@@ -24,7 +24,7 @@ from flexopt.errors import FlexoptError
 from flexopt.report_data import collect, hypervolume, pareto_indices, trials_frame
 from flexopt.schedule import Schedule
 from flexopt.space import SearchSpace, StepType
-from flexopt.study import load_study
+from flexopt.study import feasible_trials, load_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 SPACE = SearchSpace((4, 5, 6), (1, 2, 3), (1, 2, 3), t_ref=20)
@@ -121,12 +121,16 @@ def test_rows_front_and_best(built):
         r.state == "COMPLETE" for r in report.rows
     )
     front = [report.row(n) for n in report.pareto]
-    assert front and all(r.kind == "searched" and r.feasible for r in front)
+    assert front and all(r.feasible for r in front)  # baselines under the budget count too
     macs = [r.avg_macs for r in front]
     rfid = [r.rfid for r in front]
     assert macs == sorted(macs) and rfid == sorted(rfid, reverse=True)
-    assert report.best == min((r for r in report.evaluated if r.kind == "searched" and r.feasible),
-                              key=lambda r: r.rfid).number
+    feasible = [r for r in report.evaluated if r.feasible]
+    assert report.best_searched == min((r for r in feasible if r.kind == "searched"),
+                                       key=lambda r: r.rfid).number
+    # the report's best is what `export --best` picks: baselines included
+    study = load_study(built.storage, None)
+    assert report.best == feasible_trials(study)[0].number
     assert report.best in report.pareto
     assert report.max_avg_macs == pytest.approx(0.3) and report.full_macs == pytest.approx(1.0)
     over = [r for r in report.rows if r.kind == "deepcache" and not r.feasible]

@@ -52,6 +52,7 @@ _COMMANDS: list[tuple[str, str]] = [
     ("flexopt.cli.rfid", "fid"),
     ("flexopt.cli.search", "search"),
     ("flexopt.cli.search", "export"),
+    ("flexopt.cli.validate", "validate"),
     ("flexopt.cli.demo", "demo"),
     ("flexopt.cli.report", "report"),
     ("flexopt.cli.report", "trials"),

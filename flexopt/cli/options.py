@@ -8,9 +8,9 @@ from typing import Any
 
 import click
 
-from flexopt.config import StudyConfig
+from flexopt.config import AUTO, SpaceChoices, StudyConfig
 from flexopt.errors import FlexoptError
-from flexopt.space import SearchSpace, parse_choices
+from flexopt.space import parse_choices
 
 MAX_SEED = 2**62  # torch generators take 64-bit seeds, and image i uses seed + i
 
@@ -38,7 +38,8 @@ def space_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--segments",
             metavar="LIST",
-            help="N-segment choices, e.g. 19,20,21 (or a range 19-21).",
+            help="N-segment choices, e.g. 19,20,21 (or a range 19-21), or 'auto': fitted to "
+                 "the budget so that it sits inside the space's cost range.",
         ),
         click.option("--branches", metavar="LIST", help="Branch choices (1-based), e.g. 1,2,3."),
         click.option(
@@ -66,29 +67,27 @@ def resolve_space(
     branches: str | None,
     intervals: str | None,
     t_ref: int | None,
-) -> SearchSpace:
-    """The search space from a config with flags overriding it, or from the flags alone."""
-    seg = choice_list("--segments", segments)
+) -> SpaceChoices:
+    """The space's choices from a config with flags overriding it, or from the flags alone
+    (`segments` may be "auto": `SpaceChoices.segments` is then None)."""
+    auto = segments is not None and segments.strip().lower() == AUTO
+    seg = None if auto else choice_list("--segments", segments)
     br = choice_list("--branches", branches)
     it = choice_list("--intervals", intervals)
     if t_ref is not None and t_ref < 1:
         raise FlexoptError(f"--t-ref {t_ref} is invalid; allowed: an integer >= 1")
-    base = config.space if config is not None else None
+    base = config.choices if config is not None else None
     missing = [
         flag
-        for flag, v, attr in (
-            ("--segments", seg, "segments"),
-            ("--branches", br, "branches"),
-            ("--intervals", it, "intervals"),
-        )
-        if v is None and base is None
+        for flag, v in (("--segments", seg or auto), ("--branches", br), ("--intervals", it))
+        if not v and base is None
     ]
     if missing:
         raise FlexoptError(
             f"no search space: give a study config (see studies/) or {', '.join(missing)}"
         )
-    return SearchSpace(
-        seg if seg is not None else base.segments,
+    return SpaceChoices(
+        None if auto else (seg if seg is not None else base.segments),
         br if br is not None else base.branches,
         it if it is not None else base.intervals,
         t_ref if t_ref is not None else (base.t_ref if base is not None else 100),
@@ -106,7 +105,7 @@ def echo_json(data: Any) -> None:
 def generation_options(
     default_batch: int = 16, num_images_default: int | None = None, min_images: int = 1,
     num_images_required: bool = True, num_images_help: str = "Number of images.",
-    seed_from_config: bool = False,
+    seed_from_config: bool = False, seed_default: int = 0,
 ):
     """--num-images/--seed/--batch-size/--device/--dtype and the conditioning options.
 
@@ -127,7 +126,8 @@ def generation_options(
         click.option("--num-images", type=click.IntRange(min=min_images),
                      help=num_images_help, **count),
         click.option("--seed", type=click.IntRange(0, MAX_SEED), help=seed_help,
-                     **({} if seed_from_config else {"default": 0, "show_default": True})),
+                     **({} if seed_from_config else {"default": seed_default,
+                                                      "show_default": True})),
         click.option("--batch-size", type=click.IntRange(min=1), default=default_batch,
                      show_default=True),
         click.option("--device", default=None, help="Torch device (default: cuda if available)."),

@@ -15,7 +15,7 @@ from flexopt.cli.rfid import build_evaluator, metric_options, teacher_entry
 from flexopt.config import Budget, StudyConfig, format_macs
 from flexopt.errors import FlexoptError
 from flexopt.schedule import SAMPLERS
-from flexopt.study import SAMPLER_NAMES
+from flexopt.study import BASELINE_MODES, SAMPLER_NAMES
 
 
 @click.command()
@@ -39,8 +39,12 @@ from flexopt.study import SAMPLER_NAMES
 @click.option("--multi-objective", is_flag=True,
               help="Minimise rFID and avg MACs together: one Pareto front instead of one "
                    "search per budget.")
-@click.option("--no-baselines", is_flag=True,
-              help="Do not evaluate DeepCache-uniform and fewer-step teacher baselines first.")
+@click.option("--baselines", "baselines_mode", type=click.Choice(BASELINE_MODES), default="all",
+              show_default=True,
+              help="Baselines evaluated first: all (DeepCache-uniform and fewer-step teachers, "
+                   "under-budget ones first), best (only the strongest under the budget of each "
+                   "kind: quick), none. Those the space runs exactly also join the population.")
+@click.option("--no-baselines", is_flag=True, help="Same as --baselines none.")
 @click.option("--search-seed", type=int, default=None,
               help="Seed of this worker's sampler (default: random; give one per worker).")
 @click.option("--artifacts", type=click.Path(file_okay=False), default=None,
@@ -52,7 +56,8 @@ from flexopt.study import SAMPLER_NAMES
                     seed_from_config=True)
 @metric_options
 def search(config, model, budget, n_trials, timeout, storage, study_name, search_sampler,
-           schedule_sampler, multi_objective, no_baselines, search_seed, artifacts, no_artifacts,
+           schedule_sampler, multi_objective, baselines_mode, no_baselines, search_seed, artifacts,
+           no_artifacts,
            segments, branches,
            intervals, t_ref, num_images, seed, batch_size, device, dtype, prompts, prompt_file,
            guidance_scale, class_labels, metric, cache_dir, inception_weights):
@@ -71,6 +76,7 @@ def search(config, model, budget, n_trials, timeout, storage, study_name, search
     from optuna.trial import TrialState
 
     from flexopt.config import EvolutionConfig
+    from flexopt.cost import fit_space
     from flexopt.study import (
         Objective,
         SearchSettings,
@@ -88,7 +94,7 @@ def search(config, model, budget, n_trials, timeout, storage, study_name, search
     )
 
     cfg = load_config(config)
-    space = resolve_space(cfg, segments, branches, intervals, t_ref)
+    choices = resolve_space(cfg, segments, branches, intervals, t_ref)
     model = model or (cfg.model if cfg else None)
     if not model:
         raise FlexoptError("no model: give --model (a pipeline directory or hub id) or a CONFIG "
@@ -97,6 +103,9 @@ def search(config, model, budget, n_trials, timeout, storage, study_name, search
     if budget_ is None and not multi_objective:
         raise FlexoptError("no budget: give --budget (e.g. 3G or 2.5x), a CONFIG with "
                            "`budget = ...`, or --multi-objective")
+    if budget_ is None and choices.auto:
+        raise FlexoptError("segments = \"auto\" fits the space to a budget: give --budget, or "
+                           "explicit --segments")
     num_images = num_images or (cfg.num_images if cfg else StudyConfig.num_images)
     seed = seed if seed is not None else (cfg.seed if cfg else StudyConfig.seed)
     sampler = schedule_sampler or (cfg.sampler if cfg else "ddim")
@@ -106,23 +115,34 @@ def search(config, model, budget, n_trials, timeout, storage, study_name, search
     evolution = cfg.evolution if cfg else None
 
     cond = conditioning(prompts, prompt_file, guidance_scale, class_labels, cfg)
-    ev = build_evaluator(model, sampler, space.t_ref, num_images, seed, batch_size, device, dtype,
-                         cond, metric, cache_dir, inception_weights)
+    ev = build_evaluator(model, sampler, choices.t_ref, num_images, seed, batch_size, device,
+                         dtype, cond, metric, cache_dir, inception_weights)
     limit = budget_.max_avg_macs(ev.full_macs) if budget_ else None
     click.echo(f"model {model}: full step {format_macs(ev.full_macs)} MACs, max branch "
-               f"{ev.profile.max_branch}; teacher {sampler} {space.t_ref} steps")
-    bad = [b for b in space.branches if b > ev.profile.max_branch]
+               f"{ev.profile.max_branch}; teacher {sampler} {choices.t_ref} steps")
+    bad = [b for b in choices.branches if b > ev.profile.max_branch]
     if bad:
         raise FlexoptError(f"branch choice {bad[0]} is beyond this model; allowed: "
                            f"1..{ev.profile.max_branch}")
-    if limit is not None:
-        click.echo(f"budget: avg MACs < {format_macs(limit)} "
-                   f"({ev.full_macs / limit:.2f}x fewer than the teacher)")
     if budget_ is not None and budget_.macs is not None and budget_.macs < 1e3:
         raise FlexoptError(  # `--budget 2.5`: a forgotten unit or x, not 2.5 MACs
             f"budget {budget_.macs:g} means {budget_.macs:g} avg MACs, far below a step of this "
             f"model ({format_macs(ev.full_macs)}); allowed: avg MACs such as 3G or 250M, or a "
             f"speedup such as {budget_.macs:g}x")
+    if limit is not None:
+        fit = fit_space(ev.profile, choices.t_ref, limit, choices.branches, choices.intervals,
+                        choices.segments)
+        space = fit.space
+        click.echo(f"budget: avg MACs < {format_macs(limit)} "
+                   f"({ev.full_macs / limit:.2f}x fewer than the teacher)")
+        click.echo(f"space: N-segment {','.join(map(str, space.segments))}"
+                   + (" (fitted to the budget)" if choices.auto else "")
+                   + f", branches {','.join(map(str, space.branches))}, intervals "
+                   f"{','.join(map(str, space.intervals))}; cost {fit.costs}")
+        if fit.warning:
+            click.echo(f"warning: {fit.warning}", err=True)
+    else:
+        space = choices.space()
     check_space_fits(space, sampler, ev, limit,
                      ev.pipe.scheduler.config.get("num_train_timesteps"))
     settings = SearchSettings(space, sampler, budget_, multi_objective, metric, model,
@@ -134,9 +154,12 @@ def search(config, model, budget, n_trials, timeout, storage, study_name, search
     entry = teacher_entry(ev)
     click.echo(f"teacher cache {'reused' if entry.status == 'hit' else entry.status}: {entry.path}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if not no_baselines:
-        bl = baseline_schedules(space, sampler, ev.full_macs, ev.avg_macs, limit)
-        added = enqueue_baselines(study, bl)
+    if no_baselines:
+        baselines_mode = "none"
+    if baselines_mode != "none":
+        bl = baseline_schedules(space, sampler, ev.full_macs, ev.avg_macs, limit,
+                                mode=baselines_mode)
+        added = enqueue_baselines(study, bl, space)
         if added:
             click.echo(f"enqueued {added} baselines (DeepCache uniform, fewer-step teacher)")
     grids = None
@@ -148,9 +171,17 @@ def search(config, model, budget, n_trials, timeout, storage, study_name, search
     objective = Objective(space, ev, sampler, limit, multi_objective, grids)
     done = run(study, objective, n_trials, timeout=timeout * 60 if timeout else None)
     queued = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    total = finished(study)
+    stopped_by_time = timeout is not None and total < n_trials
+    searched = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                   if "baseline" not in t.user_attrs)
     click.echo(f"study {study_name!r} in {storage}: ran {done} trials this time, "
-               f"{finished(study)} finished in all"
-               + (f", {queued} queued (run again with a larger --n-trials)" if queued else ""))
+               f"{total} finished in all ({searched} searched candidates evaluated)")
+    if stopped_by_time:
+        click.echo(f"stopped by the time limit ({timeout:g} min) before {n_trials} trials; run "
+                   "the same command again to continue the study")
+    elif queued:
+        click.echo(f"{queued} trials still queued: run again with a larger --n-trials")
     feasible = feasible_trials(study)
     for label, group in (("searched", [t for t in feasible if "baseline" not in t.user_attrs]),
                          ("baseline", [t for t in feasible if "baseline" in t.user_attrs])):
@@ -162,10 +193,15 @@ def search(config, model, budget, n_trials, timeout, storage, study_name, search
                    f"{b.values[0]:.4g}, avg MACs {format_macs(b.user_attrs['avg_macs'])} "
                    f"({b.user_attrs['speedup']:.2f}x), NFE {b.user_attrs['nfe']}")
         click.echo(f"  steps: {b.user_attrs['step_types']}")
+    if feasible and "baseline" in feasible[0].user_attrs:
+        click.echo(f"the best under the budget is a baseline ({feasible[0].user_attrs['baseline']})"
+                   ": no searched candidate scored better on the search's images")
     click.echo("next:")
     click.echo(f"  flexopt export --storage {storage} --study-name {study_name} --best "
                "--out best.json   # the best under budget"
-               + ("" if no_baselines else ", baselines included"))
+               + ("" if baselines_mode == "none" else ", baselines included"))
+    click.echo(f"  flexopt validate --storage {storage} --study-name {study_name} --num-images "
+               "1000   # best searched vs best baseline on unseen seeds")
     click.echo(f"  flexopt report --storage {storage} --study-name {study_name} --out report.html")
     click.echo(f"  flexopt dashboard --storage {storage}")
 
@@ -206,6 +242,14 @@ def export(storage, study_name, trial_number, best, out):
             raise FlexoptError(f"trial {trial_number} is {trial.state.name}, not COMPLETE; "
                                "export a complete trial")
     schedule = trial_schedule(study, trial)
+    if best and "baseline" in trial.user_attrs:
+        searched = [t for t in candidates if "baseline" not in t.user_attrs]
+        versus = (f"the best searched candidate, trial {searched[0].number}, scored "
+                  f"{searched[0].values[0]:.4g}" if searched else
+                  "no searched candidate under the budget was evaluated")
+        click.echo(f"the best under the budget is a baseline, {trial.user_attrs['baseline']} "
+                   f"(trial {trial.number}, {trial.values[0]:.4g}): {versus}; `flexopt validate` "
+                   "compares the two on unseen seeds")
     meta = {"study": study_name, "trial": trial.number, "objective": list(trial.values),
             **{k: trial.user_attrs[k] for k in ("avg_macs", "speedup", "nfe", "baseline")
                if k in trial.user_attrs}}

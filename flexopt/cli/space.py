@@ -7,6 +7,8 @@ import random
 import click
 
 from flexopt.cli.options import echo_json, load_config, resolve_space, space_options
+from flexopt.config import Budget, format_macs
+from flexopt.errors import FlexoptError
 
 
 @click.command()
@@ -21,9 +23,14 @@ from flexopt.cli.options import echo_json, load_config, resolve_space, space_opt
     help="Draw K candidates uniformly at random and show their step types.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for --sample.")
+@click.option("--budget", help="Max avg MACs (3G, 250M) or a speedup (2.5x): print the space's "
+                               "cost range next to it (needs a model: --model or CONFIG's).")
+@click.option("--model", help="Pipeline directory, hub id, or flexopt:NAME whose MACs cost the "
+                              "space (overrides CONFIG's; only its config is read).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-def space(config, segments, branches, intervals, t_ref, n_samples, seed, as_json):
-    """Show the size and shape of a segment-wise search space.
+def space(config, segments, branches, intervals, t_ref, n_samples, seed, budget, model,
+          as_json):
+    """Show the size and shape of a segment-wise search space, and its cost against a budget.
 
     CONFIG is a study TOML (see studies/); --segments/--branches/--intervals/--t-ref override it
     or define the space without one. Step types print one letter per base-grid slot:
@@ -34,7 +41,26 @@ def space(config, segments, branches, intervals, t_ref, n_samples, seed, as_json
       flexopt space --segments 19,20,21 --branches 1,2,3 --intervals 1,2,3 --sample 3
     """
     cfg = load_config(config)
-    sp = resolve_space(cfg, segments, branches, intervals, t_ref)
+    choices = resolve_space(cfg, segments, branches, intervals, t_ref)
+    # the cost range needs the model's MACs: only when asked (--budget) or needed (auto segments)
+    budget_ = Budget.parse(budget) if budget else (
+        cfg.budget if cfg and choices.auto else None)
+    model = model or (cfg.model if cfg else None)
+    fit = None
+    if budget_ is not None and model:
+        from flexopt.cost import count_macs, fit_space
+        from flexopt.models import load_unet_config
+
+        profile = count_macs(load_unet_config(model))
+        limit = budget_.max_avg_macs(profile.full)
+        fit = fit_space(profile, choices.t_ref, limit, choices.branches, choices.intervals,
+                        choices.segments)
+        sp = fit.space
+    elif budget_ is not None:
+        raise FlexoptError("--budget needs a model to cost the space: give --model (or a CONFIG "
+                           "with `model = ...`)")
+    else:
+        sp = choices.space()
     rng = random.Random(seed)
     samples = [sp.sample(rng) for _ in range(n_samples)]
     L = sp.segment_length
@@ -50,6 +76,10 @@ def space(config, segments, branches, intervals, t_ref, n_samples, seed, as_json
             }
             for c in samples
         ]
+        if fit is not None:
+            data["budget"] = {"max_avg_macs": limit, "fits": fit.costs.fits(limit),
+                              "warning": fit.warning, "suggested_segments": list(fit.suggested),
+                              **{f"{k}_avg_macs": v for k, v in vars(fit.costs).items()}}
         echo_json(data)
         return
     if cfg is not None:
@@ -62,6 +92,13 @@ def space(config, segments, branches, intervals, t_ref, n_samples, seed, as_json
     grid = " / ".join(f"{g} (N={n})" for n, g in sp.grid_lengths.items())
     click.echo(f"base grid slots   : {grid}")
     click.echo(f"candidates        : {sp.size:,} (~{float(sp.size):.3e})")
+    if fit is not None:
+        click.echo(f"model             : {model}, full step {format_macs(profile.full)} MACs")
+        click.echo(f"budget            : avg MACs < {format_macs(limit)} ({budget_})"
+                   + (" — N-segment choices fitted to it" if choices.auto else ""))
+        click.echo(f"space cost        : {fit.costs}")
+        if fit.warning:
+            click.echo(f"warning: {fit.warning}", err=True)
     for i, c in enumerate(samples, 1):
         click.echo(f"\nsample {i}: N={c.n_segments} NFE={c.nfe}")
         click.echo(f"  segments (branch/interval): {c}")

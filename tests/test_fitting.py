@@ -105,6 +105,7 @@ def test_space_baselines_are_the_teacher_and_deepcache_it_runs_exactly():
 def test_default_seeds_are_the_heaviest_feasible_baselines():
     sampler = FlexEvolutionSampler(SPACE, CostLimit(_cost, LIMIT), seed=0)
     (name, teacher), = [(n, c) for n, c in sampler.seeds.items() if n.startswith("teacher")]
+    assert name == "teacher T=19 (grid 57)"
     assert teacher.n_segments == SPACE.segments[-1] == 19 and _cost(teacher) < LIMIT
     assert not any(n.startswith("deepcache") for n in sampler.seeds)  # t_ref 50 % L=3 != 0
     with pytest.raises(FlexoptError, match="not feasible"):

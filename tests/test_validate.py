@@ -50,7 +50,7 @@ def test_search_prints_its_fitted_space_and_counts(searched):
 
 
 def test_validate_equals_rfid_of_the_exported_schedules(searched, tmp_path):
-    root, model, storage, common, _ = searched
+    _, model, storage, common, _ = searched
     out = tmp_path / "v.json"
     r = run("validate", "--storage", storage, "--num-images", 4, "--seed", 5000, "--batch-size",
             4, "--json", out, *common)

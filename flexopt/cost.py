@@ -243,20 +243,23 @@ def fitted_segments(profile: MacsProfile, t_ref: int, max_avg_macs: float,
     """N-segment choices that put the budget inside the space's cost range.
 
     Every segment runs one full step, so the most segments a feasible candidate can have is the
-    largest `N` with `N · M_full` under the budget (that candidate is the fewer-step teacher on the
-    `N·L` grid). The fewest is the smallest `N` whose heaviest candidate (every segment at the
+    largest `N` whose lightest candidate is under the budget (with interval 1 a choice, that is the
+    fewer-step teacher on the `N·L` grid). The fewest is the smallest `N` whose heaviest candidate (every segment at the
     largest interval and branch) still reaches 0.9x the budget: fewer segments could not spend it.
     Between them, candidates trade full steps for partial ones at every cost up to the budget.
     """
     total = max_avg_macs * t_ref
-    n_max = math.ceil(total / profile.full) - 1
+
+    def seg_cost(branch: int, interval: int) -> int:
+        return total_macs((Segment(branch, interval),), profile)
+
+    light, heavy = seg_cost(min(branches), min(intervals)), seg_cost(max(branches), max(intervals))
+    n_max = math.ceil(total / light) - 1
     if n_max < 1:
         raise FlexoptError(
-            f"the budget {format_macs(max_avg_macs)} avg MACs affords no full step over t_ref "
-            f"{t_ref} (one costs {format_macs(profile.full / t_ref)} avg); allowed: a budget above "
-            "that, or a larger t_ref")
-    seg = Segment(max(branches), max(intervals))
-    heavy = profile.full + (seg.interval - 1) * profile.partial_macs(seg.branch)
+            f"the budget {format_macs(max_avg_macs)} avg MACs affords not even one segment over "
+            f"t_ref {t_ref} (the lightest costs {format_macs(light / t_ref)} avg); allowed: a "
+            "budget above that, or a larger t_ref")
     n_min = max(1, min(n_max, math.ceil(0.9 * total / heavy)))
     return tuple(range(n_min, n_max + 1))
 

@@ -47,6 +47,17 @@ def test_fitted_space_puts_the_budget_inside_its_cost_range(speedup, intervals):
         assert (n_min - 1) * heavy < 0.9 * limit * T_REF
 
 
+def test_intervals_without_1_count_their_partial_steps():
+    """SD 1.5's Table 8 space (intervals 2, 3): every segment has a partial step."""
+    limit = PROFILE.full / 2
+    fit = fit_space(PROFILE, T_REF, limit, (1, 3), (2, 3))
+    assert fit.warning is None and fit.costs.fits(limit)
+    n_max = fit.space.segments[-1]
+    assert fit.costs.cheapest == candidate_avg_macs(fit.space.lightest(), PROFILE, T_REF)
+    assert candidate_avg_macs(Candidate(((1, 2),) * n_max), PROFILE, T_REF) < limit
+    assert candidate_avg_macs(Candidate(((1, 2),) * (n_max + 1)), PROFILE, T_REF) >= limit
+
+
 def test_explicit_space_that_cannot_reach_its_budget_warns_with_numbers():
     limit = PROFILE.full / 2
     fit = fit_space(PROFILE, T_REF, limit, (1, 2, 3), (1, 2, 3, 4, 5), segments=(8, 9, 10))
@@ -65,7 +76,7 @@ def test_explicit_space_over_budget_is_refused_with_a_suggestion():
 
 
 def test_budget_below_one_full_step_is_refused():
-    with pytest.raises(FlexoptError, match="affords no full step"):
+    with pytest.raises(FlexoptError, match="affords not even one segment"):
         fit_space(PROFILE, T_REF, PROFILE.full / T_REF * 0.9)
 
 

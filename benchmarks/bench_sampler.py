@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import statistics
 import time
 
 import optuna
 
-from flexopt.sampler import FlexEvolutionSampler
+from flexopt.sampler import CostLimit, FlexEvolutionSampler
 from flexopt.space import SearchSpace
 from flexopt.testing import SyntheticProblem
 
@@ -26,9 +27,12 @@ CHECKPOINTS = (100, 300, 1000)
 
 
 def make_sampler(name: str, problem: SyntheticProblem, seed: int) -> optuna.samplers.BaseSampler:
-    if name == "evo":
-        return FlexEvolutionSampler(problem.space, problem.feasible, seed=seed,
-                                    population_size=20, n_p=10, n_c=5, n_u=100)
+    evo = {"seed": seed, "population_size": 20, "n_p": 10, "n_c": 5, "n_u": 100}
+    if name == "evo":  # the first population spread up to the budget, the space's baselines in it
+        limit = math.nextafter(problem.budget, math.inf)  # the problem's budget is inclusive
+        return FlexEvolutionSampler(problem.space, CostLimit(problem.cost, limit), **evo)
+    if name == "evo-uniform":  # before: uniform feasible draws only, no seeds
+        return FlexEvolutionSampler(problem.space, problem.feasible, seeds={}, **evo)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "tpe":
@@ -69,7 +73,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--max-evals", type=int, default=1000)
-    ap.add_argument("--samplers", default="evo,random,tpe")
+    ap.add_argument("--samplers", default="evo,evo-uniform,random,tpe")
     ap.add_argument("--out", default="bench_sampler.json")
     args = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -80,7 +84,7 @@ def main() -> None:
                 for s in range(args.seeds)]
         results[name] = runs
     print(f"space: {space.size:,} candidates; {args.seeds} seeds; max {args.max_evals} evaluations")
-    print(f"{'sampler':8} {'found':>6} {'mean evals to optimum':>22} "
+    print(f"{'sampler':12} {'found':>6} {'mean evals to optimum':>22} "
           + " ".join(f"{'best@' + str(c):>9}" for c in CHECKPOINTS if c <= args.max_evals))
     summary = {}
     for name, runs in results.items():
@@ -90,7 +94,7 @@ def main() -> None:
                  for c in CHECKPOINTS if c <= args.max_evals}
         summary[name] = {"found": len(hits), "mean_evals_to_optimum": mean_hit,
                          "mean_best_at": bests}
-        print(f"{name:8} {len(hits):>3}/{len(runs):<2} "
+        print(f"{name:12} {len(hits):>3}/{len(runs):<2} "
               f"{(f'{mean_hit:.0f}' if mean_hit else '-'):>22} "
               + " ".join(f"{v:>9.2f}" for v in bests.values()))
     with open(args.out, "w") as f:

@@ -217,13 +217,16 @@ class FlexEvolutionSampler(BaseSampler):
         return keys
 
     def population(self, study: Study, trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
-        """The best `n_u` complete trials of this space, one per distinct candidate, best first."""
+        """The best `n_u` complete feasible trials of this space, one per distinct candidate, best
+        first."""
         directions = study.directions
         done: dict[str, FrozenTrial] = {}
         for t in trials:
             if t.state != TrialState.COMPLETE or t.values is None:
                 continue
             if any(math.isnan(v) for v in t.values):
+                continue
+            if any(c > 0 for c in t.constraints.values()):  # an over-budget baseline
                 continue
             cand = self._decode(t)
             if cand is None:

@@ -359,8 +359,9 @@ class Objective:
     sample_grids: Callable[[optuna.Trial, Any], object] | None = None
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
-        baseline = SCHEDULE_ATTR in trial.user_attrs
-        if baseline:
+        # a baseline is evaluated even over the budget (the report plots it; it cannot win)
+        baseline = "baseline" in trial.user_attrs
+        if SCHEDULE_ATTR in trial.user_attrs:
             schedule = Schedule.from_dict(trial.user_attrs[SCHEDULE_ATTR], source="baseline")
             key = None
         else:

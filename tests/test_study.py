@@ -146,3 +146,26 @@ def test_constraints_show_in_optunas_pareto_plot(tmp_path):
     # Optuna draws infeasible trials as their own (grey) trace, told apart by its hover label.
     shown = [tr for tr in fig.data if "Infeasible Trial" in (tr.hovertemplate or "")]
     assert len(shown) == 1 and len(shown[0].x) == len(infeasible)
+
+
+def test_representable_baselines_over_budget_are_evaluated_but_never_parents(tmp_path):
+    """DeepCache n=3 (L=3, t_ref 21 → 7 segments is not a choice) is not in SPACE; a space with
+    7 segments runs it exactly: it is enqueued as params, evaluated though over the budget (for
+    the report), and kept out of the population."""
+    space = SearchSpace((5, 6, 7), (1, 2, 3), (1, 2, 3), t_ref=21)
+    problem = SyntheticProblem.make(space, seed=3)
+    ev = SyntheticEvaluator(problem)
+    limit = 0.3
+    settings = SearchSettings(space, "ddim", Budget.parse("0.3"), False, "rfid", "synthetic", 8, 0)
+    smp = make_sampler("evo", space, feasibility(space, "ddim", ev, limit),
+                       EvolutionConfig(population=4, n_p=4, n_c=2, n_u=30), 0)
+    study = open_study(f"sqlite:///{tmp_path / 'r.db'}", "r", settings, smp)
+    bl = baseline_schedules(space, "ddim", ev.full_macs, ev.avg_macs, limit)
+    enqueue_baselines(study, bl, space)
+    run(study, Objective(space, ev, "ddim", limit), n_trials=len(bl) + 6, progress=False)
+    dc = [t for t in study.trials if t.user_attrs.get("baseline") == "deepcache n=3 b=3"]
+    assert dc and dc[0].params["n_segments"] == 7  # a candidate of the space, not a schedule
+    assert dc[0].state == optuna.trial.TrialState.COMPLETE and dc[0].constraints["avg_macs"] > 0
+    population = smp.population(study, study.get_trials(deepcopy=False))
+    assert population and dc[0].number not in {t.number for t in population}
+    assert all(t.constraints["avg_macs"] <= 0 for t in population)

@@ -75,6 +75,8 @@ def main() -> None:
     ap.add_argument("--sampled", type=int, default=2, help="Candidates per fitted space.")
     ap.add_argument("--max-count", type=int, default=COUNTS[-1])
     ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--inception-weights", default=None)
+    ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--schedules", type=int, default=None,
                     help="Only the first K schedules (a quick check of the script).")
     ap.add_argument("--out", default="metric_fidelity.json")
@@ -83,7 +85,7 @@ def main() -> None:
 
     pipe = load_pipeline(args.model)
     ev = ModelEvaluator(pipe, "ddim", args.t_ref, EvalSettings(counts[-1], 0, args.batch_size),
-                        progress=False)
+                        args.cache_dir, args.inception_weights, progress=False)
     ref_ev = dataclasses.replace(ev, settings=EvalSettings(
         args.reference_images, args.reference_seed, args.batch_size))
     todo = schedules(ev, args.sampled, seed=0)[:args.schedules]

@@ -243,9 +243,10 @@ def fitted_segments(profile: MacsProfile, t_ref: int, max_avg_macs: float,
     """N-segment choices that put the budget inside the space's cost range.
 
     Every segment runs one full step, so the most segments a feasible candidate can have is the
-    largest `N` whose lightest candidate is under the budget (with interval 1 a choice, that is the
-    fewer-step teacher on the `N·L` grid). The fewest is the smallest `N` whose heaviest candidate (every segment at the
-    largest interval and branch) still reaches 0.9x the budget: fewer segments could not spend it.
+    largest `N` whose lightest candidate is under the budget (with interval 1 a choice, that is
+    the fewer-step teacher on the `N·L` grid). The fewest is the smallest `N` whose heaviest
+    candidate (every segment at the largest interval and branch) still reaches 0.9x the budget:
+    fewer segments could not spend it.
     Between them, candidates trade full steps for partial ones at every cost up to the budget.
     """
     total = max_avg_macs * t_ref

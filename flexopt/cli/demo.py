@@ -14,7 +14,7 @@ HELD_OUT = 64  # images for the closing held-out comparison: a minute on 2 CPU c
 @click.option("--out", "out_dir", default="flexopt-demo", show_default=True,
               type=click.Path(file_okay=False),
               help="Folder for the study database, artifacts, report and best schedule.")
-@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=4.0,
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=3.5,
               show_default=True, help="Time limit of the search itself.")
 @click.option("--n-trials", type=click.IntRange(min=1), default=None,
               help="Trials in the study (default: the demo config's, 55).")

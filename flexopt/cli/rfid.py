@@ -34,6 +34,36 @@ def metric_options(func=None, *, metric: bool = True):
     return func
 
 
+def reference_options(default: str | None):
+    """--reference/--reference-split/--reference-images: real images for the standard FID."""
+    opts = [
+        click.option("--reference", default=default, show_default=default is not None,
+                     help="Real images for the standard FID: fashion-mnist, digits, or a folder "
+                          "of images."),
+        click.option("--reference-split", type=click.Choice(["train", "test"]), default="test",
+                     show_default=True),
+        click.option("--reference-images", type=click.IntRange(min=2), default=None,
+                     help="Use the first N reference images (default: all)."),
+    ]
+
+    def decorate(func):
+        for opt in reversed(opts):
+            func = opt(func)
+        return func
+
+    return decorate
+
+
+def reference_entry(ev, reference, split, num_images, cache_dir):
+    """The reference images' cached Inception statistics, in the evaluator's feature space."""
+    from flexopt.metrics.reference import reference_stats
+
+    size = ev.pipe.unet.config.sample_size
+    size = size if isinstance(size, int) else size[0]
+    return reference_stats(reference, split, size, ev.extractor, ev.extractor.weights.sha256,
+                           num_images, cache_dir, progress=True)
+
+
 def build_evaluator(model, sampler, t_ref, num_images, seed, batch_size, device, dtype,
                     cond, metric, cache_dir, inception_weights, progress=True):
     """A `ModelEvaluator` from command-line values (shared by rfid, teacher, fid and search).
@@ -130,17 +160,9 @@ def rfid(model, schedule_path, num_images, seed, batch_size, device, dtype, prom
 @click.argument("model")
 @click.option("--schedule", "schedule_path", required=True, type=click.Path(dir_okay=False),
               help="Schedule file to run (e.g. the teacher's: see `flexopt export`).")
-@click.option("--reference", default="fashion-mnist", show_default=True,
-              help="Real images: fashion-mnist, digits, or a folder of images.")
-@click.option("--reference-split", type=click.Choice(["train", "test"]), default="test",
-              show_default=True)
-@click.option("--reference-images", type=click.IntRange(min=2), default=None,
-              help="Use the first N reference images (default: all).")
+@reference_options("fashion-mnist")
 @generation_options(default_batch=64, min_images=2)
-@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
-              help="Cache for reference statistics and Inception weights.")
-@click.option("--inception-weights", type=click.Path(dir_okay=False), default=None,
-              help="FID Inception weights to use (state dict or TorchScript).")
+@metric_options(metric=False)
 def fid(model, schedule_path, reference, reference_split, reference_images, num_images, seed,
         batch_size, device, dtype, prompts, prompt_file, guidance_scale, class_labels, cache_dir,
         inception_weights):
@@ -152,18 +174,13 @@ def fid(model, schedule_path, reference, reference_split, reference_images, num_
     Example:
       flexopt fid flexopt:fashion-mnist --schedule best.json --num-images 10000 --seed 100000
     """
-    from flexopt.metrics.reference import reference_stats
     from flexopt.schedule import Schedule
 
     schedule = Schedule.load(schedule_path)
     cond = conditioning(prompts, prompt_file, guidance_scale, class_labels)
     ev = build_evaluator(model, schedule.sampler, schedule.t_ref, num_images, seed, batch_size,
                          device, dtype, cond, "rfid", cache_dir, inception_weights)
-    size = ev.pipe.unet.config.sample_size
-    size = size if isinstance(size, int) else size[0]
-    ref = reference_stats(reference, reference_split, size, ev.extractor,
-                          ev.extractor.weights.sha256, reference_images, cache_dir,
-                          progress=True)
+    ref = reference_entry(ev, reference, reference_split, reference_images, cache_dir)
     click.echo(f"reference statistics {'reused' if ref.status == 'hit' else ref.status}: "
                f"{reference} {reference_split}, {ref.stats.n} images")
     gen = ev.images(schedule, progress=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from flexopt.cli.options import conditioning, generation_options
-from flexopt.cli.rfid import build_evaluator
+from flexopt.cli.rfid import build_evaluator, metric_options, reference_entry, reference_options
 from flexopt.config import format_macs
 from flexopt.errors import FlexoptError
 
@@ -21,23 +21,14 @@ DEFAULT_SEED = 100_000  # far from a search's seeds (0 … num_images - 1 by def
               help="Study to validate (default: the only study in STORAGE).")
 @click.option("--trial", "trials", type=click.IntRange(min=0), multiple=True,
               help="Also score this trial (repeat for several).")
-@click.option("--reference", default=None,
-              help="Also compute the standard FID against real images: fashion-mnist, digits, "
-                   "or a folder of images.")
-@click.option("--reference-split", type=click.Choice(["train", "test"]), default="test",
-              show_default=True)
-@click.option("--reference-images", type=click.IntRange(min=2), default=None,
-              help="Use the first N reference images (default: all).")
+@reference_options(None)
 @click.option("--model", default=None,
               help="The study's model from another place (default: the one it was searched on).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Also write the table as JSON to this file.")
 @generation_options(default_batch=64, min_images=2, num_images_default=1000,
                     num_images_help="Held-out images per schedule.", seed_default=DEFAULT_SEED)
-@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
-              help="Cache for teacher/reference statistics and Inception weights.")
-@click.option("--inception-weights", type=click.Path(dir_okay=False), default=None,
-              help="FID Inception weights to use (state dict or TorchScript).")
+@metric_options(metric=False)
 def validate(storage, study_name, trials, reference, reference_split, reference_images, model,
              json_out, num_images, seed, batch_size, device, dtype, prompts, prompt_file,
              guidance_scale, class_labels, cache_dir, inception_weights):
@@ -68,15 +59,8 @@ def validate(storage, study_name, trials, reference, reference_split, reference_
         raise FlexoptError(f"study {study.study_name!r} was searched with conditioning {stored!r}"
                            f", these images would use {ev.settings.conditioning()!r}; allowed: "
                            "the same --prompt-file/--prompt/--class-labels/--guidance-scale")
-    ref = None
-    if reference is not None:
-        from flexopt.metrics.reference import reference_stats
-
-        size = ev.pipe.unet.config.sample_size
-        size = size if isinstance(size, int) else size[0]
-        ref = reference_stats(reference, reference_split, size, ev.extractor,
-                              ev.extractor.weights.sha256, reference_images, cache_dir,
-                              progress=True).stats
+    ref = None if reference is None else reference_entry(
+        ev, reference, reference_split, reference_images, cache_dir).stats
     result = run_validation(study, ev, trials, ref, reference, progress=True)
     if result.overlap:
         click.echo(f"warning: {result.overlap} of these {num_images} seeds were also the "

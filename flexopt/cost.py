@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from flexopt.errors import FlexoptError
-from flexopt.executor import UNetExecutor
+from flexopt.hooks import UNetExecutor
 from flexopt.models import unet_class
 from flexopt.schedule import Schedule
 from flexopt.space import StepType

@@ -158,7 +158,7 @@ def check_conditioning(pipe: Any, settings: EvalSettings) -> None:
     config = pipe.unet.config
     num_classes = config.get("num_class_embeds")
     conditional = num_classes is not None or config.get("class_embed_type") is not None
-    if settings.prompts and pipeline_kind(pipe) != "text":
+    if settings.prompts and pipeline_kind(pipe) == "unconditional":
         raise FlexoptError(f"prompts were given, but {type(pipe).__name__} is not a text-to-image "
                            "pipeline; allowed: no prompts")
     if settings.class_labels:

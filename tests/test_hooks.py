@@ -1,6 +1,6 @@
 """The step executor: full steps are the model's forward, partial steps are DeepCache's branch.
 
-References, each independent of `flexopt.executor`:
+References, each independent of `flexopt.hooks`:
 - full step: the diffusers model's own `forward`;
 - partial step, any number of resnets per block: the model's own forward with every layer deeper
   than the branch replaced (forward hooks) by its output from the full call (DeepCache's
@@ -15,7 +15,7 @@ import tiny
 import torch
 
 from flexopt.errors import FlexoptError
-from flexopt.executor import UNetExecutor
+from flexopt.hooks import UNetExecutor
 from flexopt.pipeline import apply_schedule
 from flexopt.schedule import Schedule
 from flexopt.space import StepType
@@ -277,8 +277,14 @@ def test_unsupported_pipeline_and_scheduler():
     from diffusers.schedulers import ScoreSdeVeScheduler
 
     sde = ScoreSdeVePipeline(unet=tiny.unet2d(), scheduler=ScoreSdeVeScheduler())
-    with pytest.raises(FlexoptError, match="ScoreSdeVePipeline is not supported; allowed: DDPM"):
+    with pytest.raises(FlexoptError, match="ScoreSdeVeScheduler is not supported; allowed: DDPM"):
         apply_schedule(sde, Schedule.full(4))
+
+    class TransformerPipeline:  # no U-Net to hook
+        def __call__(self, prompt: str) -> None: ...
+
+    with pytest.raises(FlexoptError, match="TransformerPipeline is not supported: it has no U-Net"):
+        apply_schedule(TransformerPipeline(), Schedule.full(4))
     flow = DDPMPipeline(unet=tiny.unet2d(), scheduler=FlowMatchEulerDiscreteScheduler())
     with pytest.raises(FlexoptError, match="FlowMatchEulerDiscreteScheduler is not supported; al"):
         apply_schedule(flow, Schedule.full(4))

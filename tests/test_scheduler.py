@@ -11,9 +11,9 @@ import tiny
 import torch
 
 from flexopt.errors import FlexoptError
-from flexopt.executor import UNetExecutor
+from flexopt.hooks import UNetExecutor
 from flexopt.pipeline import apply_schedule
-from flexopt.samplers import make_sampler, plan
+from flexopt.scheduler import make_sampler, plan
 from flexopt.schedule import Schedule
 from flexopt.space import Segment, StepType
 

@@ -152,17 +152,31 @@ def _inputs(unet: nn.Module, sample_size: int | tuple[int, int] | None) -> dict[
         "timestep": torch.tensor([500], device="meta"),
     }
     if hasattr(unet, "get_time_embed"):  # UNet2DConditionModel
-        if config.addition_embed_type is not None:
-            raise FlexoptError(
-                f"addition_embed_type {config.addition_embed_type!r} is not supported for MACs; "
-                "allowed: None"
-            )
         dim = config.cross_attention_dim
         dim = dim[0] if isinstance(dim, list | tuple) else dim
         kwargs["encoder_hidden_states"] = torch.zeros(1, TEXT_TOKENS, dim, device="meta")
+        kwargs.update(_added_inputs(config))
     if getattr(unet, "class_embedding", None) is not None:
         kwargs["class_labels"] = torch.zeros(1, dtype=torch.long, device="meta")
     return kwargs
+
+
+def _added_inputs(config: Any) -> dict[str, Any]:
+    """SDXL's added embeddings (`text_time`: pooled text embedding and 6 micro-conditioning
+    time ids), which the U-Net's `add_embedding` projects every call."""
+    kind = config.addition_embed_type
+    if kind is None:
+        return {}
+    if kind != "text_time":
+        raise FlexoptError(
+            f"addition_embed_type {kind!r} is not supported for MACs; allowed: None, 'text_time'"
+        )
+    pooled = config.projection_class_embeddings_input_dim - 6 * config.addition_time_embed_dim
+    added = {
+        "text_embeds": torch.zeros(1, pooled, device="meta"),
+        "time_ids": torch.zeros(1, 6, device="meta"),
+    }
+    return {"added_cond_kwargs": added}
 
 
 def count_macs(

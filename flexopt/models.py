@@ -113,6 +113,31 @@ REFERENCE_UNETS: dict[str, dict[str, Any]] = {
         "center_input_sample": False,
         "mid_block_scale_factor": 1,
     },
+    # stable-diffusion-xl-base-1.0, unet/config.json (the fields that shape the network)
+    "sdxl": {
+        "_class_name": "UNet2DConditionModel",
+        "sample_size": 128,
+        "in_channels": 4,
+        "out_channels": 4,
+        "block_out_channels": [320, 640, 1280],
+        "layers_per_block": 2,
+        "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+        "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+        "transformer_layers_per_block": [1, 2, 10],
+        "attention_head_dim": [5, 10, 20],
+        "cross_attention_dim": 2048,
+        "use_linear_projection": True,
+        "addition_embed_type": "text_time",
+        "addition_time_embed_dim": 256,
+        "projection_class_embeddings_input_dim": 2816,
+        "flip_sin_to_cos": True,
+        "freq_shift": 0,
+        "norm_eps": 1e-05,
+        "norm_num_groups": 32,
+        "act_fn": "silu",
+        "center_input_sample": False,
+        "mid_block_scale_factor": 1,
+    },
 }
 
 

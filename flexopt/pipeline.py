@@ -164,10 +164,7 @@ def generate_images(
         raise FlexoptError(
             f"num_images {num_images} / batch_size {batch_size} are invalid; allowed: >= 1"
         )
-    needed = {"image": images, "inpaint": masks}.get(run.kind, True)
-    if run.kind == "inpaint" and not images:
-        needed = None
-    if not needed:
+    if (run.kind in ("image", "inpaint") and not images) or (run.kind == "inpaint" and not masks):
         raise FlexoptError(
             f"{type(run.pipe).__name__} needs input images{' and masks' * (run.kind == 'inpaint')}"
             "; allowed: pass them (--init-images DIR, --mask-images DIR)"

@@ -85,7 +85,9 @@ def generate(
 ):
     """Generate images with MODEL running a schedule; write PNGs and images.npz.
 
-    MODEL is a diffusers pipeline directory or hub id (DDPM/DDIM/PNDM, LDM or Stable Diffusion).
+    MODEL is a diffusers U-Net pipeline directory or hub id (DDPM/DDIM/PNDM, LDM, Stable
+    Diffusion, SDXL, img2img and inpaint with --init-images / --mask-images, ControlNet with
+    --init-images as control images; LoRAs fused or loaded into the pipeline directory).
     images.npz holds `images` (float32 in [0, 1], N×H×W×C) and `seeds`. Prints the NFE, the avg
     MACs and the measured sampling seconds.
 
@@ -97,7 +99,7 @@ def generate(
     import numpy as np
 
     from flexopt.cost import count_macs, schedule_cost
-    from flexopt.evaluator import EvalSettings, check_conditioning
+    from flexopt.evaluator import EvalSettings, check_conditioning, load_images
     from flexopt.pipeline import apply_schedule, check_request, generate_images
     from flexopt.schedule import Schedule
 
@@ -115,7 +117,9 @@ def generate(
     check_conditioning(pipe, settings)
     result = generate_images(run, num_images, seed, batch_size, prompts=settings.prompts,
                              guidance_scale=settings.guidance_scale,
-                             class_labels=settings.class_labels)
+                             class_labels=settings.class_labels,
+                             images=load_images(settings.images, "RGB"),
+                             masks=load_images(settings.masks, "L"))
     for i, img in enumerate(result.images):
         pipe.numpy_to_pil(img[None])[0].save(out_dir / f"{i:05d}.png")
     np.savez(out_dir / "images.npz", images=result.images, seeds=result.seeds)

@@ -151,7 +151,7 @@ def _inputs(unet: nn.Module, sample_size: int | tuple[int, int] | None) -> dict[
         "sample": torch.zeros(1, config.in_channels, h, w, device="meta"),
         "timestep": torch.tensor([500], device="meta"),
     }
-    if hasattr(unet, "get_time_embed"):  # UNet2DConditionModel
+    if "cross_attention_dim" in config:  # UNet2DConditionModel (and a ControlNet)
         dim = config.cross_attention_dim
         dim = dim[0] if isinstance(dim, list | tuple) else dim
         kwargs["encoder_hidden_states"] = torch.zeros(1, TEXT_TOKENS, dim, device="meta")
@@ -209,3 +209,28 @@ def count_macs(
     finally:
         counter.remove()
     return MacsProfile(full, tuple(partial), attn_full, tuple(attn_partial))
+
+
+def count_controlnet_macs(
+    config: Mapping[str, Any], sample_size: int | tuple[int, int] | None = None
+) -> int:
+    """MACs of one ControlNet call at batch 1 (a `ControlNetModel` config; meta device).
+
+    The ControlNet runs before the U-Net at every executed step, full or partial, so its cost is
+    reported beside the U-Net's, not inside a schedule's MACs (SPEC §1 counts the U-Net)."""
+    from diffusers import ControlNetModel
+
+    with torch.device("meta"):
+        net = ControlNetModel.from_config(dict(config)).eval()
+    kwargs = _inputs(net, sample_size)
+    h, w = kwargs["sample"].shape[-2:]
+    factor = 2 ** (len(net.config.conditioning_embedding_out_channels) - 1)
+    channels = net.config.conditioning_channels
+    kwargs["controlnet_cond"] = torch.zeros(1, channels, h * factor, w * factor, device="meta")
+    counter = _Counter(net)
+    try:
+        with torch.no_grad():
+            net(**kwargs)
+        return counter.take()[0]
+    finally:
+        counter.remove()

@@ -233,6 +233,12 @@ def load_unet_config(model: str) -> dict[str, Any]:
     return config
 
 
+def load_controlnet_config(model: str) -> dict[str, Any] | None:
+    """The ControlNet config of a local pipeline directory that has one (else None)."""
+    path = Path(resolve_model(model)).expanduser() / "controlnet" / "config.json"
+    return _read_json(path, f"model {model!r}") if path.is_file() else None
+
+
 def _hub_unet_config(repo: str) -> dict[str, Any]:
     from huggingface_hub import hf_hub_download
 

@@ -131,6 +131,38 @@ def test_partial_steps_match_cached_forward(name):
             assert (out - ref).abs().max().item() <= 1e-6, f"branch {b}"
 
 
+def test_controlnet_residuals_under_partial_steps():
+    """Shallow residuals are added to the skips a partial step computes; the deeper ones (and the
+    mid block's) come with the cached feature: the model's forward with the deeper layers replayed
+    from the full call, for every branch short of the last (where only the mid block is cached,
+    with the full call's mid residual in it)."""
+    unet = tiny.unet_cond()
+    net = tiny.controlnet(unet)
+    ex = UNetExecutor(unet)
+
+    def with_residuals(args, seed):
+        x, t, kw = args
+        cond = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(seed))
+        down, mid = net(x, t, controlnet_cond=cond, return_dict=False, **kw)
+        return x, t, {**kw, "down_block_additional_residuals": down,
+                      "mid_block_additional_residual": mid}
+
+    with torch.no_grad():
+        first, second = with_residuals(_inputs(unet, 0), 0), with_residuals(_inputs(unet, 1), 1)
+        x, t, kw = first
+        assert (ex(x, t, **kw) - unet(x, t, **kw).sample).abs().max().item() <= 1e-6
+        plain = {k: v for k, v in second[2].items() if "residual" not in k}
+        for b in range(1, ex.max_branch):
+            x, t, kw = first
+            ex(x, t, StepType.FULL, cache_branches={b}, **kw)
+            x, t, kw = second
+            out = ex(x, t, StepType.PARTIAL, branch=b, **kw)
+            ref = _reference_partial(unet, b, first, second)
+            assert (out - ref).abs().max().item() <= 1e-6, f"branch {b}"
+            without = ex(x, t, StepType.PARTIAL, branch=b, **plain)
+            assert (out - without).abs().max().item() > 1e-4  # the shallow residuals matter
+
+
 @pytest.mark.parametrize(
     ("lpb", "blocks", "expected"), [(2, 4, 12), (1, 4, 8), (3, 3, 12), (2, 2, 6)]
 )

@@ -131,3 +131,22 @@ def test_macs_of_an_sdxl_pipeline(sdxl_dir):
     assert r.exit_code == 0, r.output
     assert f'"full_macs": {count_macs(load_pipeline(sdxl_dir).unet).full}' in r.output
     assert '"max_branch": 9' in r.output
+
+
+def test_macs_of_a_controlnet_pipeline(tmp_path):
+    from diffusers import StableDiffusionControlNetPipeline
+
+    from flexopt.cost import count_controlnet_macs, count_macs
+
+    parts = tiny.sd_components(tmp_path)
+    net = tiny.controlnet(parts["unet"])
+    d = tiny.save(StableDiffusionControlNetPipeline(controlnet=net, **parts), tmp_path / "cn")
+    r = run("macs", d, "--json")
+    assert r.exit_code == 0, r.output
+    unet_macs = count_macs(parts["unet"]).full
+    net_macs = count_controlnet_macs(net.config, 8)
+    assert f'"full_macs": {unet_macs}' in r.output
+    assert f'"controlnet_macs": {net_macs}' in r.output
+    # a ControlNet is the U-Net's down path and mid block plus its own convolutions
+    assert unet_macs / 3 < net_macs < unet_macs
+    assert "controlnet :" in run("macs", d).output

@@ -26,23 +26,29 @@ def macs(model, sample_size, attention, as_json):
 
     MODEL is a diffusers pipeline or model directory, a hub id, or a U-Net config.json; no weights
     are loaded (counting runs on the meta device). MACs are those of Conv2d and Linear layers for
-    one U-Net call at batch 1 (SPEC §1).
+    one U-Net call at batch 1 (SPEC §1); SDXL's added embeddings are included, and a ControlNet
+    pipeline's ControlNet is reported on its own line.
 
     \b
     Example:
       flexopt macs path/to/stable-diffusion-v1-5 --json
     """
-    from flexopt.cost import count_macs
-    from flexopt.models import load_unet_config
+    from flexopt.cost import count_controlnet_macs, count_macs
+    from flexopt.models import load_controlnet_config, load_unet_config
 
     config = load_unet_config(model)
     profile = count_macs(config, sample_size)
-    if as_json:
-        echo_json(profile.to_json(attention))
-        return
     size = sample_size or config.get("sample_size")
+    controlnet = load_controlnet_config(model)
+    extra = {} if controlnet is None else {"controlnet_macs": count_controlnet_macs(controlnet, size)}
+    if as_json:
+        echo_json({**profile.to_json(attention), **extra})
+        return
     click.echo(f"model      : {model} ({config['_class_name']}, input {size}, batch 1)")
     click.echo(f"full step  : {format_macs(profile.full)} MACs")
+    if extra:
+        click.echo(f"controlnet : {format_macs(extra['controlnet_macs'])} MACs per executed step "
+                   "(beside the U-Net's; not in a schedule's MACs)")
     if attention:
         click.echo(f"attention  : {format_macs(profile.attention_full)} (matmuls, not in MACs)")
     click.echo(f"max branch : {profile.max_branch}")

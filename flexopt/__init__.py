@@ -8,7 +8,6 @@ from flexopt.errors import FlexoptError
 from flexopt.schedule import Schedule
 from flexopt.space import Candidate, SearchSpace, Segment, StepType
 
-
 # Lazy: these need torch and diffusers, which `flexopt --help` should not load.
 _LAZY = {
     "apply_schedule": "flexopt.pipeline",

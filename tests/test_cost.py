@@ -47,7 +47,8 @@ def _flop_counter(config, sample_size: int) -> tuple[int, int]:
     kwargs = _inputs(unet, sample_size)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         unet(**kwargs)
-    flops = {str(k).removeprefix("aten."): v for k, v in counter.get_flop_counts()["Global"].items()}
+    counts = counter.get_flop_counts()["Global"]
+    flops = {str(k).removeprefix("aten."): v for k, v in counts.items()}
     layers = flops.get("convolution", 0) + flops.get("addmm", 0) + flops.get("mm", 0)
     attention = flops.get("bmm", 0) + flops.get("baddbmm", 0)
     return layers // 2, attention // 2

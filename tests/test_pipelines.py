@@ -280,7 +280,7 @@ def test_scheduled_errors(sd):
             pipe("x", num_inference_steps=50)
         with pytest.raises(FlexoptError, match="custom timesteps"):
             pipe("x", timesteps=[999, 500])
-        with pytest.raises(FlexoptError, match="eta 0.5 is not supported; allowed: 0"):
+        with pytest.raises(FlexoptError, match=r"eta 0\.5 is not supported; allowed: 0"):
             pipe("x", num_inference_steps=T, eta=0.5)
     with pytest.raises(FlexoptError, match=r"branch 20 is beyond .*allowed: 1\.\.12"):
         flexopt.scheduled(pipe, Schedule.uniform(T, 2, 20)).__enter__()

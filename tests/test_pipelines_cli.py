@@ -60,7 +60,8 @@ def test_sdxl_search_export_generate(sdxl_dir, tmp_path, inception_weights):
     prompts.write_text("a red cube\ntwo dogs\n")
     r = run("search", "--model", sdxl_dir, "--budget", "1.5x", "--segments", "3",
             "--branches", "1,2,5", "--intervals", "1,2", "--t-ref", 6, "--num-images", 4,
-            "--batch-size", 4, "--n-trials", 3, "--no-baselines", "--storage", storage, "--study-name", "xl",
+            "--batch-size", 4, "--n-trials", 3, "--no-baselines", "--storage", storage,
+            "--study-name", "xl",
             "--device", "cpu", "--cache-dir", tmp_path / "cache", "--inception-weights",
             inception_weights, "--prompt-file", prompts, "--guidance-scale", 5, "--no-artifacts")
     assert r.exit_code == 0, r.output

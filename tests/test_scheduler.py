@@ -13,8 +13,8 @@ import torch
 from flexopt.errors import FlexoptError
 from flexopt.hooks import UNetExecutor
 from flexopt.pipeline import apply_schedule
-from flexopt.scheduler import make_sampler, plan
 from flexopt.schedule import Schedule
+from flexopt.scheduler import make_sampler, plan
 from flexopt.space import Segment, StepType
 
 SPACINGS = ("leading", "trailing", "linspace")

@@ -40,7 +40,9 @@ def macs(model, sample_size, attention, as_json):
     profile = count_macs(config, sample_size)
     size = sample_size or config.get("sample_size")
     controlnet = load_controlnet_config(model)
-    extra = {} if controlnet is None else {"controlnet_macs": count_controlnet_macs(controlnet, size)}
+    extra = {}
+    if controlnet is not None:
+        extra["controlnet_macs"] = count_controlnet_macs(controlnet, size)
     if as_json:
         echo_json({**profile.to_json(attention), **extra})
         return

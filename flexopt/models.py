@@ -23,6 +23,17 @@ _ACCEPTED = (
     "a U-Net config.json, or a hub id"
 )
 
+# What SD 1.5's and SDXL's U-Net configs share beyond their shapes.
+_SD_UNET_COMMON: dict[str, Any] = {
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "norm_eps": 1e-05,
+    "norm_num_groups": 32,
+    "act_fn": "silu",
+    "center_input_sample": False,
+    "mid_block_scale_factor": 1,
+}
+
 # Public configs of the paper's U-Nets (SPEC §1, §3), to count their MACs without weights.
 REFERENCE_UNETS: dict[str, dict[str, Any]] = {
     # google/ddpm-cifar10-32
@@ -105,13 +116,7 @@ REFERENCE_UNETS: dict[str, dict[str, Any]] = {
         "cross_attention_dim": 768,
         "attention_head_dim": 8,
         "downsample_padding": 1,
-        "flip_sin_to_cos": True,
-        "freq_shift": 0,
-        "norm_eps": 1e-05,
-        "norm_num_groups": 32,
-        "act_fn": "silu",
-        "center_input_sample": False,
-        "mid_block_scale_factor": 1,
+        **_SD_UNET_COMMON,
     },
     # stable-diffusion-xl-base-1.0, unet/config.json (the fields that shape the network)
     "sdxl": {
@@ -130,13 +135,7 @@ REFERENCE_UNETS: dict[str, dict[str, Any]] = {
         "addition_embed_type": "text_time",
         "addition_time_embed_dim": 256,
         "projection_class_embeddings_input_dim": 2816,
-        "flip_sin_to_cos": True,
-        "freq_shift": 0,
-        "norm_eps": 1e-05,
-        "norm_num_groups": 32,
-        "act_fn": "silu",
-        "center_input_sample": False,
-        "mid_block_scale_factor": 1,
+        **_SD_UNET_COMMON,
     },
 }
 

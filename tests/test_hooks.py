@@ -106,6 +106,18 @@ def _reference_partial(unet, branch, full_args, partial_args):
             h.remove()
 
 
+def _partial_equals_reference(ex: UNetExecutor, b: int, first, second) -> torch.Tensor:
+    """A full step on `first` keeping branch `b`, then a partial one on `second`: checked against
+    `_reference_partial` and returned."""
+    x, t, kw = first
+    ex(x, t, StepType.FULL, cache_branches={b}, **kw)
+    x, t, kw = second
+    out = ex(x, t, StepType.PARTIAL, branch=b, **kw)
+    ref = _reference_partial(ex.unet, b, first, second)
+    assert (out - ref).abs().max().item() <= 1e-6, f"branch {b}"
+    return out
+
+
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_full_step_is_the_model_forward(name):
     unet = VARIANTS[name]()
@@ -123,12 +135,7 @@ def test_partial_steps_match_cached_forward(name):
     first, second = _inputs(unet, 0), _inputs(unet, 1)
     with torch.no_grad():
         for b in range(1, ex.max_branch + 1):
-            x, t, kw = first
-            ex(x, t, StepType.FULL, cache_branches={b}, **kw)
-            x, t, kw = second
-            out = ex(x, t, StepType.PARTIAL, branch=b, **kw)
-            ref = _reference_partial(unet, b, first, second)
-            assert (out - ref).abs().max().item() <= 1e-6, f"branch {b}"
+            _partial_equals_reference(ex, b, first, second)
 
 
 def test_controlnet_residuals_under_partial_steps():
@@ -153,12 +160,8 @@ def test_controlnet_residuals_under_partial_steps():
         assert (ex(x, t, **kw) - unet(x, t, **kw).sample).abs().max().item() <= 1e-6
         plain = {k: v for k, v in second[2].items() if "residual" not in k}
         for b in range(1, ex.max_branch):
-            x, t, kw = first
-            ex(x, t, StepType.FULL, cache_branches={b}, **kw)
-            x, t, kw = second
-            out = ex(x, t, StepType.PARTIAL, branch=b, **kw)
-            ref = _reference_partial(unet, b, first, second)
-            assert (out - ref).abs().max().item() <= 1e-6, f"branch {b}"
+            out = _partial_equals_reference(ex, b, first, second)
+            x, t, _ = second
             without = ex(x, t, StepType.PARTIAL, branch=b, **plain)
             assert (out - without).abs().max().item() > 1e-4  # the shallow residuals matter
 

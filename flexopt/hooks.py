@@ -1,11 +1,14 @@
-"""Run one U-Net call as a *full* step (filling the feature cache) or a *partial* step.
+"""The U-Net side of a schedule: `scheduled(pipe, schedule)` (with `enable` / `disable`) swaps in
+a `FlexScheduler` and routes the U-Net's calls through a `ScheduleHook`, which runs each one as a
+*full* step (filling the feature cache) or a *partial* step with `UNetExecutor` (SPEC §4).
 
-Why a walker instead of hooks: a partial step with branch `b` must run only `conv_in`, the down-path
-layers before position `b`, the up-path layers that consume their skips and `conv_out` (SPEC §1,
-DeepCache's mechanism) and cost exactly that. So this module flattens a diffusers U-Net into its
-down-path and up-path layers once, and walks the model's own submodules in the order diffusers'
-`UNet2DModel.forward` / `UNet2DConditionModel.forward` call them. A full step is the model's
-forward (same ops, same order); the model itself is never modified.
+Why a walker instead of per-block hooks: a partial step with branch `b` must run only `conv_in`, the
+down-path layers before position `b`, the up-path layers that consume their skips and `conv_out`
+(SPEC §1, DeepCache's mechanism) and cost exactly that. So this module flattens a diffusers U-Net
+into its down-path and up-path layers once, and walks the model's own submodules in the order
+diffusers' `UNet2DModel.forward` / `UNet2DConditionModel.forward` call them. A full step is the
+model's forward (same ops, same order); the model's modules are never modified, only its `forward`
+attribute is set for the `scheduled` block.
 
 Branch enumeration: for down block `i` with `R_i` resnets, positions `(i, 0) … (i, R_i)` (position
 `R_i` is the downsampler, or a virtual end for the last block); branch `b` is the `b`-th position.
@@ -503,7 +506,7 @@ class ScheduleHook:
     ) -> None:
         self.executor = UNetExecutor(unet)
         for step in scheduler.steps:
-            if step.kind == StepType.PARTIAL or step.branch is not None:
+            if step.branch is not None:  # partial steps and the full steps feeding them
                 self.executor.check_branch(step.branch)
         self.scheduler = scheduler
         self.unet_kwargs = dict(unet_kwargs or {})

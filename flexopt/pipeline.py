@@ -22,14 +22,13 @@ from flexopt.errors import FlexoptError
 from flexopt.hooks import RunStats, prepare, scheduled
 from flexopt.schedule import Schedule
 
-# What `generate_images` feeds a pipeline, by what its `__call__` takes.
-KINDS = ("unconditional", "text", "image", "inpaint")
 OUTPUT_TYPES = ("pil", "np", "pt")
 
 
 def pipeline_kind(pipe: Any) -> str:
-    """How the pipeline is called: 'unconditional' (`batch_size`), 'text' (`prompt`), 'image'
-    (prompt and an input image: img2img, ControlNet) or 'inpaint' (also a mask); else raise."""
+    """How `generate_images` calls the pipeline, read from its `__call__` parameters:
+    'unconditional' (`batch_size`), 'text' (`prompt`), 'image' (prompt and an input image:
+    img2img, ControlNet) or 'inpaint' (also a mask); else raise."""
     params = inspect.signature(pipe.__call__).parameters if callable(pipe) else {}
     if "prompt" in params:
         if "mask_image" in params:

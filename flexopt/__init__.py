@@ -8,18 +8,27 @@ from flexopt.errors import FlexoptError
 from flexopt.schedule import Schedule
 from flexopt.space import Candidate, SearchSpace, Segment, StepType
 
+# Lazy: these need torch and diffusers, which `flexopt --help` should not load.
+_LAZY = {
+    "apply_schedule": "flexopt.pipeline",
+    "scheduled": "flexopt.hooks",
+    "enable": "flexopt.hooks",
+    "disable": "flexopt.hooks",
+    "FlexScheduler": "flexopt.scheduler",
+}
+
 
 def __getattr__(name: str):
-    # Lazy: `apply_schedule` needs torch and diffusers, which `flexopt --help` should not load.
-    if name == "apply_schedule":
-        from flexopt.pipeline import apply_schedule
+    if name in _LAZY:
+        import importlib
 
-        return apply_schedule
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'flexopt' has no attribute {name!r}")
 
 
 __all__ = [
     "Candidate",
+    "FlexScheduler",
     "FlexoptError",
     "Schedule",
     "SearchSpace",
@@ -27,4 +36,7 @@ __all__ = [
     "StepType",
     "__version__",
     "apply_schedule",
+    "disable",
+    "enable",
+    "scheduled",
 ]

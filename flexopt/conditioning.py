@@ -1,4 +1,5 @@
-"""What images are conditioned on: prompts (text pipelines) and class labels.
+"""What images are conditioned on: prompts (text pipelines), class labels, and input images
+(img2img, ControlNet) with masks (inpainting).
 
 Parsed from the command line and from study configs alike; kept free of torch so reading a
 config stays cheap.
@@ -6,7 +7,9 @@ config stays cheap.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
+from pathlib import Path
 
 from flexopt.errors import FlexoptError
 
@@ -63,3 +66,27 @@ def parse_class_labels(value: str | int | Sequence[int] | None) -> tuple[int, ..
                                f"{MAX_CLASS_LABEL:,}")
         out.extend(range(a, b + 1))
     return tuple(out)
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def list_images(directory: str, flag: str) -> tuple[str, ...]:
+    """The image files of `directory` (sorted by name): the inputs cycled over generated images."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise FlexoptError(f"{flag} {directory!r} is not a directory; allowed: a folder of images "
+                           f"({', '.join(IMAGE_SUFFIXES)})")
+    files = sorted(str(p) for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FlexoptError(f"{flag} {directory!r} holds no images; allowed: a folder of images "
+                           f"({', '.join(IMAGE_SUFFIXES)})")
+    return tuple(files)
+
+
+def files_digest(paths: Sequence[str]) -> str:
+    """sha256 over the files' bytes, in order: what makes a teacher's inputs the same."""
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(Path(p).read_bytes())
+    return h.hexdigest()[:16]

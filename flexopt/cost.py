@@ -20,7 +20,7 @@ from torch import nn
 
 from flexopt.config import format_macs
 from flexopt.errors import FlexoptError
-from flexopt.executor import UNetExecutor
+from flexopt.hooks import UNetExecutor
 from flexopt.models import unet_class
 from flexopt.schedule import Schedule
 from flexopt.space import Candidate, SearchSpace, Segment, StepType
@@ -150,18 +150,32 @@ def _inputs(unet: nn.Module, sample_size: int | tuple[int, int] | None) -> dict[
         "sample": torch.zeros(1, config.in_channels, h, w, device="meta"),
         "timestep": torch.tensor([500], device="meta"),
     }
-    if hasattr(unet, "get_time_embed"):  # UNet2DConditionModel
-        if config.addition_embed_type is not None:
-            raise FlexoptError(
-                f"addition_embed_type {config.addition_embed_type!r} is not supported for MACs; "
-                "allowed: None"
-            )
+    if "cross_attention_dim" in config:  # UNet2DConditionModel (and a ControlNet)
         dim = config.cross_attention_dim
         dim = dim[0] if isinstance(dim, list | tuple) else dim
         kwargs["encoder_hidden_states"] = torch.zeros(1, TEXT_TOKENS, dim, device="meta")
+        kwargs.update(_added_inputs(config))
     if getattr(unet, "class_embedding", None) is not None:
         kwargs["class_labels"] = torch.zeros(1, dtype=torch.long, device="meta")
     return kwargs
+
+
+def _added_inputs(config: Any) -> dict[str, Any]:
+    """SDXL's added embeddings (`text_time`: pooled text embedding and 6 micro-conditioning
+    time ids), which the U-Net's `add_embedding` projects every call."""
+    kind = config.addition_embed_type
+    if kind is None:
+        return {}
+    if kind != "text_time":
+        raise FlexoptError(
+            f"addition_embed_type {kind!r} is not supported for MACs; allowed: None, 'text_time'"
+        )
+    pooled = config.projection_class_embeddings_input_dim - 6 * config.addition_time_embed_dim
+    added = {
+        "text_embeds": torch.zeros(1, pooled, device="meta"),
+        "time_ids": torch.zeros(1, 6, device="meta"),
+    }
+    return {"added_cond_kwargs": added}
 
 
 def count_macs(
@@ -194,6 +208,31 @@ def count_macs(
     finally:
         counter.remove()
     return MacsProfile(full, tuple(partial), attn_full, tuple(attn_partial))
+
+
+def count_controlnet_macs(
+    config: Mapping[str, Any], sample_size: int | tuple[int, int] | None = None
+) -> int:
+    """MACs of one ControlNet call at batch 1 (a `ControlNetModel` config; meta device).
+
+    The ControlNet runs before the U-Net at every executed step, full or partial, so its cost is
+    reported beside the U-Net's, not inside a schedule's MACs (SPEC §1 counts the U-Net)."""
+    from diffusers import ControlNetModel
+
+    with torch.device("meta"):
+        net = ControlNetModel.from_config(dict(config)).eval()
+    kwargs = _inputs(net, sample_size)
+    h, w = kwargs["sample"].shape[-2:]
+    factor = 2 ** (len(net.config.conditioning_embedding_out_channels) - 1)
+    channels = net.config.conditioning_channels
+    kwargs["controlnet_cond"] = torch.zeros(1, channels, h * factor, w * factor, device="meta")
+    counter = _Counter(net)
+    try:
+        with torch.no_grad():
+            net(**kwargs)
+        return counter.take()[0]
+    finally:
+        counter.remove()
 
 
 # ------------------------------------------------------------------------- budget fitting

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from flexopt.conditioning import DEFAULT_GUIDANCE
+from flexopt.conditioning import DEFAULT_GUIDANCE, files_digest
 from flexopt.cost import MacsProfile, count_macs, schedule_cost
 from flexopt.errors import FlexoptError
 from flexopt.metrics import FeatureStats, check_metric, load_inception, score
@@ -36,6 +36,8 @@ class EvalSettings:
     prompts: tuple[str, ...] = ()
     guidance_scale: float = DEFAULT_GUIDANCE
     class_labels: tuple[int, ...] = ()
+    images: tuple[str, ...] = ()  # input / control image files (img2img, inpaint, ControlNet)
+    masks: tuple[str, ...] = ()  # inpainting masks
 
     def conditioning(self) -> str | None:
         """What the images are conditioned on, in a few words plus a digest (None: nothing).
@@ -51,6 +53,9 @@ class EvalSettings:
             digest = hashlib.sha256(
                 ",".join(map(str, self.class_labels)).encode()).hexdigest()[:16]
             parts.append(f"{len(self.class_labels)} class labels sha256:{digest}")
+        for what, files in (("input images", self.images), ("masks", self.masks)):
+            if files:
+                parts.append(f"{len(files)} {what} sha256:{files_digest(files)}")
         return "; ".join(parts) or None
 
 
@@ -95,7 +100,8 @@ class ModelEvaluator:
         return generate_images(
             apply_schedule(self.pipe, schedule), s.num_images, s.seed, s.batch_size,
             prompts=s.prompts or None, guidance_scale=s.guidance_scale,
-            class_labels=s.class_labels or None, progress=progress,
+            class_labels=s.class_labels or None, images=load_images(s.images, "RGB"),
+            masks=load_images(s.masks, "L"), progress=progress,
         )
 
     def features(self, images: np.ndarray, progress: bool = False) -> np.ndarray:
@@ -115,7 +121,8 @@ class ModelEvaluator:
             t_ref=self.t_ref,
             seed=s.seed,
             num_images=s.num_images,
-            prompts=tuple(s.prompts) + tuple(f"class:{c}" for c in s.class_labels),
+            prompts=tuple(s.prompts) + tuple(f"class:{c}" for c in s.class_labels)
+            + ((f"inputs:{s.conditioning()}",) if s.images else ()),
             guidance_scale=s.guidance_scale if s.prompts else None,
             dtype=str(pipe.unet.dtype).removeprefix("torch."),
             features=self.extractor.weights.sha256,
@@ -158,9 +165,19 @@ def check_conditioning(pipe: Any, settings: EvalSettings) -> None:
     config = pipe.unet.config
     num_classes = config.get("num_class_embeds")
     conditional = num_classes is not None or config.get("class_embed_type") is not None
-    if settings.prompts and pipeline_kind(pipe) != "text":
-        raise FlexoptError(f"prompts were given, but {type(pipe).__name__} is not a text-to-image "
+    kind = pipeline_kind(pipe)
+    name = type(pipe).__name__
+    if settings.prompts and kind == "unconditional":
+        raise FlexoptError(f"prompts were given, but {name} is not a text-to-image "
                            "pipeline; allowed: no prompts")
+    takes = {"image": ("images",), "inpaint": ("images", "masks")}.get(kind, ())
+    for what, flag in (("images", "--init-images"), ("masks", "--mask-images")):
+        given = bool(getattr(settings, what))
+        if given and what not in takes:
+            raise FlexoptError(f"{flag} was given, but {name} takes no input {what}; allowed: "
+                               f"no {flag}")
+        if what in takes and not given:
+            raise FlexoptError(f"{name} needs input {what}: give {flag} DIR")
     if settings.class_labels:
         if not conditional:
             raise FlexoptError("class labels were given, but this model's U-Net is not "
@@ -173,3 +190,20 @@ def check_conditioning(pipe: Any, settings: EvalSettings) -> None:
         hint = f" (e.g. 0-{num_classes - 1})" if num_classes else ""
         raise FlexoptError("this model is class-conditional: give class labels"
                            f"{hint} with --class-labels or `class_labels` in [rfid]")
+
+
+def load_images(paths: tuple[str, ...], mode: str) -> list[Any] | None:
+    """The image files as PIL images in `mode` ('RGB' inputs, 'L' masks); None for none."""
+    if not paths:
+        return None
+    from PIL import Image, UnidentifiedImageError
+
+    out = []
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                out.append(img.convert(mode))
+        except (OSError, UnidentifiedImageError) as err:
+            raise FlexoptError(f"image {path!r} cannot be read: {err}; allowed: PNG, JPEG, "
+                               "WebP or BMP files") from None
+    return out

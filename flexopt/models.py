@@ -23,6 +23,17 @@ _ACCEPTED = (
     "a U-Net config.json, or a hub id"
 )
 
+# What SD 1.5's and SDXL's U-Net configs share beyond their shapes.
+_SD_UNET_COMMON: dict[str, Any] = {
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "norm_eps": 1e-05,
+    "norm_num_groups": 32,
+    "act_fn": "silu",
+    "center_input_sample": False,
+    "mid_block_scale_factor": 1,
+}
+
 # Public configs of the paper's U-Nets (SPEC §1, §3), to count their MACs without weights.
 REFERENCE_UNETS: dict[str, dict[str, Any]] = {
     # google/ddpm-cifar10-32
@@ -105,13 +116,26 @@ REFERENCE_UNETS: dict[str, dict[str, Any]] = {
         "cross_attention_dim": 768,
         "attention_head_dim": 8,
         "downsample_padding": 1,
-        "flip_sin_to_cos": True,
-        "freq_shift": 0,
-        "norm_eps": 1e-05,
-        "norm_num_groups": 32,
-        "act_fn": "silu",
-        "center_input_sample": False,
-        "mid_block_scale_factor": 1,
+        **_SD_UNET_COMMON,
+    },
+    # stable-diffusion-xl-base-1.0, unet/config.json (the fields that shape the network)
+    "sdxl": {
+        "_class_name": "UNet2DConditionModel",
+        "sample_size": 128,
+        "in_channels": 4,
+        "out_channels": 4,
+        "block_out_channels": [320, 640, 1280],
+        "layers_per_block": 2,
+        "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+        "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+        "transformer_layers_per_block": [1, 2, 10],
+        "attention_head_dim": [5, 10, 20],
+        "cross_attention_dim": 2048,
+        "use_linear_projection": True,
+        "addition_embed_type": "text_time",
+        "addition_time_embed_dim": 256,
+        "projection_class_embeddings_input_dim": 2816,
+        **_SD_UNET_COMMON,
     },
 }
 
@@ -206,6 +230,12 @@ def load_unet_config(model: str) -> dict[str, Any]:
         raise _missing(model)
     unet_class(config, source)
     return config
+
+
+def load_controlnet_config(model: str) -> dict[str, Any] | None:
+    """The ControlNet config of a local pipeline directory that has one (else None)."""
+    path = Path(resolve_model(model)).expanduser() / "controlnet" / "config.json"
+    return _read_json(path, f"model {model!r}") if path.is_file() else None
 
 
 def _hub_unet_config(repo: str) -> dict[str, Any]:

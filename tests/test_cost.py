@@ -31,6 +31,46 @@ def test_full_macs_match_published_totals(name, published):
     assert macs == pytest.approx(published, rel=0.02)
 
 
+def _flop_counter(config, sample_size: int) -> tuple[int, int]:
+    """(conv + linear MACs, attention matmul MACs) of one forward at batch 1, by torch's own
+    `FlopCounterMode` on the same inputs (attention through diffusers' plain `AttnProcessor`,
+    whose bmm / baddbmm the counter sees)."""
+    from diffusers.models.attention_processor import Attention, AttnProcessor
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from flexopt.cost import _inputs
+
+    unet = meta_unet(config)
+    for module in unet.modules():
+        if isinstance(module, Attention):
+            module.set_processor(AttnProcessor())
+    kwargs = _inputs(unet, sample_size)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        unet(**kwargs)
+    counts = counter.get_flop_counts()["Global"]
+    flops = {str(k).removeprefix("aten."): v for k, v in counts.items()}
+    layers = flops.get("convolution", 0) + flops.get("addmm", 0) + flops.get("mm", 0)
+    attention = flops.get("bmm", 0) + flops.get("baddbmm", 0)
+    return layers // 2, attention // 2
+
+
+@pytest.mark.parametrize(
+    ("name", "size"),
+    [("tiny-sdxl", 8), ("sd15", 16), ("sdxl", 32), ("ddpm-cifar10", 32)],
+)
+def test_macs_equal_torch_flop_counter(name, size):
+    """Every supported U-Net, SDXL's added embeddings included: our count == torch's."""
+    if name == "tiny-sdxl":
+        unet = tiny.unet_sdxl()
+        config = {**unet.config, "_class_name": type(unet).__name__}
+    else:
+        config = REFERENCE_UNETS[name]
+    profile = count_macs(config, size)
+    layers, attention = _flop_counter(config, size)
+    assert profile.full == layers
+    assert profile.attention_full == attention
+
+
 def test_deepcache_cifar_table(cifar):
     ours = [schedule_cost(Schedule.uniform(100, 5, b), cifar).avg_macs / G for b in range(1, 13)]
     for b, (mine, theirs) in enumerate(zip(ours, DEEPCACHE_CIFAR, strict=True), 1):

@@ -186,27 +186,33 @@ def clip_tokenizer(directory: str | Path):
     return CLIPTokenizer(str(d / "vocab.json"), str(d / "merges.txt"), model_max_length=77)
 
 
-def sd_pipeline(tmp_dir: str | Path, unet=None, scheduler=None, seed: int = 0):
-    """A `StableDiffusionPipeline` with a tiny CLIP text encoder and VAE (16×16 images)."""
-    from diffusers import AutoencoderKL, StableDiffusionPipeline
-    from transformers import CLIPTextConfig, CLIPTextModel
+def clip_text_encoder(tokenizer, *, hidden: int = 16, projection: int | None = None, seed=0):
+    """A one-layer CLIP text encoder (with a projection head when `projection` is given)."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    tokenizer = clip_tokenizer(Path(tmp_dir) / "_tokenizer")
     torch.manual_seed(seed)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            max_position_embeddings=77,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    ).eval()
-    vae = AutoencoderKL(
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=77,
+        projection_dim=projection or hidden,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    cls = CLIPTextModelWithProjection if projection else CLIPTextModel
+    return cls(config).eval()
+
+
+def vae(seed: int = 0):
+    """A two-block `AutoencoderKL` (4 latent channels, scale factor 2)."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
@@ -217,9 +223,14 @@ def sd_pipeline(tmp_dir: str | Path, unet=None, scheduler=None, seed: int = 0):
         norm_num_groups=4,
         sample_size=16,
     ).eval()
-    return StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
+
+
+def sd_components(tmp_dir: str | Path, unet=None, scheduler=None, seed: int = 0) -> dict[str, Any]:
+    """What a `StableDiffusionPipeline` (and img2img, inpaint) is built from."""
+    tokenizer = clip_tokenizer(Path(tmp_dir) / "_tokenizer")
+    return dict(
+        vae=vae(seed),
+        text_encoder=clip_text_encoder(tokenizer, seed=seed),
         tokenizer=tokenizer,
         unet=unet if unet is not None else unet_cond(),
         scheduler=scheduler or pndm_scheduler(),
@@ -227,6 +238,66 @@ def sd_pipeline(tmp_dir: str | Path, unet=None, scheduler=None, seed: int = 0):
         feature_extractor=None,
         requires_safety_checker=False,
     )
+
+
+def sd_pipeline(tmp_dir: str | Path, unet=None, scheduler=None, seed: int = 0):
+    """A `StableDiffusionPipeline` with a tiny CLIP text encoder and VAE (16×16 images)."""
+    from diffusers import StableDiffusionPipeline
+
+    return StableDiffusionPipeline(**sd_components(tmp_dir, unet, scheduler, seed))
+
+
+def unet_sdxl(seed: int = 0, **config: Any):
+    """A `UNet2DConditionModel` shaped like SDXL's: no attention in the first block, two
+    transformer layers in the last, `text_time` added embeddings, linear projections."""
+    return unet_cond(
+        blocks=3,
+        channels=8,
+        seed=seed,
+        **{
+            "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            "attention_head_dim": (2, 4, 4),
+            "transformer_layers_per_block": (1, 1, 2),
+            "use_linear_projection": True,
+            "addition_embed_type": "text_time",
+            "addition_time_embed_dim": 8,
+            "projection_class_embeddings_input_dim": 6 * 8 + 16,  # time ids + pooled text
+            "cross_attention_dim": 32,  # both text encoders' hidden states, concatenated
+            **config,
+        },
+    )
+
+
+def sdxl_pipeline(tmp_dir: str | Path, scheduler=None, seed: int = 0):
+    """A `StableDiffusionXLPipeline`: two tiny CLIP text encoders (the second with a
+    projection), tokenizers written here, an SDXL-shaped U-Net, 16×16 images."""
+    from diffusers import StableDiffusionXLPipeline
+
+    tokenizer = clip_tokenizer(Path(tmp_dir) / "_tokenizer")
+    return StableDiffusionXLPipeline(
+        vae=vae(seed),
+        text_encoder=clip_text_encoder(tokenizer, seed=seed),
+        text_encoder_2=clip_text_encoder(tokenizer, projection=16, seed=seed + 1),
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        unet=unet_sdxl(seed),
+        scheduler=scheduler or ddim_scheduler(**SD_SCHEDULE),
+    )
+
+
+def controlnet(unet, seed: int = 0):
+    """A ControlNet for `unet` (latents at half the image size), its zero-initialized output
+    convolutions randomized so that its residuals matter."""
+    from diffusers import ControlNetModel
+
+    torch.manual_seed(seed)
+    net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(4, 8)).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            if not p.any():
+                p.normal_(0, 0.2)
+    return net
 
 
 def save(obj: Any, directory: str | Path) -> Path:

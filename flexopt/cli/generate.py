@@ -26,23 +26,31 @@ def macs(model, sample_size, attention, as_json):
 
     MODEL is a diffusers pipeline or model directory, a hub id, or a U-Net config.json; no weights
     are loaded (counting runs on the meta device). MACs are those of Conv2d and Linear layers for
-    one U-Net call at batch 1 (SPEC §1).
+    one U-Net call at batch 1 (SPEC §1); SDXL's added embeddings are included, and a ControlNet
+    pipeline's ControlNet is reported on its own line.
 
     \b
     Example:
       flexopt macs path/to/stable-diffusion-v1-5 --json
     """
-    from flexopt.cost import count_macs
-    from flexopt.models import load_unet_config
+    from flexopt.cost import count_controlnet_macs, count_macs
+    from flexopt.models import load_controlnet_config, load_unet_config
 
     config = load_unet_config(model)
     profile = count_macs(config, sample_size)
-    if as_json:
-        echo_json(profile.to_json(attention))
-        return
     size = sample_size or config.get("sample_size")
+    controlnet = load_controlnet_config(model)
+    extra = {}
+    if controlnet is not None:
+        extra["controlnet_macs"] = count_controlnet_macs(controlnet, size)
+    if as_json:
+        echo_json({**profile.to_json(attention), **extra})
+        return
     click.echo(f"model      : {model} ({config['_class_name']}, input {size}, batch 1)")
     click.echo(f"full step  : {format_macs(profile.full)} MACs")
+    if extra:
+        click.echo(f"controlnet : {format_macs(extra['controlnet_macs'])} MACs per executed step "
+                   "(beside the U-Net's; not in a schedule's MACs)")
     if attention:
         click.echo(f"attention  : {format_macs(profile.attention_full)} (matmuls, not in MACs)")
     click.echo(f"max branch : {profile.max_branch}")
@@ -85,7 +93,9 @@ def generate(
 ):
     """Generate images with MODEL running a schedule; write PNGs and images.npz.
 
-    MODEL is a diffusers pipeline directory or hub id (DDPM/DDIM/PNDM, LDM or Stable Diffusion).
+    MODEL is a diffusers U-Net pipeline directory or hub id (DDPM/DDIM/PNDM, LDM, Stable
+    Diffusion, SDXL, img2img and inpaint with --init-images / --mask-images, ControlNet with
+    --init-images as control images; LoRAs fused or loaded into the pipeline directory).
     images.npz holds `images` (float32 in [0, 1], N×H×W×C) and `seeds`. Prints the NFE, the avg
     MACs and the measured sampling seconds.
 
@@ -97,7 +107,7 @@ def generate(
     import numpy as np
 
     from flexopt.cost import count_macs, schedule_cost
-    from flexopt.evaluator import EvalSettings, check_conditioning
+    from flexopt.evaluator import EvalSettings, check_conditioning, load_images
     from flexopt.pipeline import apply_schedule, check_request, generate_images
     from flexopt.schedule import Schedule
 
@@ -115,7 +125,9 @@ def generate(
     check_conditioning(pipe, settings)
     result = generate_images(run, num_images, seed, batch_size, prompts=settings.prompts,
                              guidance_scale=settings.guidance_scale,
-                             class_labels=settings.class_labels)
+                             class_labels=settings.class_labels,
+                             images=load_images(settings.images, "RGB"),
+                             masks=load_images(settings.masks, "L"))
     for i, img in enumerate(result.images):
         pipe.numpy_to_pil(img[None])[0].save(out_dir / f"{i:05d}.png")
     np.savez(out_dir / "images.npz", images=result.images, seeds=result.seeds)

@@ -102,6 +102,11 @@ def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2))
 
 
+def _keep_in_context(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    if value is not None:
+        ctx.meta[f"flexopt.{param.name}"] = value
+
+
 def generation_options(
     default_batch: int = 16, num_images_default: int | None = None, min_images: int = 1,
     num_images_required: bool = True, num_images_help: str = "Number of images.",
@@ -142,6 +147,12 @@ def generation_options(
         click.option("--class-labels", default=None, metavar="LABELS",
                      help="Class-conditional models: labels cycled over images, e.g. 0-999 "
                           "or 3,7,9 (default: the config's)."),
+        # Kept in the context (read by `conditioning`), so commands need no extra parameters.
+        click.option("--init-images", metavar="DIR", default=None, expose_value=False,
+                     callback=_keep_in_context,
+                     help="img2img / inpaint / ControlNet: input images, cycled over images."),
+        click.option("--mask-images", metavar="DIR", default=None, expose_value=False,
+                     callback=_keep_in_context, help="Inpainting: masks, cycled like the images."),
     ]
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -162,7 +173,12 @@ def open_pipeline(model: str, device: str | None, dtype: str):
 def conditioning(prompts: tuple[str, ...], prompt_file: str | None, guidance_scale: float | None,
                  class_labels: str | None, cfg: StudyConfig | None = None) -> dict[str, Any]:
     """EvalSettings' prompts/guidance_scale/class_labels: flags first, else the study config's."""
-    from flexopt.conditioning import DEFAULT_GUIDANCE, parse_class_labels, parse_prompts
+    from flexopt.conditioning import (
+        DEFAULT_GUIDANCE,
+        list_images,
+        parse_class_labels,
+        parse_prompts,
+    )
 
     from_config = not prompts and not prompt_file and cfg is not None and cfg.prompt_file
     if from_config:
@@ -177,8 +193,16 @@ def conditioning(prompts: tuple[str, ...], prompt_file: str | None, guidance_sca
             raise
         raise FlexoptError(f"{err} (the prompt_file of {cfg.source}; see studies/prompts/"
                            "README.md, or give --prompt-file)") from None
+    ctx = click.get_current_context(silent=True)
+    meta = ctx.meta if ctx is not None else {}
+    inputs = {
+        key: list_images(meta[f"flexopt.{name}"], f"--{name.replace('_', '-')}")
+        for key, name in (("images", "init_images"), ("masks", "mask_images"))
+        if meta.get(f"flexopt.{name}")
+    }
     return {
         "prompts": parsed,
         "guidance_scale": DEFAULT_GUIDANCE if guidance_scale is None else guidance_scale,
         "class_labels": labels,
+        **inputs,
     }

@@ -74,7 +74,7 @@ def build_evaluator(model, sampler, t_ref, num_images, seed, batch_size, device,
 
     pipe = open_pipeline(model, device, dtype)
     settings = EvalSettings(num_images, seed, batch_size, metric, **cond)
-    if pipeline_kind(pipe) == "text" and not settings.prompts:
+    if pipeline_kind(pipe) != "unconditional" and not settings.prompts:
         click.echo("note: no prompts given, so every image uses the empty prompt; give "
                    "--prompt-file (or `prompt_file` in the config's [rfid])", err=True)
     return ModelEvaluator(pipe, sampler, t_ref, settings, cache_dir, inception_weights, progress)

@@ -1,11 +1,14 @@
-"""Run one U-Net call as a *full* step (filling the feature cache) or a *partial* step.
+"""The U-Net side of a schedule: `scheduled(pipe, schedule)` (with `enable` / `disable`) swaps in
+a `FlexScheduler` and routes the U-Net's calls through a `ScheduleHook`, which runs each one as a
+*full* step (filling the feature cache) or a *partial* step with `UNetExecutor` (SPEC §4).
 
-Why a walker instead of hooks: a partial step with branch `b` must run only `conv_in`, the down-path
-layers before position `b`, the up-path layers that consume their skips and `conv_out` (SPEC §1,
-DeepCache's mechanism) and cost exactly that. So this module flattens a diffusers U-Net into its
-down-path and up-path layers once, and walks the model's own submodules in the order diffusers'
-`UNet2DModel.forward` / `UNet2DConditionModel.forward` call them. A full step is the model's
-forward (same ops, same order); the model itself is never modified.
+Why a walker instead of per-block hooks: a partial step with branch `b` must run only `conv_in`, the
+down-path layers before position `b`, the up-path layers that consume their skips and `conv_out`
+(SPEC §1, DeepCache's mechanism) and cost exactly that. So this module flattens a diffusers U-Net
+into its down-path and up-path layers once, and walks the model's own submodules in the order
+diffusers' `UNet2DModel.forward` / `UNet2DConditionModel.forward` call them. A full step is the
+model's forward (same ops, same order); the model's modules are never modified, only its `forward`
+attribute is set for the `scheduled` block.
 
 Branch enumeration: for down block `i` with `R_i` resnets, positions `(i, 0) … (i, R_i)` (position
 `R_i` is the downsampler, or a virtual end for the last block); branch `b` is the `b`-th position.
@@ -17,14 +20,19 @@ this is DeepCache's `cache_branch_id = b - 1`.
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from dataclasses import dataclass
+import inspect
+from collections import Counter
+from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
 from flexopt.errors import FlexoptError
+from flexopt.schedule import Schedule
+from flexopt.scheduler import FlexScheduler
 from flexopt.space import StepType
 
 SUPPORTED_UNETS = ("UNet2DModel", "UNet2DConditionModel")
@@ -147,6 +155,33 @@ def _is_resnet(module: nn.Module) -> bool:
     return isinstance(module, ResnetBlock2D)
 
 
+# The model inputs a scheduled call passes through, by U-Net class.
+_PIXEL_INPUTS = frozenset({"class_labels"})
+_CONDITION_INPUTS = frozenset(
+    {
+        "encoder_hidden_states",
+        "class_labels",
+        "timestep_cond",
+        "added_cond_kwargs",
+        "cross_attention_kwargs",
+        "attention_mask",
+        "encoder_attention_mask",
+        "down_block_additional_residuals",
+        "mid_block_additional_residual",
+    }
+)
+
+
+def _lora_scale(inputs: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+    """(LoRA scale, inputs without it): `cross_attention_kwargs["scale"]`, as the forward reads."""
+    kwargs = inputs.get("cross_attention_kwargs")
+    if not kwargs or "scale" not in kwargs:
+        return 1.0, inputs
+    kwargs = dict(kwargs)
+    scale = kwargs.pop("scale")
+    return scale, {**inputs, "cross_attention_kwargs": kwargs}
+
+
 @dataclass
 class _Context:
     """Per-call values shared by every layer of one U-Net call."""
@@ -156,6 +191,8 @@ class _Context:
     cross_attention_kwargs: dict[str, Any] | None
     upsample: bool  # forward `upsample_size` (input size not a multiple of the total up factor)
     timesteps: torch.Tensor | None = None  # UNet2DModel's broadcast timesteps (fourier scaling)
+    attention_mask: torch.Tensor | None = None  # as additive biases, as the forward makes them
+    encoder_attention_mask: torch.Tensor | None = None
 
 
 class UNetExecutor:
@@ -201,15 +238,25 @@ class UNetExecutor:
         *,
         branch: int | None = None,
         cache_branches: Collection[int] = (),
-        encoder_hidden_states: torch.Tensor | None = None,
-        class_labels: torch.Tensor | None = None,
-        timestep_cond: torch.Tensor | None = None,
-        added_cond_kwargs: dict[str, torch.Tensor] | None = None,
-        cross_attention_kwargs: dict[str, Any] | None = None,
+        **inputs: Any,
     ) -> torch.Tensor:
-        """One U-Net call; returns the model output (like `unet(...).sample`)."""
+        """One U-Net call; returns the model output (like `unet(...).sample`).
+
+        `inputs` are the model's own keyword inputs (`encoder_hidden_states`, `class_labels`,
+        `timestep_cond`, `added_cond_kwargs`, `cross_attention_kwargs`, attention masks,
+        ControlNet's `down_block_additional_residuals` / `mid_block_additional_residual`).
+        A partial step adds the residuals of the skips it computes; the deeper ones (and the mid
+        block's) come with the cached feature of the last full step.
+        """
         if step == StepType.NULL:
             raise ValueError("a null step makes no U-Net call")
+        allowed = _CONDITION_INPUTS if self.conditional else _PIXEL_INPUTS
+        unknown = sorted(k for k, v in inputs.items() if k not in allowed and v is not None)
+        if unknown:
+            raise FlexoptError(
+                f"U-Net input {unknown[0]!r} is not supported by {type(self.unet).__name__} "
+                f"under a schedule; allowed: {', '.join(sorted(allowed))}"
+            )
         keep: set[int] = set()
         for b in cache_branches:
             self.check_branch(b)
@@ -224,23 +271,50 @@ class UNetExecutor:
                 raise RuntimeError(
                     f"partial step with branch {branch} before a full step that kept it"
                 )
-        sample, ctx = self._embed(
-            sample,
-            timestep,
-            encoder_hidden_states,
-            class_labels,
-            timestep_cond,
-            added_cond_kwargs,
-            cross_attention_kwargs,
-        )
+        n_down = self.layout.n_down[branch - 1] if start is not None else len(self.layout.down)
+        scale, inputs = _lora_scale(inputs)
+        from diffusers.utils import USE_PEFT_BACKEND, scale_lora_layers, unscale_lora_layers
+
+        if USE_PEFT_BACKEND:  # as the model's forward does (`apply_lora_scale`)
+            scale_lora_layers(self.unet, scale)
+        try:
+            return self._run(sample, timestep, n_down, start, keep, inputs)
+        finally:
+            if USE_PEFT_BACKEND:
+                unscale_lora_layers(self.unet, scale)
+
+    def has_cache(self, branch: int) -> bool:
+        """Whether a partial step with `branch` can run (a full step kept its feature)."""
+        return self.layout.up_start[branch - 1] in self._cache
+
+    def _run(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | float | int,
+        n_down: int,
+        start: int | None,
+        keep: set[int],
+        inputs: dict[str, Any],
+    ) -> torch.Tensor:
+        down_residuals = inputs.pop("down_block_additional_residuals", None)
+        mid_residual = inputs.pop("mid_block_additional_residual", None)
+        if (down_residuals is None) != (mid_residual is None):
+            raise FlexoptError(
+                "down_block_additional_residuals without mid_block_additional_residual "
+                "(T2I-Adapter style) is not supported; allowed: both (ControlNet) or neither"
+            )
+        sample, ctx = self._embed(sample, timestep, **inputs)
         h = self.unet.conv_in(sample)
         skips = [h]
-        n_down = len(self.layout.down) if start is None else self.layout.n_down[branch - 1]
         for layer in self.layout.down[:n_down]:
             h = self._down(layer, h, ctx)
             skips.append(h)
+        if down_residuals is not None:
+            skips = [s + r for s, r in zip(skips, down_residuals, strict=False)]
         if start is None:
             h = self._mid(h, ctx)
+            if mid_residual is not None:
+                h = h + mid_residual
             first = 0
             self._cache = {}
         else:
@@ -257,17 +331,24 @@ class UNetExecutor:
         self,
         sample: torch.Tensor,
         timestep: torch.Tensor | float | int,
-        encoder_hidden_states: torch.Tensor | None,
-        class_labels: torch.Tensor | None,
-        timestep_cond: torch.Tensor | None,
-        added_cond_kwargs: dict[str, torch.Tensor] | None,
-        cross_attention_kwargs: dict[str, Any] | None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        class_labels: torch.Tensor | None = None,
+        timestep_cond: torch.Tensor | None = None,
+        added_cond_kwargs: dict[str, torch.Tensor] | None = None,
+        cross_attention_kwargs: dict[str, Any] | None = None,
+        attention_mask: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, _Context]:
         """Time/class/text embeddings, as the model's forward computes them before `conv_in`."""
         unet = self.unet
         if self.conditional:
             factor = 2**unet.num_upsamplers
             upsample = any(dim % factor != 0 for dim in sample.shape[-2:])
+            if attention_mask is not None:
+                attention_mask = ((1 - attention_mask.to(sample.dtype)) * -10000.0).unsqueeze(1)
+            if encoder_attention_mask is not None:
+                mask = (1 - encoder_attention_mask.to(sample.dtype)) * -10000.0
+                encoder_attention_mask = mask.unsqueeze(1)
             if unet.config.center_input_sample:
                 sample = 2 * sample - 1.0
             t_emb = unet.get_time_embed(sample=sample, timestep=timestep)
@@ -289,7 +370,14 @@ class UNetExecutor:
             encoder_hidden_states = unet.process_encoder_hidden_states(
                 encoder_hidden_states=encoder_hidden_states, added_cond_kwargs=added_cond_kwargs
             )
-            ctx = _Context(emb, encoder_hidden_states, cross_attention_kwargs, upsample)
+            ctx = _Context(
+                emb,
+                encoder_hidden_states,
+                cross_attention_kwargs,
+                upsample,
+                attention_mask=attention_mask,
+                encoder_attention_mask=encoder_attention_mask,
+            )
             return sample, ctx
 
         # UNet2DModel.forward, steps 0-1.
@@ -325,8 +413,8 @@ class UNetExecutor:
                 h,
                 encoder_hidden_states=ctx.encoder_hidden_states,
                 cross_attention_kwargs=ctx.cross_attention_kwargs,
-                attention_mask=None,
-                encoder_attention_mask=None,
+                attention_mask=ctx.attention_mask,
+                encoder_attention_mask=ctx.encoder_attention_mask,
                 return_dict=False,
             )[0]
         return layer.attn(h)
@@ -345,9 +433,9 @@ class UNetExecutor:
                 h,
                 ctx.emb,
                 encoder_hidden_states=ctx.encoder_hidden_states,
-                attention_mask=None,
+                attention_mask=ctx.attention_mask,
                 cross_attention_kwargs=ctx.cross_attention_kwargs,
-                encoder_attention_mask=None,
+                encoder_attention_mask=ctx.encoder_attention_mask,
             )
         return mid(h, ctx.emb)
 
@@ -381,3 +469,167 @@ class UNetExecutor:
         if ctx.timesteps is not None and unet.config.time_embedding_type == "fourier":
             h = h / ctx.timesteps.reshape((h.shape[0], *([1] * len(h.shape[1:]))))
         return h
+
+
+# ------------------------------------------------------------------------ the U-Net hook
+@dataclass
+class RunStats:
+    """What the hooked U-Net ran: calls by step type (`full` / `partial`)."""
+
+    calls: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    @property
+    def nfe(self) -> int:
+        return sum(self.calls.values())
+
+
+_MISSING = object()
+
+
+class ScheduleHook:
+    """The U-Net's `forward` while a schedule is enabled: each call full or partial by the step
+    the pipeline's (flexopt) scheduler is on, every model input passed through.
+
+    The feature cache is dropped when a run starts (no scheduler step yet); a partial call with no
+    cached feature (the first executed step of img2img) runs full. `unet_kwargs` fill inputs the
+    pipeline leaves empty (class labels under `DDPMPipeline`); `on_call` runs after each call.
+    """
+
+    def __init__(
+        self,
+        unet: nn.Module,
+        scheduler: FlexScheduler,
+        *,
+        unet_kwargs: Mapping[str, Any] | None = None,
+        on_call: Callable[[], None] | None = None,
+    ) -> None:
+        self.executor = UNetExecutor(unet)
+        for step in scheduler.steps:
+            if step.branch is not None:  # partial steps and the full steps feeding them
+                self.executor.check_branch(step.branch)
+        self.scheduler = scheduler
+        self.unet_kwargs = dict(unet_kwargs or {})
+        self.on_call = on_call
+        self.stats = RunStats()
+        self._signature = inspect.signature(type(unet).forward)
+        self._last: int | None = None
+        self.saved_forward: Any = _MISSING
+        self.saved_scheduler: Any = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        bound = self._signature.bind(self.executor.unet, *args, **kwargs)
+        inputs = {k: v for k, v in bound.arguments.items() if k != "self"}
+        sample, timestep = inputs.pop("sample"), inputs.pop("timestep")
+        return_dict = inputs.pop("return_dict", True)
+        for key, value in self.unet_kwargs.items():
+            if inputs.get(key) is None:
+                inputs[key] = value
+        if self.scheduler.step_index is None:  # a new run
+            self.executor.reset()
+            self._last = None
+        index, call = self.scheduler.current_call(timestep)
+        if index == self._last:
+            raise FlexoptError(
+                "the pipeline called the U-Net twice for one scheduler step; allowed: pipelines "
+                "that make one U-Net call per step (classifier-free guidance batched)"
+            )
+        self._last = index
+        kind, branch = call.kind, call.branch
+        if kind == StepType.PARTIAL and not self.executor.has_cache(branch):
+            kind = StepType.FULL  # nothing cached yet: this run started at this step
+        keep = (branch,) if kind == StepType.FULL and branch else ()
+        with torch.no_grad():
+            out = self.executor(
+                sample, timestep, kind, branch=branch, cache_branches=keep, **inputs
+            )
+        self.stats.calls[kind.name.lower()] += 1
+        if self.on_call is not None:
+            self.on_call()
+        if not return_dict:
+            return (out,)
+        if self.executor.conditional:
+            from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+
+            return UNet2DConditionOutput(sample=out)
+        from diffusers.models.unets.unet_2d import UNet2DOutput
+
+        return UNet2DOutput(sample=out)
+
+
+def _parts(pipe: Any) -> tuple[nn.Module, Any]:
+    """The pipeline's U-Net and scheduler, or a clear error."""
+    unet, scheduler = getattr(pipe, "unet", None), getattr(pipe, "scheduler", None)
+    if not isinstance(unet, nn.Module) or scheduler is None:
+        raise FlexoptError(
+            f"pipeline type {type(pipe).__name__} is not supported: it has no U-Net and "
+            f"scheduler; allowed: a diffusers pipeline with a {' or '.join(SUPPORTED_UNETS)}"
+        )
+    return unet, scheduler
+
+
+def prepare(
+    pipe: Any,
+    schedule: Schedule,
+    *,
+    unet_kwargs: Mapping[str, Any] | None = None,
+    on_call: Callable[[], None] | None = None,
+) -> ScheduleHook:
+    """The hook (and its FlexScheduler) that would run `schedule` on `pipe`; installs nothing."""
+    unet, scheduler = _parts(pipe)
+    if isinstance(vars(unet).get("forward"), ScheduleHook):
+        raise FlexoptError(
+            "a schedule is already enabled on this pipeline; allowed: one at a time "
+            "(leave the `scheduled` block or call `disable` first)"
+        )
+    flex = FlexScheduler.build(scheduler, schedule)
+    return ScheduleHook(unet, flex, unet_kwargs=unet_kwargs, on_call=on_call)
+
+
+def enable(
+    pipe: Any,
+    schedule: Schedule,
+    *,
+    unet_kwargs: Mapping[str, Any] | None = None,
+    on_call: Callable[[], None] | None = None,
+) -> ScheduleHook:
+    """Install `schedule` on `pipe`: its scheduler becomes a `FlexScheduler`, its U-Net's
+    forward a `ScheduleHook`. `disable(pipe)` puts the originals back."""
+    hook = prepare(pipe, schedule, unet_kwargs=unet_kwargs, on_call=on_call)
+    unet, scheduler = _parts(pipe)
+    hook.saved_scheduler = scheduler
+    hook.saved_forward = vars(unet).get("forward", _MISSING)
+    # Straight into the instance dict: DiffusionPipeline.__setattr__ would rewrite its config.
+    vars(pipe)["scheduler"] = hook.scheduler
+    unet.forward = hook
+    return hook
+
+
+def disable(pipe: Any) -> None:
+    """Put back the scheduler and U-Net forward that `enable` replaced (no-op if not enabled)."""
+    unet, _ = _parts(pipe)
+    hook = vars(unet).get("forward")
+    if not isinstance(hook, ScheduleHook):
+        return
+    if hook.saved_forward is _MISSING:
+        del unet.forward
+    else:
+        unet.forward = hook.saved_forward
+    vars(pipe)["scheduler"] = hook.saved_scheduler
+
+
+@contextmanager
+def scheduled(
+    pipe: Any,
+    schedule: Schedule,
+    *,
+    unet_kwargs: Mapping[str, Any] | None = None,
+    on_call: Callable[[], None] | None = None,
+) -> Iterator[ScheduleHook]:
+    """`with scheduled(pipe, schedule): pipe(...)` runs `schedule` inside the pipeline's own call;
+    on exit (also after an exception) the pipeline is as it was."""
+    hook = enable(pipe, schedule, unet_kwargs=unet_kwargs, on_call=on_call)
+    try:
+        yield hook
+    finally:
+        disable(pipe)

@@ -1,4 +1,5 @@
-"""DDIM, PLMS and DPM-Solver++ over any subsequence of a base timestep grid.
+"""`FlexScheduler`: a diffusers scheduler running a schedule's active steps with exact DDIM, PLMS
+and DPM-Solver++ updates over any subsequence of a base timestep grid.
 
 Why our own update rules: null steps make the active timesteps non-uniform, and diffusers'
 `DDIMScheduler` / `PNDMScheduler` only step on their own uniform grid (SPEC §1). The rules here are
@@ -15,10 +16,12 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.schedulers.scheduling_utils import SchedulerMixin, SchedulerOutput
 
 from flexopt.errors import FlexoptError
 from flexopt.schedule import SAMPLERS, Schedule
@@ -137,7 +140,39 @@ def _alpha_schedule(scheduler: Any, n: int) -> Grid:
     return Grid(tuple(timesteps), starts, ends)
 
 
-class DDIMSampler:
+@dataclass
+class SamplerState:
+    """What a multistep sampler remembers between calls of one run."""
+
+    ets: list[torch.Tensor] = field(default_factory=list)  # past model outputs (DPM: x0 preds)
+    levels: list[torch.Tensor] = field(default_factory=list)  # their noise levels (DPM)
+    sample: torch.Tensor | None = None  # PLMS: the sample before the predictor step
+
+
+class BaseSampler:
+    """One sampler's contract: the U-Net calls of a plan, and the update after each call."""
+
+    name = ""
+
+    def grid(self, n: int) -> Grid:
+        raise NotImplementedError
+
+    def calls(self, steps: Sequence[Step]) -> list[Step]:
+        """The U-Net calls that run `steps` (one per step unless the sampler adds some)."""
+        return list(steps)
+
+    def step(self, state: SamplerState, calls: Sequence[Step], i: int, x, out) -> torch.Tensor:
+        raise NotImplementedError
+
+    def run(self, x: torch.Tensor, steps: Sequence[Step], model: ModelFn) -> torch.Tensor:
+        """Sample without a pipeline: `model(x, step)` for each call, then its update."""
+        calls, state = self.calls(steps), SamplerState()
+        for i, call in enumerate(calls):
+            x = self.step(state, calls, i, x, model(x, call))
+        return x
+
+
+class DDIMSampler(BaseSampler):
     """Deterministic DDIM (eta 0), as `DDIMScheduler.step`, between arbitrary grid points."""
 
     name = "ddim"
@@ -170,13 +205,12 @@ class DDIMSampler:
             x0 = x0.clamp(-self.clip_range, self.clip_range)
         return a_prev ** (0.5) * x0 + (1 - a_prev) ** (0.5) * eps
 
-    def run(self, x: torch.Tensor, steps: Sequence[Step], model: ModelFn) -> torch.Tensor:
-        for step in steps:
-            x = self.update(x, model(x, step), step.start, step.end)
-        return x
+    def step(self, state: SamplerState, calls: Sequence[Step], i: int, x, out) -> torch.Tensor:
+        """The update after U-Net call `i` of `calls` (DDIM needs no history)."""
+        return self.update(x, out, calls[i].start, calls[i].end)
 
 
-class PLMSSampler:
+class PLMSSampler(BaseSampler):
     """PLMS as diffusers' `PNDMScheduler(skip_prk_steps=True)`: a Heun-like first step, then
     linear multistep of order up to 4 on the active steps' outputs.
 
@@ -208,29 +242,37 @@ class PLMSSampler:
         denom = a_t * beta_prev ** (0.5) + (a_t * beta_t * a_prev) ** (0.5)
         return sample_coeff * x - (a_prev - a_t) * out / denom
 
-    def run(self, x: torch.Tensor, steps: Sequence[Step], model: ModelFn) -> torch.Tensor:
-        ets: list[torch.Tensor] = []
-        for n, step in enumerate(steps):
-            out = model(x, step)
-            if n == 0 and len(steps) > 1:
-                ets.append(out)
-                guess = self.update(x, out, step.start, step.end)
-                corrector = steps[1]
-                out = (model(guess, corrector) + out) / 2
-                x = self.update(x, out, step.start, step.end)
-                continue
-            ets = [*ets[-3:], out]
-            if len(ets) == 2:
-                out = (3 * ets[-1] - ets[-2]) / 2
-            elif len(ets) == 3:
-                out = (23 * ets[-1] - 16 * ets[-2] + 5 * ets[-3]) / 12
-            elif len(ets) == 4:
-                out = (1 / 24) * (55 * ets[-1] - 59 * ets[-2] + 37 * ets[-3] - 9 * ets[-4])
-            x = self.update(x, out, step.start, step.end)
-        return x
+    def calls(self, steps: Sequence[Step]) -> list[Step]:
+        """The first step's corrector call repeats the second step (PNDM's repeated timestep)."""
+        return [steps[0], *steps[1:2], *steps[1:]] if len(steps) > 1 else list(steps)
+
+    def step(self, state: SamplerState, calls: Sequence[Step], i: int, x, out) -> torch.Tensor:
+        """`PNDMScheduler.step_plms` after call `i`: call 0 predicts, call 1 corrects it.
+
+        A run that starts later (img2img `strength`) has no predictor: its first step is first
+        order, and a start at the corrector's slot makes that call a no-op (nothing to correct).
+        """
+        first = calls[0]
+        if i == 0 and len(calls) > 1:
+            state.ets.append(out)
+            state.sample = x
+            return self.update(x, out, first.start, first.end)
+        if i == 1:
+            if state.sample is None:
+                return x
+            x, out, state.sample = state.sample, (out + state.ets[-1]) / 2, None
+            return self.update(x, out, first.start, first.end)
+        ets = state.ets = [*state.ets[-3:], out]
+        if len(ets) == 2:
+            out = (3 * ets[-1] - ets[-2]) / 2
+        elif len(ets) == 3:
+            out = (23 * ets[-1] - 16 * ets[-2] + 5 * ets[-3]) / 12
+        elif len(ets) == 4:
+            out = (1 / 24) * (55 * ets[-1] - 59 * ets[-2] + 37 * ets[-3] - 9 * ets[-4])
+        return self.update(x, out, calls[i].start, calls[i].end)
 
 
-class DPMSolverSampler:
+class DPMSolverSampler(BaseSampler):
     """Multistep DPM-Solver++ (data prediction, midpoint), as `DPMSolverMultistepScheduler`.
 
     Each step uses the order of its segment (SPEC §1: the interval), capped by the model outputs
@@ -303,20 +345,17 @@ class DPMSolverSampler:
             - (alpha_t * ((torch.exp(-h) - 1.0 + h) / h**2 - 0.5)) * d2
         )
 
-    def run(self, x: torch.Tensor, steps: Sequence[Step], model: ModelFn) -> torch.Tensor:
-        outs: list[torch.Tensor] = []
-        levels: list[torch.Tensor] = []
-        for n, step in enumerate(steps):
-            out = model(x, step)
-            dtype = out.dtype
-            outs = [*outs[-2:], self.data_prediction(x, out, step.start)]
-            levels = [*levels[-2:], step.start]
-            order = max(1, min(step.order, 3, len(outs)))
-            if n == len(steps) - 1 and float(step.end) == 0.0:
-                order = 1
-            x = self.update(x.to(torch.float32), outs[-order:], levels[-order:], step.end)
-            x = x.to(dtype)
-        return x
+    def step(self, state: SamplerState, calls: Sequence[Step], i: int, x, out) -> torch.Tensor:
+        """The multistep update after call `i`, of the segment's order (history permitting)."""
+        call = calls[i]
+        dtype = out.dtype
+        state.ets = [*state.ets[-2:], self.data_prediction(x, out, call.start)]
+        state.levels = [*state.levels[-2:], call.start]
+        order = max(1, min(call.order, 3, len(state.ets)))
+        if i == len(calls) - 1 and float(call.end) == 0.0:
+            order = 1
+        x = self.update(x.to(torch.float32), state.ets[-order:], state.levels[-order:], call.end)
+        return x.to(dtype)
 
 
 Sampler = DDIMSampler | PLMSSampler | DPMSolverSampler
@@ -333,3 +372,149 @@ def make_sampler(name: str, scheduler: Any) -> Sampler:
     if name not in _SAMPLERS:
         raise FlexoptError(f"sampler {name!r} is not supported; allowed: {', '.join(SAMPLERS)}")
     return _SAMPLERS[name](check_scheduler(scheduler))
+
+
+class FlexScheduler(SchedulerMixin, ConfigMixin):
+    """A diffusers scheduler whose `timesteps` are a schedule's active steps (SPEC §4).
+
+    Built from a pipeline's scheduler (its noise schedule, spacing and prediction type) and a
+    schedule: `FlexScheduler.build(pipe.scheduler, schedule)`. `step()` is the exact DDIM / PLMS /
+    DPM-Solver++ update over the non-uniform grid (a null step is a longer jump). The schedule fixes
+    the steps: `set_timesteps` accepts only the schedule's `t_ref`. PLMS repeats its second
+    timestep, as `PNDMScheduler` does (the first step's corrector call). The U-Net hook asks
+    `current_call` which step (and so which step type and branch) the next U-Net call serves.
+    """
+
+    order = 1
+    _compatibles: ClassVar[list[str]] = []
+
+    @register_to_config
+    def __init__(self, schedule: dict[str, Any] | None = None, base: dict[str, Any] | None = None):
+        if schedule is None or base is None:
+            raise FlexoptError(
+                "FlexScheduler needs a schedule and the pipeline's scheduler config; allowed: "
+                "FlexScheduler.build(pipe.scheduler, schedule)"
+            )
+        self.schedule = Schedule.from_dict(schedule)
+        # The base scheduler's settings stay readable (`config.num_train_timesteps`, ...), as
+        # pipelines read them.
+        self.register_to_config(
+            **{k: v for k, v in base.items() if not k.startswith("_") and k not in ("schedule",)}
+        )
+        self.sampler = make_sampler(self.schedule.sampler, base)
+        self.steps = plan(self.sampler.grid(self.schedule.grid_length), self.schedule)
+        self.calls = self.sampler.calls(self.steps)
+        self.init_noise_sigma = 1.0
+        self.num_inference_steps = len(self.steps)
+        self.timesteps = torch.tensor([c.timestep for c in self.calls], dtype=torch.long)
+        self._state = SamplerState()
+        self._step_index: int | None = None
+        self._begin_index: int | None = None
+
+    @classmethod
+    def build(cls, scheduler: Any, schedule: Schedule) -> FlexScheduler:
+        """The scheduler running `schedule` on the noise schedule of `scheduler` (or a config)."""
+        if isinstance(scheduler, FlexScheduler):
+            base = dict(scheduler.config.base)
+        elif hasattr(scheduler, "config"):
+            base = {**scheduler.config, "_class_name": type(scheduler).__name__}
+        else:
+            base = dict(scheduler)
+        return cls(schedule=schedule.to_dict(), base=base)
+
+    # ------------------------------------------------------------ what pipelines call
+    def __len__(self) -> int:
+        return self.config.num_train_timesteps
+
+    @property
+    def alphas_cumprod(self) -> torch.Tensor:
+        return self.sampler.scheduler.alphas_cumprod
+
+    @property
+    def step_index(self) -> int | None:
+        return self._step_index
+
+    @property
+    def begin_index(self) -> int | None:
+        return self._begin_index
+
+    def set_begin_index(self, begin_index: int = 0) -> None:
+        """Start at call `begin_index` (img2img `strength`); the first executed call is full."""
+        self._begin_index = begin_index
+
+    def set_timesteps(
+        self,
+        num_inference_steps: int | None = None,
+        device: str | torch.device | None = None,
+        timesteps: list[int] | None = None,
+        sigmas: list[float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Start a new run on the schedule's steps; `num_inference_steps` must be its `t_ref`."""
+        t_ref = self.schedule.t_ref
+        if timesteps is not None or sigmas is not None:
+            raise FlexoptError(
+                "custom timesteps / sigmas cannot run with a flexopt schedule; allowed: "
+                f"num_inference_steps={t_ref} (the schedule fixes the steps)"
+            )
+        if num_inference_steps is not None and num_inference_steps != t_ref:
+            raise FlexoptError(
+                f"num_inference_steps {num_inference_steps} disagrees with the schedule's t_ref "
+                f"{t_ref}; allowed: {t_ref}"
+            )
+        self.timesteps = self.timesteps.to(device)
+        self._state = SamplerState()
+        self._step_index = None
+        self._begin_index = None
+
+    def scale_model_input(self, sample: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return sample  # variance-preserving samplers take the sample as it is
+
+    def add_noise(
+        self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+    ) -> torch.Tensor:
+        """`x_t` of the forward process (img2img / inpaint), as the base sampler adds noise."""
+        return self.sampler.scheduler.add_noise(original_samples, noise, timesteps)
+
+    def index_for_timestep(self, timestep: torch.Tensor | int) -> int:
+        matches = (self.timesteps == torch.as_tensor(timestep).to(self.timesteps.device)).nonzero()
+        if len(matches) == 0:
+            raise FlexoptError(
+                f"timestep {int(timestep)} is not one of the schedule's active steps; allowed: "
+                f"{', '.join(str(int(t)) for t in dict.fromkeys(self.timesteps.tolist()))}"
+            )
+        return int(matches[0])
+
+    def current_call(self, timestep: torch.Tensor | int) -> tuple[int, Step]:
+        """(index, step) of the U-Net call the pipeline is making now, at `timestep`."""
+        index = self._step_index
+        if index is None:
+            index = self._begin_index
+        if index is None:
+            index = self.index_for_timestep(timestep)
+        if index >= len(self.calls):
+            raise FlexoptError(
+                f"the pipeline made more than the schedule's {len(self.calls)} U-Net calls; "
+                "allowed: one call per scheduler step"
+            )
+        return index, self.calls[index]
+
+    def step(
+        self,
+        model_output: torch.Tensor,
+        timestep: torch.Tensor | int,
+        sample: torch.Tensor,
+        eta: float = 0.0,
+        use_clipped_model_output: bool = False,
+        generator: torch.Generator | None = None,
+        variance_noise: torch.Tensor | None = None,
+        return_dict: bool = True,
+        **kwargs: Any,
+    ) -> SchedulerOutput | tuple[torch.Tensor]:
+        """The sampler's update after the current call; deterministic (`eta` must be 0)."""
+        if eta:
+            raise FlexoptError(f"eta {eta} is not supported; allowed: 0 (deterministic sampling)")
+        index, _ = self.current_call(timestep)
+        prev = self.sampler.step(self._state, self.calls, index, sample, model_output)
+        self._step_index = index + 1
+        return SchedulerOutput(prev_sample=prev) if return_dict else (prev,)

@@ -11,10 +11,10 @@ import tiny
 import torch
 
 from flexopt.errors import FlexoptError
-from flexopt.executor import UNetExecutor
+from flexopt.hooks import UNetExecutor
 from flexopt.pipeline import apply_schedule
-from flexopt.samplers import make_sampler, plan
 from flexopt.schedule import Schedule
+from flexopt.scheduler import make_sampler, plan
 from flexopt.space import Segment, StepType
 
 SPACINGS = ("leading", "trailing", "linspace")
@@ -268,3 +268,40 @@ def test_sampler_errors():
         make_sampler("ddim", tiny.ddim_scheduler(thresholding=True))
     with pytest.raises(FlexoptError, match="cannot space 2000 steps"):
         make_sampler("ddim", tiny.ddim_scheduler()).grid(2000)
+
+
+# ------------------------------------------------------------------ FlexScheduler itself
+@pytest.mark.parametrize("sampler", ["ddim", "plms"])
+def test_flex_scheduler_timesteps_are_the_stock_ones_on_the_full_grid(sampler):
+    from flexopt.scheduler import FlexScheduler
+
+    stock = tiny.pndm_scheduler() if sampler == "plms" else tiny.ddim_scheduler(**tiny.SD_SCHEDULE)
+    stock.set_timesteps(10)
+    flex = FlexScheduler.build(stock, Schedule.full(10, sampler))
+    flex.set_timesteps(10)
+    assert flex.timesteps.tolist() == stock.timesteps.tolist()  # PLMS: one repeated timestep
+    assert flex.config.num_train_timesteps == 1000 and len(flex) == 1000
+    again = FlexScheduler.from_config(flex.config)  # a config round trip rebuilds the same
+    assert again.timesteps.tolist() == flex.timesteps.tolist()
+    x, noise = _x0(), _x0() * 0.5
+    t = flex.timesteps[:1]
+    assert torch.equal(flex.add_noise(x, noise, t), stock.add_noise(x, noise, t))
+
+
+def test_flex_scheduler_runs_only_the_active_steps():
+    from flexopt.scheduler import FlexScheduler
+
+    flex = FlexScheduler.build(tiny.ddim_scheduler(), NULLS)
+    assert len(flex.timesteps) == NULLS.nfe
+    grid = make_sampler("ddim", tiny.ddim_scheduler()).grid(NULLS.grid_length)
+    assert flex.timesteps.tolist() == [grid.timesteps[i] for i in ACTIVE]
+    x = _x0()
+    for t in flex.timesteps:  # the pipeline's loop, with the toy model
+        x = flex.step(toy(x, int(t)), t, x).prev_sample
+    assert _maxdiff(x, ours("ddim", tiny.ddim_scheduler(), NULLS, _x0())) == 0.0
+    with pytest.raises(FlexoptError, match="timestep 3 is not one of the schedule's active steps"):
+        FlexScheduler.build(tiny.ddim_scheduler(), NULLS).step(x, 3, x)
+    with pytest.raises(FlexoptError, match="num_inference_steps 50 disagrees with the schedule's"):
+        flex.set_timesteps(50)
+    with pytest.raises(FlexoptError, match="FlexScheduler needs a schedule"):
+        FlexScheduler()

@@ -1,6 +1,6 @@
 """The step executor: full steps are the model's forward, partial steps are DeepCache's branch.
 
-References, each independent of `flexopt.executor`:
+References, each independent of `flexopt.hooks`:
 - full step: the diffusers model's own `forward`;
 - partial step, any number of resnets per block: the model's own forward with every layer deeper
   than the branch replaced (forward hooks) by its output from the full call (DeepCache's
@@ -15,7 +15,7 @@ import tiny
 import torch
 
 from flexopt.errors import FlexoptError
-from flexopt.executor import UNetExecutor
+from flexopt.hooks import UNetExecutor
 from flexopt.pipeline import apply_schedule
 from flexopt.schedule import Schedule
 from flexopt.space import StepType
@@ -106,6 +106,18 @@ def _reference_partial(unet, branch, full_args, partial_args):
             h.remove()
 
 
+def _partial_equals_reference(ex: UNetExecutor, b: int, first, second) -> torch.Tensor:
+    """A full step on `first` keeping branch `b`, then a partial one on `second`: checked against
+    `_reference_partial` and returned."""
+    x, t, kw = first
+    ex(x, t, StepType.FULL, cache_branches={b}, **kw)
+    x, t, kw = second
+    out = ex(x, t, StepType.PARTIAL, branch=b, **kw)
+    ref = _reference_partial(ex.unet, b, first, second)
+    assert (out - ref).abs().max().item() <= 1e-6, f"branch {b}"
+    return out
+
+
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_full_step_is_the_model_forward(name):
     unet = VARIANTS[name]()
@@ -123,12 +135,35 @@ def test_partial_steps_match_cached_forward(name):
     first, second = _inputs(unet, 0), _inputs(unet, 1)
     with torch.no_grad():
         for b in range(1, ex.max_branch + 1):
-            x, t, kw = first
-            ex(x, t, StepType.FULL, cache_branches={b}, **kw)
-            x, t, kw = second
-            out = ex(x, t, StepType.PARTIAL, branch=b, **kw)
-            ref = _reference_partial(unet, b, first, second)
-            assert (out - ref).abs().max().item() <= 1e-6, f"branch {b}"
+            _partial_equals_reference(ex, b, first, second)
+
+
+def test_controlnet_residuals_under_partial_steps():
+    """Shallow residuals are added to the skips a partial step computes; the deeper ones (and the
+    mid block's) come with the cached feature: the model's forward with the deeper layers replayed
+    from the full call, for every branch short of the last (where only the mid block is cached,
+    with the full call's mid residual in it)."""
+    unet = tiny.unet_cond()
+    net = tiny.controlnet(unet)
+    ex = UNetExecutor(unet)
+
+    def with_residuals(args, seed):
+        x, t, kw = args
+        cond = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(seed))
+        down, mid = net(x, t, controlnet_cond=cond, return_dict=False, **kw)
+        return x, t, {**kw, "down_block_additional_residuals": down,
+                      "mid_block_additional_residual": mid}
+
+    with torch.no_grad():
+        first, second = with_residuals(_inputs(unet, 0), 0), with_residuals(_inputs(unet, 1), 1)
+        x, t, kw = first
+        assert (ex(x, t, **kw) - unet(x, t, **kw).sample).abs().max().item() <= 1e-6
+        plain = {k: v for k, v in second[2].items() if "residual" not in k}
+        for b in range(1, ex.max_branch):
+            out = _partial_equals_reference(ex, b, first, second)
+            x, t, _ = second
+            without = ex(x, t, StepType.PARTIAL, branch=b, **plain)
+            assert (out - without).abs().max().item() > 1e-4  # the shallow residuals matter
 
 
 @pytest.mark.parametrize(
@@ -277,8 +312,14 @@ def test_unsupported_pipeline_and_scheduler():
     from diffusers.schedulers import ScoreSdeVeScheduler
 
     sde = ScoreSdeVePipeline(unet=tiny.unet2d(), scheduler=ScoreSdeVeScheduler())
-    with pytest.raises(FlexoptError, match="ScoreSdeVePipeline is not supported; allowed: DDPM"):
+    with pytest.raises(FlexoptError, match="ScoreSdeVeScheduler is not supported; allowed: DDPM"):
         apply_schedule(sde, Schedule.full(4))
+
+    class TransformerPipeline:  # no U-Net to hook
+        def __call__(self, prompt: str) -> None: ...
+
+    with pytest.raises(FlexoptError, match="TransformerPipeline is not supported: it has no U-Net"):
+        apply_schedule(TransformerPipeline(), Schedule.full(4))
     flow = DDPMPipeline(unet=tiny.unet2d(), scheduler=FlowMatchEulerDiscreteScheduler())
     with pytest.raises(FlexoptError, match="FlowMatchEulerDiscreteScheduler is not supported; al"):
         apply_schedule(flow, Schedule.full(4))

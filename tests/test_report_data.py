@@ -21,7 +21,7 @@ from flexopt import study as fs
 from flexopt.artifacts import SampleGridUploader
 from flexopt.config import Budget, EvolutionConfig
 from flexopt.errors import FlexoptError
-from flexopt.report_data import collect, hypervolume, pareto_indices, trials_frame
+from flexopt.report.data import collect, hypervolume, pareto_indices, trials_frame
 from flexopt.schedule import Schedule
 from flexopt.space import SearchSpace, StepType
 from flexopt.study import load_study

@@ -8,23 +8,37 @@ from flexopt.errors import FlexoptError
 from flexopt.schedule import Schedule
 from flexopt.space import Candidate, SearchSpace, Segment, StepType
 
+# Lazy: these need torch, diffusers or Optuna, which `flexopt --help` should not load.
+_LAZY = {
+    "apply_schedule": "flexopt.pipeline",
+    "FlexEvolutionSampler": "flexopt.sampler",
+    "Objective": "flexopt.objective",
+    "SearchJob": "flexopt.search",
+    "optimize": "flexopt.search",
+    "run_search": "flexopt.search",
+}
+
 
 def __getattr__(name: str):
-    # Lazy: `apply_schedule` needs torch and diffusers, which `flexopt --help` should not load.
-    if name == "apply_schedule":
-        from flexopt.pipeline import apply_schedule
+    if name in _LAZY:
+        import importlib
 
-        return apply_schedule
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'flexopt' has no attribute {name!r}")
 
 
 __all__ = [
     "Candidate",
+    "FlexEvolutionSampler",
     "FlexoptError",
+    "Objective",
     "Schedule",
+    "SearchJob",
     "SearchSpace",
     "Segment",
     "StepType",
     "__version__",
     "apply_schedule",
+    "optimize",
+    "run_search",
 ]

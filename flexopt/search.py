@@ -1,6 +1,6 @@
 """The library call behind `flexopt search`: config → storage → study → baselines → optimize.
 
-`search(SearchJob)` is the whole command as one call; `optimize(study, objective, n_trials)` is
+`run_search(SearchJob)` is the whole command as one call; `optimize(study, objective, n_trials)` is
 its worker loop, usable on any study. Many workers (processes, machines) may run either at once on
 one study: a study lock (`flexopt.storage.StudyLock`) makes the baselines enqueued once and the
 trial total exact, a heartbeat re-runs a crashed worker's trial, and Ctrl-C (or SIGTERM) puts the
@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import signal
+import socket
 import threading
 import time
 import warnings
@@ -39,6 +41,7 @@ from flexopt.study import (
 )
 
 BASELINES_ATTR = "flexopt:baselines"  # study system attr: the baselines were enqueued (names)
+WORKER_ATTR = "flexopt:worker"  # trial system attr: host:pid of the worker that ran it
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
 Log = Callable[[str], None]
 
@@ -132,7 +135,7 @@ class SearchResult:
     queued: int
 
 
-def search(job: SearchJob, log: Log = print) -> SearchResult:
+def run_search(job: SearchJob, log: Log = print) -> SearchResult:
     """Run (or resume) the study `job` describes until it holds `n_trials` finished trials.
 
     With `job.workers > 1`, that many local processes share the study (one per GPU when there
@@ -218,26 +221,29 @@ def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], Any], n_tr
     lock = lock or StudyLock(study._storage, study.study_name)
     heartbeat = is_heartbeat_enabled(study._storage)
     deadline = None if timeout is None else time.monotonic() + timeout
+    worker = f"{socket.gethostname()}:{os.getpid()}"
     ran = 0
     bar = tqdm(total=n_trials, initial=min(finished(study), n_trials), desc="search",
                unit="trial", disable=not progress, dynamic_ncols=True)
-    with _sigterm_as_interrupt(), contextlib.closing(bar):
+    with _Interrupts().installed() as interrupts, contextlib.closing(bar):
         while deadline is None or time.monotonic() < deadline:
             if heartbeat:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     optuna.storages.fail_stale_trials(study)
-            with lock():
+            with interrupts.held(), lock():
                 trials = study.get_trials(deepcopy=False, states=(*COUNTED, TrialState.RUNNING))
                 done = sum(t.state in COUNTED for t in trials)
                 trial = _ask(study) if len(trials) < n_trials else None
             if trial is None:
+                interrupts.raise_pending()
                 if done >= n_trials or not heartbeat:  # without a heartbeat, nobody takes over
                     break
                 time.sleep(poll)  # others' trials are running; one may yet fail and be retried
                 continue
+            study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, worker)
             with get_heartbeat_thread(trial._trial_id, study._storage):
-                _run_one(study, trial, objective)
+                _run_one(study, trial, objective, interrupts.raise_pending)
             ran += 1
             bar.n = min(finished(study), n_trials)
             best = feasible_trials(study)
@@ -254,10 +260,11 @@ def _ask(study: optuna.Study) -> optuna.Trial:
 
 
 def _run_one(study: optuna.Study, trial: optuna.Trial,
-             objective: Callable[[optuna.Trial], Any]) -> None:
+             objective: Callable[[optuna.Trial], Any], before: Callable[[], None]) -> None:
     """Run and tell one trial; an interrupt puts it back in the queue (same number, same
     candidate) instead of failing it."""
     try:
+        before()
         value = objective(trial)
     except optuna.TrialPruned:
         study.tell(trial, state=TrialState.PRUNED)
@@ -271,21 +278,45 @@ def _run_one(study: optuna.Study, trial: optuna.Trial,
         study.tell(trial, value)
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a scheduler stopping the job, `kill`) stops a worker like Ctrl-C does."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+class _Interrupts:
+    """Ctrl-C and SIGTERM (a scheduler stopping the job, `kill`) as KeyboardInterrupt, held back
+    while the study lock is held, so a trial is never left half-asked with no one to requeue it."""
 
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+    def __init__(self) -> None:
+        self.holding = False
+        self.pending = False
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.holding:
+            self.pending = True
+        else:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[_Interrupts]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self  # signals only reach the main thread; nothing to hold back elsewhere
+            return
+        previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT,
+                                                                      signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        self.holding = True
+        try:
+            yield
+        finally:
+            self.holding = False
+
+    def raise_pending(self) -> None:
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
 
 
 # ----------------------------------------------------------------------------- local workers
@@ -334,7 +365,7 @@ def _search_workers(job: SearchJob, log: Log) -> SearchResult:
 def _worker_main(job: SearchJob, index: int, results: Any) -> None:
     prefix = f"worker {index}: "
     try:
-        result = search(job, log=lambda line: print(prefix + line, flush=True))
+        result = run_search(job, log=lambda line: print(prefix + line, flush=True))
     except FlexoptError as err:
         results.put(("error", index, str(err)))
         return
@@ -374,5 +405,5 @@ def summary(result: SearchResult, metric: str, baselines: bool) -> list[str]:
     return lines
 
 
-__all__ = ["SearchJob", "SearchResult", "enqueue_baselines_once", "optimize", "search",
+__all__ = ["SearchJob", "SearchResult", "enqueue_baselines_once", "optimize", "run_search",
            "summary"]

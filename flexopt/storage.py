@@ -134,6 +134,8 @@ def parse_grpc(url: str) -> tuple[str, int]:
 
 def _grpc_storage(url: str, timeout: float = 10.0) -> optuna.storages.BaseStorage:
     host, port = parse_grpc(url)
+    import grpc  # noqa: F401  (a missing grpcio is one line, not a late lazy-import error)
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         proxy = optuna.storages.GrpcStorageProxy(host=host, port=port)
@@ -144,6 +146,17 @@ def _grpc_storage(url: str, timeout: float = 10.0) -> optuna.storages.BaseStorag
                            f"{host}:{port} within {timeout:g} s; start one with `flexopt "
                            "storage-proxy --storage URL --port PORT`") from None
     return proxy
+
+
+def serve_proxy(storage: optuna.storages.BaseStorage, host: str, port: int) -> None:
+    """Serve `storage` over gRPC until interrupted (Optuna's proxy; workers use grpc://)."""
+    try:
+        import grpc  # noqa: F401  (Optuna imports it lazily, deep inside the server)
+    except ImportError as err:
+        raise storage_error(f"grpc://{host}:{port}", err) from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.run_grpc_proxy_server(storage, host=host, port=port)
 
 
 def check_storage(storage: optuna.storages.BaseStorage, url: str) -> None:

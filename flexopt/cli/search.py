@@ -72,8 +72,7 @@ def search(config, model, budget, n_trials, timeout, storage, study_name, search
     Example:
       flexopt search studies/ddpm-cifar10-3.0G.toml --model path/to/ddpm-cifar10 --n-trials 300
     """
-    from flexopt.search import SearchJob, summary
-    from flexopt.search import search as run_search
+    from flexopt.search import SearchJob, run_search, summary
 
     cfg = load_config(config)
     cond = conditioning(prompts, prompt_file, guidance_scale, class_labels, cfg)

@@ -10,9 +10,7 @@ import click
               help="The database every worker shares, e.g. postgresql://user:pass@host/db.")
 @click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
 @click.option("--port", default=13000, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--heartbeat", type=click.IntRange(min=1), default=60, show_default=True,
-              help="Workers' heartbeat interval; a trial silent for twice as long is re-run.")
-def storage_proxy(storage, host, port, heartbeat):
+def storage_proxy(storage, host, port):
     """Serve STORAGE to workers over gRPC, so hundreds share one database's connections.
 
     Workers then use `--storage grpc://HOST:PORT`. Runs until Ctrl-C.
@@ -25,7 +23,7 @@ def storage_proxy(storage, host, port, heartbeat):
     from flexopt.report.dashboard import check_listen
     from flexopt.storage import make_storage, mask_url, serve_proxy
 
-    db = make_storage(storage, heartbeat)
+    db = make_storage(storage, heartbeat=None)  # Optuna's proxy carries no heartbeats
     check_listen(host, port)  # a taken port is one line, not a traceback after the banner
     click.echo(f"storage proxy for {mask_url(storage)} on grpc://{host}:{port} (Ctrl-C to stop)")
     try:

@@ -167,7 +167,6 @@ def run_search(job: SearchJob, log: Log = print) -> SearchResult:
     lock = StudyLock(storage, job.study_name)
     entry = objective.teacher()
     log(f"teacher cache {'reused' if entry.status == 'hit' else entry.status}: {entry.path}")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     if job.baselines:
         bl = baseline_schedules(job.space, job.sampler, ev.full_macs, ev.avg_macs, limit)
         added = enqueue_baselines_once(study, lock, bl)

@@ -49,11 +49,12 @@ def driver_url(url: str) -> str:
 def storage_error(where: str, err: Exception) -> FlexoptError | None:
     """The one-line user error for a storage that cannot be opened (None: not such an error)."""
     shown = mask_url(where)
-    if isinstance(err, ImportError):
-        module = err.name or str(err)
-        extra = {"psycopg": "postgres", "grpc": "grpc"}.get((err.name or "").split(".")[0])
-        hint = f"pip install 'flexopt[{extra}]'" if extra else f"install {module}"
-        return FlexoptError(f"storage {shown!r} needs the missing Python module {module!r}; "
+    missing = _missing_module(err)
+    if missing is not None:
+        extra = {"psycopg": "postgres", "grpc": "grpc"}.get(missing.split(".")[0])
+        hint = (f"pip install 'flexopt[{extra}]'" if extra
+                else f"install the package that provides {missing!r}")
+        return FlexoptError(f"storage {shown!r} needs the missing Python module {missing!r}; "
                             f"allowed: {hint}")
     if type(err).__module__.startswith(("sqlalchemy", "optuna", "psycopg", "grpc")) or isinstance(
         err, ValueError | OSError | ConnectionError
@@ -64,6 +65,15 @@ def storage_error(where: str, err: Exception) -> FlexoptError | None:
         if password:
             first = first.replace(password, "***")
         return FlexoptError(f"storage {shown!r} cannot be opened: {mask_url(first)}")
+    return None
+
+
+def _missing_module(err: BaseException | None) -> str | None:
+    """The module an ImportError (maybe wrapped by Optuna in another one) could not import."""
+    while err is not None:
+        if isinstance(err, ImportError) and err.name:
+            return err.name
+        err = err.__cause__ or err.__context__
     return None
 
 

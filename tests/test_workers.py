@@ -27,6 +27,11 @@ from flexopt.storage import make_storage, study_names
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 CONFIG = """
+[space]
+segments = [3]
+branches = [1]
+intervals = [1]
+
 [evolution]
 population = 3
 n_p = 3
@@ -52,7 +57,7 @@ def pg_url():
 def worker_cmd(model_dir: str, tmp_path: Path, weights: str, storage: str, name: str,
                n_trials: int, *extra: str) -> list[str]:
     config = tmp_path / "study.toml"
-    config.write_text(CONFIG)
+    config.write_text(CONFIG)  # small evolution settings; its space is overridden by the flags
     return [sys.executable, "-m", "flexopt", "search", str(config), "--model", model_dir,
             "--budget", "2x", "--segments", "3,4", "--branches", "1,2", "--intervals", "1,2",
             "--t-ref", "8", "--num-images", "4", "--batch-size", "4", "--device", "cpu",
@@ -70,11 +75,14 @@ def load(storage: str, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=_storage(storage))
 
 
-def wait_for_trial_of(storage: str, name: str, pid: int, timeout: float = 300) -> int:
-    """The number of a trial process `pid` is running now, once it has finished one before."""
+def wait_for_trial_of(storage: str, name: str, proc: subprocess.Popen, timeout: float = 300
+                      ) -> int:
+    """The number of a trial the worker `proc` is running now, once it has finished one."""
+    pid = proc.pid
     deadline = time.time() + timeout
     while time.time() < deadline:
         time.sleep(0.3)
+        assert proc.poll() is None, f"worker {pid} exited with status {proc.returncode}"
         try:
             trials = load(storage, name).get_trials(deepcopy=False)
         except KeyError:
@@ -95,7 +103,8 @@ def check_study(study: optuna.Study, n_trials: int) -> list[optuna.trial.FrozenT
     baselines = collections.Counter(t.user_attrs["baseline"] for t in trials
                                     if "baseline" in t.user_attrs and t.state != TrialState.FAIL)
     assert baselines and set(baselines.values()) == {1}, baselines
-    assert sorted(baselines) == sorted(study.system_attrs[BASELINES_ATTR])
+    marker = study._storage.get_study_system_attrs(study._study_id)[BASELINES_ATTR]
+    assert sorted(baselines) == sorted(marker)
     evaluated = collections.Counter(
         t.user_attrs.get("baseline") or t.system_attrs[KEY_ATTR] for t in finished
         if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs)
@@ -115,7 +124,7 @@ def test_three_workers_on_empty_postgres_one_killed(pg_url, model_dir, inception
             procs.append(subprocess.Popen([*cmd, "--search-seed", str(i)], stdout=out,
                                           stderr=subprocess.STDOUT, env=ENV))
     try:
-        killed = wait_for_trial_of(pg_url, "w", procs[0].pid)
+        killed = wait_for_trial_of(pg_url, "w", procs[0])
         procs[0].send_signal(signal.SIGKILL)
         codes = [p.wait(timeout=600) for p in procs]
     finally:
@@ -173,7 +182,7 @@ def test_ctrl_c_requeues_the_running_trial_and_a_rerun_evaluates_it(model_dir,
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=ENV)
     try:
-        number = wait_for_trial_of(storage, "i", proc.pid)
+        number = wait_for_trial_of(storage, "i", proc)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=120)
     finally:

@@ -72,8 +72,11 @@ def search(config, model, budget, n_trials, timeout, storage, study_name, search
     Example:
       flexopt search studies/ddpm-cifar10-3.0G.toml --model path/to/ddpm-cifar10 --n-trials 300
     """
+    import optuna
+
     from flexopt.search import SearchJob, run_search, summary
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the command prints its own lines
     cfg = load_config(config)
     cond = conditioning(prompts, prompt_file, guidance_scale, class_labels, cfg)
     job = SearchJob.from_config(
@@ -130,10 +133,15 @@ def export(storage, study_name, trial_number, best, out):
         if trial.state != TrialState.COMPLETE:
             raise FlexoptError(f"trial {trial_number} is {trial.state.name}, not COMPLETE; "
                                "export a complete trial")
+    from flexopt.report.files import make_parent, write_error
+
     schedule = trial_schedule(study, trial)
     meta = {"study": study_name, "trial": trial.number, "objective": list(trial.values),
             **{k: trial.user_attrs[k] for k in ("avg_macs", "speedup", "nfe", "baseline")
                if k in trial.user_attrs}}
-    Schedule(schedule.sampler, schedule.t_ref, schedule.segment_length, schedule.segments,
-             meta).save(out)
+    try:
+        Schedule(schedule.sampler, schedule.t_ref, schedule.segment_length, schedule.segments,
+                 meta).save(make_parent(out))
+    except OSError as err:
+        raise write_error(out, err) from None
     click.echo(f"wrote trial {trial.number} ({schedule.step_string()}) to {out}")

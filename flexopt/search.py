@@ -27,7 +27,7 @@ from optuna.trial import TrialState
 
 from flexopt.config import Budget, EvolutionConfig, StudyConfig, format_macs
 from flexopt.errors import FlexoptError
-from flexopt.objective import Objective
+from flexopt.objective import Objective, as_budget
 from flexopt.space import SearchSpace
 from flexopt.storage import StudyLock, check_storage, make_storage, mask_url
 from flexopt.study import (
@@ -94,8 +94,7 @@ class SearchJob:
         cfg = StudyConfig.load(config) if isinstance(config, str | Path) else config
         given = {k: v for k, v in overrides.items() if v is not None}
         if "budget" in given:
-            given["budget"] = Budget.parse(given["budget"]) if not isinstance(
-                given["budget"], Budget) else given["budget"]
+            given["budget"] = as_budget(given["budget"])
         base: dict[str, Any] = {}
         if cfg is not None:
             base = {"model": cfg.model, "space": cfg.space, "budget": cfg.budget,
@@ -127,7 +126,7 @@ def _config_prompts(cfg: StudyConfig) -> tuple[str, ...]:
 
 @dataclass
 class SearchResult:
-    """What one `search` call did: the study, and the trials this call's workers ran."""
+    """What one `run_search` call did: the study, and the trials this call's workers ran."""
 
     study: optuna.Study
     storage: str
@@ -362,6 +361,7 @@ def _search_workers(job: SearchJob, log: Log) -> SearchResult:
 
 
 def _worker_main(job: SearchJob, index: int, results: Any) -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # a worker prints its own lines
     prefix = f"worker {index}: "
     try:
         result = run_search(job, log=lambda line: print(prefix + line, flush=True))

@@ -1,4 +1,6 @@
-"""The search as an Optuna study: storage, objective, baselines and the run loop.
+"""The search as an Optuna study: settings, the trial objective, baselines, feasibility.
+
+The worker loop and the whole command are in `flexopt.search`, storage URLs in `flexopt.storage`.
 
 Data flows one way: trial params → candidate → schedule → cost check (over budget: recorded as
 a violated constraint and pruned, never evaluated) → score (rFID of generated images) → Optuna.

@@ -177,3 +177,18 @@ def test_teacher_built_once_while_others_wait(tmp_path):
     for t in threads:
         t.join()
     assert built == [1] and sorted(results) == ["built", "hit", "hit"]
+
+
+def test_hub_id_on_an_offline_machine_is_one_line_at_once(monkeypatch):
+    from huggingface_hub import constants
+
+    from flexopt import models
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(models, "_reachable", lambda host, port, timeout: False)
+    monkeypatch.setattr(models, "_from_pretrained", lambda *a, **k: pytest.fail("tried the hub"))
+    with pytest.raises(FlexoptError) as err:
+        models.load_pipeline("nobody/nothing")
+    assert str(err.value).startswith(
+        "model 'nobody/nothing' cannot be loaded as a diffusers model: it is not in the local "
+        "Hugging Face cache and huggingface.co cannot be reached from here (no answer within 3 s)")

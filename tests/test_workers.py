@@ -19,6 +19,7 @@ import pytest
 import tiny
 from optuna.trial import TrialState
 from pgserver import PASSWORD, free_port, postgres
+from test_search_cli import CONFIG  # small evolution settings; flags override its space
 
 from flexopt.sampler import KEY_ATTR
 from flexopt.search import BASELINES_ATTR, WORKER_ATTR
@@ -26,18 +27,6 @@ from flexopt.storage import make_storage, study_names
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-CONFIG = """
-[space]
-segments = [3]
-branches = [1]
-intervals = [1]
-
-[evolution]
-population = 3
-n_p = 3
-n_c = 2
-n_u = 20
-"""
 # one thread each: three workers and the test share two cores
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
@@ -57,7 +46,7 @@ def pg_url():
 def worker_cmd(model_dir: str, tmp_path: Path, weights: str, storage: str, name: str,
                n_trials: int, *extra: str) -> list[str]:
     config = tmp_path / "study.toml"
-    config.write_text(CONFIG)  # small evolution settings; its space is overridden by the flags
+    config.write_text(CONFIG)
     return [sys.executable, "-m", "flexopt", "search", str(config), "--model", model_dir,
             "--budget", "2x", "--segments", "3,4", "--branches", "1,2", "--intervals", "1,2",
             "--t-ref", "8", "--num-images", "4", "--batch-size", "4", "--device", "cpu",
@@ -88,7 +77,8 @@ def wait_for_trial_of(storage: str, name: str, proc: subprocess.Popen, timeout: 
         except KeyError:
             continue
         mine = [t for t in trials if t.system_attrs.get(WORKER_ATTR, "").endswith(f":{pid}")]
-        running = [t for t in mine if t.state == TrialState.RUNNING]
+        # past the budget check, so its images are being made
+        running = [t for t in mine if t.state == TrialState.RUNNING and "avg_macs" in t.user_attrs]
         if running and any(t.state in FINISHED for t in mine):
             return running[0].number
     raise AssertionError(f"worker {pid} never ran a second trial")
@@ -140,6 +130,7 @@ def test_three_workers_on_empty_postgres_one_killed(pg_url, model_dir, inception
     assert failed.number == killed
     (retry,) = [t for t in finished if t.system_attrs.get("failed_trial") == killed]
     assert retry.params == failed.params
+    assert retry.system_attrs.get(KEY_ATTR) == failed.system_attrs.get(KEY_ATTR)
     assert retry.user_attrs.get("baseline") == failed.user_attrs.get("baseline")
     # each worker counted its own trials, and together they ran exactly the total
     ran = [int(re.search(r"ran (\d+) trials this time", t).group(1)) for t in texts[1:]]

@@ -146,6 +146,11 @@ def run_search(job: SearchJob, log: Log = print) -> SearchResult:
     # the storage first: a wrong URL or an unreachable database costs no model load
     storage = make_storage(url, job.heartbeat)
     check_storage(storage, url)
+    grids = None
+    if job.upload_artifacts:  # a missing --artifacts for a database is one line now, too
+        from flexopt.artifacts import SampleGridUploader
+
+        grids = SampleGridUploader.for_storage(url, job.artifacts)
     objective = Objective.from_model(
         job.model, job.space, job.budget, device=job.device, dtype=job.dtype,
         num_images=job.num_images, seed=job.seed, sampler=job.sampler,
@@ -171,11 +176,9 @@ def run_search(job: SearchJob, log: Log = print) -> SearchResult:
         added = enqueue_baselines_once(study, lock, bl)
         if added:
             log(f"enqueued {added} baselines (DeepCache uniform, fewer-step teacher)")
-    if job.upload_artifacts:
-        from flexopt.artifacts import SampleGridUploader
-
-        objective.sample_grids = SampleGridUploader.for_storage(url, job.artifacts)
-        objective.sample_grids.teacher(study, entry.preview)
+    if grids is not None:
+        grids.teacher(study, entry.preview)
+        objective.sample_grids = grids
     ran = optimize(study, objective, job.n_trials, timeout=job.timeout, progress=job.progress,
                    lock=lock)
     queued = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))

@@ -192,3 +192,11 @@ def test_hub_id_on_an_offline_machine_is_one_line_at_once(monkeypatch):
     assert str(err.value).startswith(
         "model 'nobody/nothing' cannot be loaded as a diffusers model: it is not in the local "
         "Hugging Face cache and huggingface.co cannot be reached from here (no answer within 3 s)")
+
+
+def test_database_storage_without_artifacts_folder_is_masked():
+    from flexopt.artifacts import artifact_dir
+
+    with pytest.raises(FlexoptError) as err:
+        artifact_dir("postgresql://u:hunter2@db/x")
+    assert str(err.value).startswith("storage 'postgresql://u:***@db/x' is not a SQLite file")

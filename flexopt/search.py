@@ -345,17 +345,21 @@ def _search_workers(job: SearchJob, log: Log) -> SearchResult:
         for p in procs:  # they got the same Ctrl-C; wait for them to requeue their trials
             p.join()
         raise
-    ran, errors = 0, []
+    ran, errors = 0, {}
     while not results.empty():
         kind, i, value = results.get()
         if kind == "ran":
             ran += value
         else:
-            errors.append(f"worker {i}: {value}")
+            errors.setdefault(value, []).append(i)
+    if len(errors) == 1:  # the same mistake in every worker: say it once
+        raise FlexoptError(next(iter(errors)))
+    if errors:
+        raise FlexoptError("; ".join(f"worker {ws[0]}: {e}" for e, ws in errors.items()))
     failed = [f"worker {i} exited with status {p.exitcode}" for i, p in enumerate(procs)
               if p.exitcode not in (0, None)]
-    if errors or failed:
-        raise FlexoptError("; ".join(errors or failed))
+    if failed:
+        raise FlexoptError("; ".join(failed))
     storage = make_storage(url, None)
     study = optuna.load_study(study_name=job.study_name, storage=storage)
     queued = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))

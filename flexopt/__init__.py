@@ -8,13 +8,18 @@ from flexopt.errors import FlexoptError
 from flexopt.schedule import Schedule
 from flexopt.space import Candidate, SearchSpace, Segment, StepType
 
-# Lazy: these need torch and diffusers, which `flexopt --help` should not load.
+# Lazy: these need torch, diffusers or Optuna, which `flexopt --help` should not load.
 _LAZY = {
     "apply_schedule": "flexopt.pipeline",
     "scheduled": "flexopt.hooks",
     "enable": "flexopt.hooks",
     "disable": "flexopt.hooks",
     "FlexScheduler": "flexopt.scheduler",
+    "FlexEvolutionSampler": "flexopt.sampler",
+    "Objective": "flexopt.objective",
+    "SearchJob": "flexopt.search",
+    "optimize": "flexopt.search",
+    "run_search": "flexopt.search",
 }
 
 
@@ -28,9 +33,12 @@ def __getattr__(name: str):
 
 __all__ = [
     "Candidate",
+    "FlexEvolutionSampler",
     "FlexScheduler",
     "FlexoptError",
+    "Objective",
     "Schedule",
+    "SearchJob",
     "SearchSpace",
     "Segment",
     "StepType",
@@ -38,5 +46,7 @@ __all__ = [
     "apply_schedule",
     "disable",
     "enable",
+    "optimize",
+    "run_search",
     "scheduled",
 ]

@@ -2,4 +2,5 @@
 
 from flexopt.cli import main
 
-main()
+if __name__ == "__main__":  # not when `--workers` processes (spawn) import this module
+    main()

@@ -25,6 +25,7 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial
 
 from flexopt.errors import FlexoptError
+from flexopt.storage import mask_url
 
 TRIAL_GRID = "samples.png"
 TEACHER_GRID = "teacher-samples.png"
@@ -45,7 +46,8 @@ def artifact_dir(storage: str, artifacts: str | Path | None = None) -> Path:
         if db.name and db.name != ":memory:":
             return db.with_name(f"{db.stem}-artifacts")
     raise FlexoptError(
-        f"storage {storage!r} is not a SQLite file, so there is no default artifact directory; "
+        f"storage {mask_url(storage)!r} is not a SQLite file, so there is no default artifact "
+        "directory; "
         "give one with --artifacts DIR (or --no-artifacts)"
     )
 

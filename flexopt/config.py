@@ -6,6 +6,7 @@ checked, so a typo is reported instead of silently ignored.
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -33,8 +34,8 @@ class Budget:
         if isinstance(text, int | float) and not isinstance(text, bool):
             text = repr(text)
         m = _BUDGET_RE.match(str(text))
-        if not m or float(m.group(1)) <= 0:
-            raise FlexoptError(
+        if not m or not 0 < float(m.group(1)) * _UNITS.get(m.group(2).upper(), 1.0) < math.inf:
+            raise FlexoptError(  # 1e400 parses as infinity: no budget at all, not a big one
                 f"budget {text!r} is invalid; allowed: avg MACs such as 3G, 250M, 6.1e9, "
                 "or a speedup such as 2.5x"
             )

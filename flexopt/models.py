@@ -8,6 +8,7 @@ path and what would have been accepted.
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -314,7 +315,9 @@ def load_pipeline(
                 f"allowed: {_ACCEPTED}"
             )
     elif _looks_like_hub_id(model):
-        pipe = _from_pretrained(diffusers.DiffusionPipeline, model, source)
+        local = _hub_cached_or_reachable(model, source)
+        pipe = _from_pretrained(diffusers.DiffusionPipeline, model, source,
+                                local_files_only=local)
     else:
         raise _missing(model)
     # Cast after loading (pipelines load in float32): the dtype keyword of from_pretrained
@@ -326,12 +329,54 @@ def load_pipeline(
     return pipe
 
 
-def _from_pretrained(cls: type, where: str, source: str):
+def _hub_cached_or_reachable(model: str, source: str, timeout: float = 3.0) -> bool:
+    """True when the hub id is in the local cache (load it from there). Otherwise the hub must
+    answer at once: offline, huggingface_hub retries for about a minute, then blames the model."""
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(model, "model_index.json"), str):
+        return True
+    host = urlsplit(constants.ENDPOINT).hostname or "huggingface.co"
+    why = None
+    if constants.HF_HUB_OFFLINE:
+        why = "HF_HUB_OFFLINE is set"
+    elif not _reachable(host, 443, timeout):
+        why = f"{host} cannot be reached from here (no answer within {timeout:g} s)"
+    if why is not None:
+        raise FlexoptError(f"{source} cannot be loaded as a diffusers model: it is not in the "
+                           f"local Hugging Face cache and {why}; allowed: {_ACCEPTED}")
+    return False
+
+
+def _reachable(host: str, port: int, timeout: float) -> bool:
+    """Whether a TCP connection opens within `timeout`, name lookup included (a daemon thread:
+    a resolver without network can hang for half a minute, and exiting must not wait for it)."""
+    import threading
+
+    done: list[bool] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            done.append(True)
+        except OSError:
+            done.append(False)
+
+    worker = threading.Thread(target=connect, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    return bool(done and done[0])
+
+
+def _from_pretrained(cls: type, where: str, source: str, **extra: Any):
     from diffusers.utils import is_accelerate_available
 
     # Without accelerate, diffusers falls back to low_cpu_mem_usage=False anyway, but warns about
     # it on every load; saying so up front keeps the CLI's output to what matters.
     kwargs = {} if is_accelerate_available() else {"low_cpu_mem_usage": False}
+    kwargs.update(extra)
     try:
         return cls.from_pretrained(where, **kwargs)
     except FlexoptError:

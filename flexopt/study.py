@@ -1,4 +1,6 @@
-"""The search as an Optuna study: storage, objective, baselines and the run loop.
+"""The search as an Optuna study: settings, the trial objective, baselines, feasibility.
+
+The worker loop and the whole command are in `flexopt.search`, storage URLs in `flexopt.storage`.
 
 Data flows one way: trial params → candidate → schedule → cost check (over budget: recorded as
 a violated constraint and pruned, never evaluated) → score (rFID of generated images) → Optuna.
@@ -8,15 +10,12 @@ for a real diffusion model and for a synthetic test problem.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import unquote
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -26,6 +25,7 @@ from flexopt.errors import FlexoptError
 from flexopt.sampler import KEY_ATTR, CostLimit, FlexEvolutionSampler, candidate_key
 from flexopt.schedule import Schedule
 from flexopt.space import Candidate, SearchSpace
+from flexopt.storage import make_storage, mask_url, storage_error, study_names
 
 SAMPLER_NAMES = ("evo", "random", "tpe", "nsga2")
 BASELINE_MODES = ("all", "best", "none")
@@ -86,66 +86,6 @@ def default_storage(study_name: str) -> str:
     return f"sqlite:///{safe}.db"
 
 
-def storage_error(where: str, err: Exception) -> FlexoptError | None:
-    """The one-line user error for a storage that cannot be opened (None: not such an error)."""
-    if isinstance(err, ImportError):
-        return FlexoptError(f"storage {where!r} needs a missing driver: {err}")
-    if type(err).__module__.startswith(("sqlalchemy", "optuna")) or isinstance(
-        err, ValueError | OSError
-    ):
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        return FlexoptError(f"storage {where!r} cannot be opened: {first}")
-    return None
-
-
-def make_storage(url: str, heartbeat: int | None = 60) -> optuna.storages.BaseStorage | str:
-    """An Optuna storage for `url`; RDB URLs get a heartbeat so a crashed worker's trial is
-    failed after a grace period and retried once (no candidate is lost)."""
-    if url.split(":", 1)[0].split("+", 1)[0] not in ("sqlite", "postgresql", "mysql"):
-        return url  # e.g. a journal storage a user built; pass through
-    try:
-        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna; we need them
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            if heartbeat is None:
-                return optuna.storages.RDBStorage(url)
-            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
-            return optuna.storages.RDBStorage(
-                url, heartbeat_interval=heartbeat, grace_period=2 * heartbeat,
-                heartbeat_stale_trial_callback=retry,
-            )
-    except Exception as err:
-        raise (storage_error(url, err) or err) from None
-
-
-def study_names(storage: str) -> list[str]:
-    """The studies in `storage`; an unreachable or mistyped storage is one clear error."""
-    if storage.startswith("sqlite:///"):
-        db = Path(unquote(storage[len("sqlite:///"):]))
-        if not db.is_file():  # Optuna would silently create an empty database
-            raise FlexoptError(f"storage file {str(db)!r} does not exist (from {storage!r})")
-        if not _is_optuna_sqlite(db):  # ... or add its tables to the user's other database
-            raise FlexoptError(f"storage file {str(db)!r} is not an Optuna storage (it has no "
-                               "studies table); allowed: the database of a flexopt search")
-    try:
-        return optuna.get_all_study_names(storage)
-    except Exception as err:  # SQLAlchemy's errors for an unreachable or malformed URL
-        raise (storage_error(storage, err) or err) from None
-
-
-def _is_optuna_sqlite(path: Path) -> bool:
-    """Whether a SQLite file holds Optuna's tables, looked at read-only."""
-    import sqlite3
-
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-            row = db.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'studies'"
-            ).fetchone()
-    except sqlite3.Error:  # not a SQLite file at all
-        return False
-    return row is not None
-
-
 def load_study(storage: str, study_name: str | None) -> optuna.Study:
     """Load a study for reading; a user's mistake (typo, empty storage) is one clear error.
 
@@ -153,19 +93,21 @@ def load_study(storage: str, study_name: str | None) -> optuna.Study:
     """
     names = study_names(storage)
     if not names:
-        raise FlexoptError(f"storage {storage!r} holds no study; run a search first")
+        raise FlexoptError(f"storage {mask_url(storage)!r} holds no study; run a search first")
     if study_name is None:
         if len(names) > 1:
             raise FlexoptError(
-                f"storage {storage!r} holds several studies; pick one with --study-name: "
+                f"storage {mask_url(storage)!r} holds several studies; pick one with --study-name: "
                 f"{', '.join(sorted(names))}"
             )
         study_name = names[0]
     if study_name not in names:
         raise FlexoptError(
-            f"study {study_name!r} is not in {storage!r}; studies there: {', '.join(sorted(names))}"
+            f"study {study_name!r} is not in {mask_url(storage)!r}; studies there: "
+            f"{', '.join(sorted(names))}"
         )
-    study = optuna.load_study(study_name=study_name, storage=storage)
+    study = optuna.load_study(study_name=study_name,
+                              storage=make_storage(storage, heartbeat=None))
     settings_of(study)  # raises if the study was not made by flexopt
     return study
 
@@ -201,7 +143,7 @@ def open_study(
 ) -> optuna.Study:
     """Create the study, or load it if it exists — checking it was made with the same settings."""
     directions = ["minimize", "minimize"] if settings.multi_objective else ["minimize"]
-    where = getattr(storage, "url", storage)  # an RDBStorage object, or a URL
+    where = mask_url(getattr(storage, "url", storage))  # an RDBStorage object, or a URL
     try:
         study = optuna.create_study(
             storage=storage, study_name=study_name, sampler=sampler,
@@ -211,6 +153,12 @@ def open_study(
         raise FlexoptError(f"study {study_name!r} in {where}: {err}") from None
     except Exception as err:  # SQLAlchemy's errors for an unreachable or malformed URL
         raise (storage_error(str(where), err) or err) from None
+    claim_settings(study, settings, where)
+    return study
+
+
+def claim_settings(study: optuna.Study, settings: SearchSettings, where: str) -> None:
+    """Record `settings` on the study, or check they are the ones it was created with."""
     stored = study.user_attrs.get(_SETTINGS_ATTR)
     mine = settings.identity()
     # a study without trials was made by a run that stopped at once (e.g. a bad flag): nothing to
@@ -228,10 +176,9 @@ def open_study(
             for k, v in mine.items() if stored.get(k) != v
         )
         raise FlexoptError(
-            f"study {study_name!r} in {where} was created with other settings ({diff}); "
+            f"study {study.study_name!r} in {where} was created with other settings ({diff}); "
             "use the same settings to resume it, or a new --study-name"
         )
-    return study
 
 
 def settings_of(study: optuna.Study) -> dict[str, Any]:
@@ -250,11 +197,14 @@ def space_of(study: optuna.Study) -> SearchSpace:
 
 def trial_schedule(study: optuna.Study, trial: FrozenTrial) -> Schedule:
     """The schedule a (finished) trial ran: its params decoded, or a baseline's stored schedule."""
+    return schedule_of(trial, space_of(study), settings_of(study)["sampler"])
+
+
+def schedule_of(trial: FrozenTrial, space: SearchSpace, sampler: str) -> Schedule:
+    """The schedule of a trial of `space`: a baseline's stored one, else its params decoded."""
     if SCHEDULE_ATTR in trial.user_attrs:
         return Schedule.from_dict(trial.user_attrs[SCHEDULE_ATTR], source=f"trial {trial.number}")
-    space = space_of(study)
-    return Schedule.from_candidate(space.from_params(trial.params), space,
-                                   sampler=settings_of(study)["sampler"])
+    return Schedule.from_candidate(space.from_params(trial.params), space, sampler=sampler)
 
 
 # --------------------------------------------------------------------------------- baselines
@@ -468,37 +418,3 @@ def finished(study: optuna.Study) -> int:
     """Trials that count towards --n-trials: evaluated or rejected by the budget."""
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
-
-def run(
-    study: optuna.Study,
-    objective: Callable[[optuna.Trial], Any],
-    n_trials: int,
-    timeout: float | None = None,
-    progress: bool = True,
-) -> int:
-    """Run until the study holds `n_trials` finished trials (all workers together) or timeout.
-
-    Re-running after an interrupt continues the same study up to the same total. Returns the
-    number of trials this call ran.
-    """
-    from tqdm.auto import tqdm
-
-    start = finished(study)
-    if start >= n_trials:
-        return 0
-    bar = tqdm(total=n_trials, initial=start, desc="search", unit="trial", disable=not progress,
-               dynamic_ncols=True)
-
-    def update(study: optuna.Study, trial: FrozenTrial) -> None:
-        bar.n = min(finished(study), n_trials)
-        best = feasible_trials(study)
-        if best:
-            bar.set_postfix_str(f"best {best[0].values[0]:.4g} (trial {best[0].number})")
-        bar.refresh()
-
-    stop = optuna.study.MaxTrialsCallback(n_trials, states=(TrialState.COMPLETE, TrialState.PRUNED))
-    try:
-        study.optimize(objective, timeout=timeout, callbacks=[update, stop], gc_after_trial=False)
-    finally:
-        bar.close()
-    return finished(study) - start

@@ -18,7 +18,7 @@ from test_report_data import build_study
 
 from flexopt.artifacts import grid_png
 from flexopt.cli import main
-from flexopt.report_dashboard import dashboard_app
+from flexopt.report.dashboard import dashboard_app
 
 
 class _Quiet(WSGIRequestHandler):

@@ -13,9 +13,9 @@ from test_report_data import build_study
 
 from flexopt.cli import main
 from flexopt.errors import FlexoptError
-from flexopt.report import FIGURE_IDS, build_report
-from flexopt.report_data import collect
-from flexopt.report_png import export_pareto_png, pick_backend
+from flexopt.report.data import collect
+from flexopt.report.html import FIGURE_IDS, build_report
+from flexopt.report.png import export_pareto_png, pick_backend
 from flexopt.study import load_study
 
 
@@ -106,8 +106,8 @@ def test_png_backends(built, tmp_path, monkeypatch):
     rep = collect(load_study(built.storage, "demo"))
     path = export_pareto_png(rep, tmp_path / "m.png", backend="matplotlib", dpi=80)
     assert Image.open(path).size[0] > 300
-    monkeypatch.setattr("flexopt.report_png.has_matplotlib", lambda: False)
-    monkeypatch.setattr("flexopt.report_png.find_browser", lambda: None)
+    monkeypatch.setattr("flexopt.report.png.has_matplotlib", lambda: False)
+    monkeypatch.setattr("flexopt.report.png.find_browser", lambda: None)
     with pytest.raises(FlexoptError, match=r"needs matplotlib .* or a Chromium/Chrome browser"):
         pick_backend("auto")
     with pytest.raises(FlexoptError, match="PNG backend 'svg' is unknown"):

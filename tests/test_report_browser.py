@@ -22,10 +22,10 @@ from test_report_data import build_study
 
 from flexopt.cost import count_macs, schedule_cost
 from flexopt.pipeline import apply_schedule, generate_images
-from flexopt.report import FIGURE_IDS, build_report
-from flexopt.report_browser import find_browser, render, screenshot
-from flexopt.report_data import collect
-from flexopt.report_png import export_pareto_png
+from flexopt.report.browser import find_browser, render, screenshot
+from flexopt.report.data import collect
+from flexopt.report.html import FIGURE_IDS, build_report
+from flexopt.report.png import export_pareto_png
 from flexopt.schedule import Schedule
 from flexopt.space import SearchSpace
 from flexopt.study import load_study

@@ -21,8 +21,9 @@ from flexopt import study as fs
 from flexopt.artifacts import SampleGridUploader
 from flexopt.config import Budget, EvolutionConfig
 from flexopt.errors import FlexoptError
-from flexopt.report_data import collect, hypervolume, pareto_indices, trials_frame
+from flexopt.report.data import collect, hypervolume, pareto_indices, trials_frame
 from flexopt.schedule import Schedule
+from flexopt.search import optimize
 from flexopt.space import SearchSpace, StepType
 from flexopt.study import feasible_trials, load_study
 
@@ -103,7 +104,7 @@ def build_study(
 
     if uploader is not None:
         uploader.teacher(study, ev.teacher_images)
-    fs.run(study, with_grids, n_trials=n_trials, progress=False)
+    optimize(study, with_grids, n_trials=n_trials)
     optuna.copy_study(from_study_name=name, from_storage=study._storage, to_storage=storage)
     return BuiltStudy(storage, name, root / "study-artifacts", ev)
 

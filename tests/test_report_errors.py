@@ -16,9 +16,9 @@ from test_report_data import BuiltStudy, build_study
 from flexopt.cli import main
 from flexopt.cli.report import NO_PARETO
 from flexopt.errors import FlexoptError
-from flexopt.report import write_text_atomic
-from flexopt.report_dashboard import run_dashboard
-from flexopt.report_png import png_path
+from flexopt.report.dashboard import run_dashboard
+from flexopt.report.html import write_text_atomic
+from flexopt.report.png import png_path
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from flexopt.cli import main
 from flexopt.schedule import Schedule
+from flexopt.storage import study_names
 
 SPACE = ["--segments", "4,5", "--branches", "1,2", "--intervals", "1,2,3,4", "--t-ref", "20"]
 
@@ -107,8 +108,10 @@ def test_search_export_and_rfid_reproduces(model_dir, tmp_path, inception_weight
 
 
 def test_killed_search_resumes(model_dir, tmp_path, inception_weights):
+    # a 2 s heartbeat: the killed run's trial is presumed dead 4 s after the kill and re-run
     args = [str(a) for a in search_args(model_dir, tmp_path, inception_weights, 14, name="k",
-                                        extra=["--no-baselines", "--no-artifacts"])]
+                                        extra=["--no-baselines", "--no-artifacts",
+                                               "--heartbeat", "2"])]
     cmd = [sys.executable, "-m", "flexopt", *args]
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -135,7 +138,13 @@ def test_killed_search_resumes(model_dir, tmp_path, inception_weights):
     finished = after.get_trials(states=[optuna.trial.TrialState.COMPLETE,
                                         optuna.trial.TrialState.PRUNED])
     assert len(finished) == 14
-    assert optuna.get_all_study_names(storage) == ["k"]
+    assert study_names(storage) == ["k"]  # a lock the kill left behind is not a study
+    # the trial running at the kill was re-run: every trial is finished or its failed original
+    fails = after.get_trials(states=[optuna.trial.TrialState.FAIL])
+    assert len(fails) <= 1 and not after.get_trials(states=[optuna.trial.TrialState.RUNNING])
+    if fails:
+        retried = [t for t in finished if t.system_attrs.get("failed_trial") == fails[0].number]
+        assert retried and retried[0].params == fails[0].params
     # The trials of the killed run are still there, untouched: the study continued.
     kept = {t.number: (t.params, t.values) for t in after.trials}
     for t in before.get_trials(states=[optuna.trial.TrialState.COMPLETE]):
@@ -150,7 +159,7 @@ def test_killed_search_resumes(model_dir, tmp_path, inception_weights):
         (lambda a: [("1,13" if x == "1,2" else x) for x in a], "branch choice 13 is beyond"),
         (lambda a: [("2q" if x == "2x" else x) for x in a], "budget '2q' is invalid"),
         (lambda a: [("nope://x" if str(x).startswith("sqlite") else x) for x in a],
-         "cannot be opened"),
+         "storage 'nope://x' is not supported; allowed: sqlite:///FILE"),
         (lambda a: [("postgresql://u@127.0.0.1:1/x" if str(x).startswith("sqlite") else x)
                     for x in a], "storage 'postgresql://u@127.0.0.1:1/x'"),
         (lambda a: [("sqlite:////no/such/dir/x.db" if str(x).startswith("sqlite") else x)

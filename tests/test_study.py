@@ -8,6 +8,7 @@ import pytest
 from flexopt.config import Budget, EvolutionConfig
 from flexopt.errors import FlexoptError
 from flexopt.schedule import Schedule
+from flexopt.search import optimize
 from flexopt.space import SearchSpace
 from flexopt.study import (
     Objective,
@@ -18,7 +19,6 @@ from flexopt.study import (
     feasible_trials,
     make_sampler,
     open_study,
-    run,
     trial_schedule,
 )
 from flexopt.testing import SyntheticProblem
@@ -65,7 +65,7 @@ def test_evo_search_respects_budget_and_records_attrs(tmp_path):
     study, objective, ev, limit, *_ = _setup(tmp_path)
     baselines = baseline_schedules(SPACE, "ddim", ev.full_macs, ev.avg_macs, limit)
     assert enqueue_baselines(study, baselines) == len(baselines)
-    assert run(study, objective, n_trials=40, progress=False) == 40
+    assert optimize(study, objective, n_trials=40, progress=False) == 40
     names = {t.user_attrs.get("baseline") for t in study.trials} - {None}
     assert {"deepcache n=2 b=1", "deepcache n=5 b=3", "deepcache n=10 b=2"} <= names
     assert any(n.startswith("teacher T=") for n in names)
@@ -86,7 +86,7 @@ def test_evo_search_respects_budget_and_records_attrs(tmp_path):
 
 def test_random_sampler_over_budget_candidates_are_pruned_with_constraint(tmp_path):
     study, objective, ev, limit, *_ = _setup(tmp_path, budget="0.25", sampler="random")
-    run(study, objective, n_trials=30, progress=False)
+    optimize(study, objective, n_trials=30, progress=False)
     pruned = study.get_trials(states=[optuna.trial.TrialState.PRUNED])
     assert pruned, "the random sampler should propose some over-budget candidates"
     for t in pruned:
@@ -96,11 +96,11 @@ def test_random_sampler_over_budget_candidates_are_pruned_with_constraint(tmp_pa
 
 def test_resume_continues_to_the_same_total(tmp_path):
     study, objective, *_ , storage, _settings = _setup(tmp_path)
-    run(study, objective, n_trials=10, progress=False)
+    optimize(study, objective, n_trials=10, progress=False)
     # A new process: same settings, same storage, same name → same study, up to the total.
     study2, objective2, *_ = _setup(tmp_path, seed=1)
-    assert run(study2, objective2, n_trials=25, progress=False) == 15
-    assert run(study2, objective2, n_trials=25, progress=False) == 0
+    assert optimize(study2, objective2, n_trials=25, progress=False) == 15
+    assert optimize(study2, objective2, n_trials=25, progress=False) == 0
     assert len(optuna.get_all_study_names(storage)) == 1
 
 
@@ -108,14 +108,14 @@ def test_resume_with_other_settings_is_refused(tmp_path):
     study, objective, *_ = _setup(tmp_path)
     # no trial yet (a run that stopped at once): the study takes the settings given now
     assert _setup(tmp_path, budget="0.4")[0].user_attrs["flexopt:settings"]["budget"]["macs"] == 0.4
-    run(study, objective, n_trials=1, progress=False)
+    optimize(study, objective, n_trials=1, progress=False)
     with pytest.raises(FlexoptError, match=r"created with other settings \(budget"):
         _setup(tmp_path, budget="0.3")
 
 
 def test_multi_objective_values(tmp_path):
     study, objective, _ev, *_ = _setup(tmp_path, multi=True, name="mo")
-    run(study, objective, n_trials=20, progress=False)
+    optimize(study, objective, n_trials=20, progress=False)
     assert study.metric_names == ["rfid", "avg_macs"]
     for t in study.best_trials:
         assert t.values[1] == pytest.approx(t.user_attrs["avg_macs"])
@@ -138,7 +138,7 @@ def test_constraints_show_in_optunas_pareto_plot(tmp_path):
     pytest.importorskip("plotly")
     study, objective, ev, limit, *_ = _setup(tmp_path, multi=True, name="plot")
     enqueue_baselines(study, baseline_schedules(SPACE, "ddim", ev.full_macs, ev.avg_macs, limit))
-    run(study, objective, n_trials=25, progress=False)
+    optimize(study, objective, n_trials=25, progress=False)
     infeasible = [t for t in study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
                   if t.constraints["avg_macs"] > 0]
     assert infeasible, "some baselines should be over the budget"
@@ -162,7 +162,7 @@ def test_representable_baselines_over_budget_are_evaluated_but_never_parents(tmp
     study = open_study(f"sqlite:///{tmp_path / 'r.db'}", "r", settings, smp)
     bl = baseline_schedules(space, "ddim", ev.full_macs, ev.avg_macs, limit)
     enqueue_baselines(study, bl, space)
-    run(study, Objective(space, ev, "ddim", limit), n_trials=len(bl) + 6, progress=False)
+    optimize(study, Objective(space, ev, "ddim", limit), n_trials=len(bl) + 6)
     dc = [t for t in study.trials if t.user_attrs.get("baseline") == "deepcache n=3 b=3"]
     assert dc and dc[0].params["n_segments"] == 7  # a candidate of the space, not a schedule
     assert dc[0].state == optuna.trial.TrialState.COMPLETE and dc[0].constraints["avg_macs"] > 0

@@ -57,6 +57,7 @@ _COMMANDS: list[tuple[str, str]] = [
     ("flexopt.cli.report", "report"),
     ("flexopt.cli.report", "trials"),
     ("flexopt.cli.report", "dashboard"),
+    ("flexopt.cli.proxy", "storage_proxy"),
 ]
 
 for _module, _attr in _COMMANDS:

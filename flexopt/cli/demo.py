@@ -40,10 +40,10 @@ def demo(ctx, out_dir, minutes, n_trials, device, cache_dir, validate_images):
     from flexopt.cli.validate import validate
     from flexopt.config import StudyConfig
     from flexopt.errors import FlexoptError
+    from flexopt.report.files import make_folder
 
     cfg = StudyConfig.load(DEMO_CONFIG)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_folder(out_dir)
     storage = f"sqlite:///{out / 'demo.db'}"
     click.echo(f"flexopt demo: {cfg.model}, {cfg.sampler} {cfg.space.t_ref} steps, budget "
                f"{cfg.budget}, {cfg.num_images} images per candidate, results in {out}/")

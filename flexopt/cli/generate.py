@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from flexopt.cli.options import conditioning, echo_json, generation_options, open_pipeline
@@ -109,16 +107,16 @@ def generate(
     from flexopt.cost import count_macs, schedule_cost
     from flexopt.evaluator import EvalSettings, check_conditioning, load_images
     from flexopt.pipeline import apply_schedule, check_request, generate_images
+    from flexopt.report.files import make_folder, write_error
     from flexopt.schedule import Schedule
 
     schedule = Schedule.load(schedule_path)
     check_request(schedule, sampler, t_ref)
+    out_dir = make_folder(out)  # before the model loads: a bad --out costs nothing
     pipe = open_pipeline(model, device, dtype)
     device = pipe._execution_device
     run = apply_schedule(pipe, schedule)
     cost = schedule_cost(schedule, count_macs(pipe.unet))
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
 
     settings = EvalSettings(num_images, seed, batch_size,
                             **conditioning(prompts, prompt_file, guidance_scale, class_labels))
@@ -128,9 +126,12 @@ def generate(
                              class_labels=settings.class_labels,
                              images=load_images(settings.images, "RGB"),
                              masks=load_images(settings.masks, "L"))
-    for i, img in enumerate(result.images):
-        pipe.numpy_to_pil(img[None])[0].save(out_dir / f"{i:05d}.png")
-    np.savez(out_dir / "images.npz", images=result.images, seeds=result.seeds)
+    try:
+        for i, img in enumerate(result.images):
+            pipe.numpy_to_pil(img[None])[0].save(out_dir / f"{i:05d}.png")
+        np.savez(out_dir / "images.npz", images=result.images, seeds=result.seeds)
+    except OSError as err:  # e.g. the disk filled up
+        raise write_error(out_dir, err) from None
     seconds, calls = result.seconds, result.calls
     click.echo(f"wrote {num_images} images to {out_dir} (PNGs and images.npz)")
     click.echo(

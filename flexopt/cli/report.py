@@ -77,8 +77,8 @@ def report(storage, study_name, artifacts, no_artifacts, out, cdn, highlight, pn
     Example:
       flexopt report --storage sqlite:///cifar.db --out cifar.html --png pareto.png
     """
-    from flexopt.report import build_report
-    from flexopt.report_png import export_pareto_png, pick_backend, png_path
+    from flexopt.report.html import build_report
+    from flexopt.report.png import export_pareto_png, pick_backend, png_path
 
     if png:
         png_path(png)  # fail before the slow part, not after
@@ -104,8 +104,8 @@ def trials(storage, study_name, pareto, csv_path):
     Example:
       flexopt trials --storage sqlite:///cifar.db --pareto --csv pareto.csv
     """
-    from flexopt.report_data import collect, trials_frame
-    from flexopt.report_files import write_csv
+    from flexopt.report.data import collect, trials_frame
+    from flexopt.report.files import write_csv
     from flexopt.study import load_study
 
     rep = collect(load_study(storage, study_name))
@@ -135,7 +135,7 @@ def dashboard(storage, artifacts, no_artifacts, host, port):
       flexopt dashboard --storage sqlite:///cifar.db    # then browse http://127.0.0.1:8080
     """
     from flexopt.artifacts import artifact_dir
-    from flexopt.report_dashboard import check_listen, checked_store, run_dashboard
+    from flexopt.report.dashboard import check_listen, checked_store, run_dashboard
 
     store = checked_store(storage, artifacts, use_artifacts=not no_artifacts)
     check_listen(host, port)  # a taken port is one line, not a traceback after the banner

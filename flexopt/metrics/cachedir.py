@@ -7,10 +7,12 @@ the old file or the complete new one, never a half-written one.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -51,6 +53,24 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (created if needed): workers sharing a cache directory
+    build an entry once, the others wait for it. Lock files stay; they are empty."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as err:
+        raise FlexoptError(f"cannot write into {str(path.parent)!r}: {err.strerror}; allowed: a "
+                           f"writable folder (--cache-dir, or ${ENV_CACHE_DIR})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:

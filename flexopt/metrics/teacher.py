@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from flexopt.metrics.cachedir import atomic_write, cache_dir, sha256_file
+from flexopt.metrics.cachedir import atomic_write, cache_dir, file_lock, sha256_file
 from flexopt.metrics.stats import FeatureStats
 
 TEACHER_FORMAT = "flexopt.teacher/1"
@@ -164,9 +164,14 @@ class TeacherCache:
         entry, problem = self.load(key)
         if entry is not None:
             return entry
-        if problem is not None:
-            warnings.warn(f"{problem}; rebuilding it", stacklevel=2)
-        stats, preview = build()
-        path = self.store(key, stats, preview[:PREVIEW_IMAGES])
+        # Workers started together on a fresh cache: one builds, the others wait and read it.
+        with file_lock(self.paths(key)[0].with_suffix(".lock")):
+            entry, problem = self.load(key)
+            if entry is not None:
+                return entry
+            if problem is not None:
+                warnings.warn(f"{problem}; rebuilding it", stacklevel=2)
+            stats, preview = build()
+            path = self.store(key, stats, preview[:PREVIEW_IMAGES])
         status = "rebuilt" if problem else "built"
         return TeacherEntry(stats, preview[:PREVIEW_IMAGES], path, status, problem)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from flexopt.report_data import StudyReport, TrialRow
+from flexopt.report.data import StudyReport, TrialRow
 
 GREY = "#b0b0b0"
 _STYLE = {  # kind → (legend name, colour, plotly symbol, matplotlib marker)

@@ -41,6 +41,21 @@ def make_parent(path: str | os.PathLike[str]) -> Path:
     return p
 
 
+def make_folder(path: str | os.PathLike[str]) -> Path:
+    """`path` as a folder to write into (created with its parents), checked before slow work."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise FlexoptError(f"cannot write into {str(p)!r}: it is a file, not a folder")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        probe = p / f".flexopt-write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise write_error(p, err) from None
+    return p
+
+
 def write_csv(frame: Any, path: str | os.PathLike[str]) -> Path:
     """Write a pandas DataFrame as CSV (no index); returns the path."""
     p = make_parent(path)

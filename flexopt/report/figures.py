@@ -8,8 +8,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from flexopt.config import format_macs
-from flexopt.report_data import StudyReport, TrialRow
-from flexopt.report_series import (
+from flexopt.report.data import StudyReport, TrialRow
+from flexopt.report.series import (
     GREY,
     MacsUnit,
     log_scale,

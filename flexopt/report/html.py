@@ -23,10 +23,10 @@ from flexopt import __version__
 from flexopt.artifacts import artifact_dir, find_sample_grid, find_teacher_grid, open_store
 from flexopt.config import format_macs
 from flexopt.errors import FlexoptError
-from flexopt.report_data import StudyReport, collect, trials_frame
-from flexopt.report_figures import pareto_figure, progress_figure, strip_figure, strip_label
-from flexopt.report_files import make_parent, write_error
-from flexopt.report_series import metric_label
+from flexopt.report.data import StudyReport, collect, trials_frame
+from flexopt.report.figures import pareto_figure, progress_figure, strip_figure, strip_label
+from flexopt.report.files import make_parent, write_error
+from flexopt.report.series import metric_label
 from flexopt.study import load_study
 
 FIGURE_IDS = ("pareto", "strips", "progress")

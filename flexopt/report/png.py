@@ -14,11 +14,11 @@ from pathlib import Path
 import plotly.io as pio
 
 from flexopt.errors import FlexoptError
-from flexopt.report_browser import find_browser, screenshot
-from flexopt.report_data import StudyReport
-from flexopt.report_figures import pareto_figure
-from flexopt.report_files import make_parent, write_error
-from flexopt.report_series import GREY, MacsUnit, log_scale, metric_label, pareto_series
+from flexopt.report.browser import find_browser, screenshot
+from flexopt.report.data import StudyReport
+from flexopt.report.figures import pareto_figure
+from flexopt.report.files import make_parent, write_error
+from flexopt.report.series import GREY, MacsUnit, log_scale, metric_label, pareto_series
 
 PNG_BACKENDS = ("auto", "matplotlib", "browser")
 _SIZE = (1000, 600)  # browser backend: pixels

@@ -1,0 +1,146 @@
+"""The Optuna objective of a search, as a library object: built from a pipeline or a model id.
+
+`Objective` is what `study.optimize` calls: trial params → candidate → budget check → rFID. It
+also carries what the rest of a search needs from the model — the feasibility check for
+`FlexEvolutionSampler`, the budget in avg MACs, the schedule of a finished trial — so a Python
+search is `create_study` + `optimize` with nothing from flexopt's internals. On its first trial it
+records its settings on the study, so `flexopt report`/`export` read the study like a CLI one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from flexopt.config import Budget, SpaceChoices, format_macs
+from flexopt.errors import FlexoptError
+from flexopt.sampler import CostLimit
+from flexopt.schedule import Schedule
+from flexopt.space import SearchSpace
+from flexopt.study import Objective as TrialObjective
+from flexopt.study import (
+    ScheduleEvaluator,
+    SearchSettings,
+    check_space_fits,
+    claim_settings,
+    feasibility,
+    schedule_of,
+)
+
+
+def as_budget(budget: Budget | str | float | None) -> Budget | None:
+    """A `Budget` from `Budget`, text such as "3G" / "2.5x", or a number of avg MACs."""
+    return budget if budget is None or isinstance(budget, Budget) else Budget.parse(budget)
+
+
+@dataclass
+class Objective(TrialObjective):
+    """Flexiffusion's objective: the rFID of a trial's schedule, under an avg-MACs budget.
+
+    Build one with `from_pipeline` (a loaded diffusers pipeline) or `from_model` (a directory,
+    hub id or `flexopt:NAME`), then hand `objective.feasible` to `FlexEvolutionSampler`.
+    """
+
+    settings: SearchSettings | None = None
+    space_fit: Any = None  # flexopt.cost.SpaceFit: the space's cost range against the budget
+    _claimed: set[int] = field(default_factory=set, init=False, repr=False)
+
+    # ---------------------------------------------------------------------------- building
+    @classmethod
+    def from_model(cls, model: str, space: SearchSpace | SpaceChoices,
+                   budget: Budget | str | float | None, *,
+                   device: str | None = None, dtype: str = "float32", **kwargs: Any) -> Objective:
+        """Load `model` on `device` (default: cuda when available) and build the objective."""
+        from flexopt.models import load_pipeline, parse_device, parse_dtype
+
+        pipe = load_pipeline(model, dtype=parse_dtype(dtype), device=parse_device(device))
+        return cls.from_pipeline(pipe, space, budget, model=model, **kwargs)
+
+    @classmethod
+    def from_pipeline(
+        cls, pipe: Any, space: SearchSpace | SpaceChoices, budget: Budget | str | float | None, *,
+        num_images: int = 1000, seed: int = 0, sampler: str = "ddim", batch_size: int = 64,
+        metric: str = "rfid", prompts: tuple[str, ...] = (), guidance_scale: float | None = None,
+        class_labels: tuple[int, ...] = (), multi_objective: bool = False,
+        cache_dir: str | None = None, inception_weights: str | None = None,
+        progress: bool = False, model: str | None = None,
+    ) -> Objective:
+        """The objective for a loaded pipeline: its teacher is `sampler` with `space.t_ref` full
+        steps, and a candidate scores the rFID of `num_images` images (image i: seed + i).
+
+        `space` may be `SpaceChoices` with `segments=None`: the N-segment choices are then fitted
+        to the budget (`flexopt.cost.fit_space`); `objective.space` is the space searched and
+        `objective.space_fit` its cost range against the budget."""
+        from flexopt.conditioning import DEFAULT_GUIDANCE
+        from flexopt.cost import fit_space
+        from flexopt.evaluator import EvalSettings, ModelEvaluator
+
+        settings = EvalSettings(
+            num_images, seed, batch_size, metric, tuple(prompts),
+            DEFAULT_GUIDANCE if guidance_scale is None else guidance_scale, tuple(class_labels))
+        ev = ModelEvaluator(pipe, sampler, space.t_ref, settings, cache_dir, inception_weights,
+                            progress)
+        budget_ = as_budget(budget)
+        if budget_ is None and not multi_objective:
+            raise FlexoptError("no budget: give one (e.g. 3G or 2.5x), or multi_objective=True")
+        limit = budget_.max_avg_macs(ev.full_macs) if budget_ else None
+        fit = None
+        if limit is not None:
+            bad = [b for b in space.branches if b > ev.profile.max_branch]
+            if not bad and not (budget_.macs is not None and budget_.macs < 1e3):
+                fit = fit_space(ev.profile, space.t_ref, limit, space.branches, space.intervals,
+                                None if getattr(space, "auto", False) else space.segments)
+                space = fit.space
+        if isinstance(space, SpaceChoices):
+            space = space.space()  # auto segments without a budget: one clear error
+        check_model(ev, space, sampler, budget_, limit)
+        name = model or getattr(pipe, "name_or_path", None) or type(pipe).__name__
+        search = SearchSettings(space, sampler, budget_, multi_objective, metric, name,
+                                num_images, seed, settings.conditioning())
+        return cls(space, ev, sampler, limit, multi_objective, settings=search, space_fit=fit)
+
+    # --------------------------------------------------------------------------- queries
+    @property
+    def feasible(self) -> CostLimit:
+        """`candidate -> bool`, strictly under the avg-MACs budget (always True without one): the
+        sampler's check. It carries the cost, so the sampler spreads its first population up to
+        the budget."""
+        return feasibility(self.space, self.sampler, self.evaluator, self.max_avg_macs)
+
+    def schedule(self, trial: FrozenTrial) -> Schedule:
+        """The schedule a trial ran (a searched candidate or a baseline)."""
+        return schedule_of(trial, self.space, self.sampler)
+
+    def teacher(self) -> Any:
+        """Build or reuse the teacher's cached statistics (one worker builds, the others wait)."""
+        return self.evaluator.teacher()
+
+    # ---------------------------------------------------------------------------- running
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        study = trial.study
+        if self.settings is not None and study._study_id not in self._claimed:
+            claim_settings(study, self.settings, where="its storage")
+            self._claimed.add(study._study_id)
+        return super().__call__(trial)
+
+
+def check_model(ev: ScheduleEvaluator, space: SearchSpace, sampler: str, budget: Budget | None,
+                limit: float | None) -> None:
+    """Refuse, before anything runs, a space or budget this model cannot serve: one line."""
+    profile = getattr(ev, "profile", None)
+    if profile is not None:
+        bad = [b for b in space.branches if b > profile.max_branch]
+        if bad:
+            raise FlexoptError(f"branch choice {bad[0]} is beyond this model; allowed: "
+                               f"1..{profile.max_branch}")
+    if budget is not None and budget.macs is not None and budget.macs < 1e3:
+        raise FlexoptError(  # `--budget 2.5`: a forgotten unit or x, not 2.5 MACs
+            f"budget {budget.macs:g} means {budget.macs:g} avg MACs, far below a step of this "
+            f"model ({format_macs(ev.full_macs)}); allowed: avg MACs such as 3G or 250M, or a "
+            f"speedup such as {budget.macs:g}x")
+    pipe = getattr(ev, "pipe", None)
+    total = pipe.scheduler.config.get("num_train_timesteps") if pipe is not None else None
+    check_space_fits(space, sampler, ev, limit, total)

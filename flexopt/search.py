@@ -1,0 +1,445 @@
+"""The library call behind `flexopt search`: config → storage → study → baselines → optimize.
+
+`run_search(SearchJob)` is the whole command as one call; `optimize(study, objective, n_trials)` is
+its worker loop, usable on any study. Many workers (processes, machines) may run either at once on
+one study: a study lock (`flexopt.storage.StudyLock`) makes the baselines enqueued once and the
+trial total exact, a heartbeat re-runs a crashed worker's trial, and Ctrl-C (or SIGTERM) puts the
+running trial back in the queue so a later run evaluates it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import socket
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from flexopt.config import Budget, EvolutionConfig, SpaceChoices, StudyConfig, format_macs
+from flexopt.errors import FlexoptError
+from flexopt.objective import Objective, as_budget
+from flexopt.space import SearchSpace
+from flexopt.storage import StudyLock, check_storage, make_storage, mask_url
+from flexopt.study import (
+    baseline_schedules,
+    default_storage,
+    enqueue_baselines,
+    feasible_trials,
+    finished,
+    make_sampler,
+    open_study,
+)
+
+BASELINES_ATTR = "flexopt:baselines"  # study system attr: the baselines were enqueued (names)
+WORKER_ATTR = "flexopt:worker"  # trial system attr: host:pid of the worker that ran it
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class SearchJob:
+    """Everything `flexopt search` takes: the model, the space and budget, the study, rFID."""
+
+    model: str
+    space: SearchSpace | SpaceChoices  # SpaceChoices with segments None: fitted to the budget
+    budget: Budget | None
+    n_trials: int = 100
+    storage: str | None = None  # default: sqlite:///STUDY_NAME.db in the working directory
+    study_name: str = "flexopt"
+    sampler: str = "ddim"  # the diffusion sampler of the schedules
+    search_sampler: str = "evo"  # evo, random, tpe, nsga2
+    multi_objective: bool = False
+    baselines: str = "all"  # all, best, none (flexopt.study.BASELINE_MODES)
+    search_seed: int | None = None
+    artifacts: str | None = None
+    upload_artifacts: bool = True
+    num_images: int = StudyConfig.num_images
+    seed: int = 0
+    batch_size: int = 64
+    device: str | None = None
+    dtype: str = "float32"
+    prompts: tuple[str, ...] = ()
+    guidance_scale: float | None = None
+    class_labels: tuple[int, ...] = ()
+    metric: str = "rfid"
+    cache_dir: str | None = None
+    inception_weights: str | None = None
+    evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
+    timeout: float | None = None  # seconds, per worker
+    heartbeat: int = 60  # seconds; a worker silent for twice this is presumed dead
+    workers: int = 1
+    progress: bool = True
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or default_storage(self.study_name)
+
+    @classmethod
+    def from_config(cls, config: StudyConfig | str | Path | None = None,
+                    **overrides: Any) -> SearchJob:
+        """A job from a study config (TOML path or `StudyConfig`), `overrides` winning.
+
+        Overrides set to None are ignored, so command-line flags can be passed as they come.
+        """
+        cfg = StudyConfig.load(config) if isinstance(config, str | Path) else config
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if "budget" in given:
+            given["budget"] = as_budget(given["budget"])
+        base: dict[str, Any] = {}
+        if cfg is not None:
+            base = {"model": cfg.model, "space": cfg.choices, "budget": cfg.budget,
+                    "num_images": cfg.num_images, "seed": cfg.seed, "sampler": cfg.sampler,
+                    "study_name": cfg.study_name, "storage": cfg.storage,
+                    "n_trials": cfg.n_trials, "evolution": cfg.evolution,
+                    "prompts": _config_prompts(cfg), "guidance_scale": cfg.guidance_scale,
+                    "class_labels": cfg.class_labels}
+            base = {k: v for k, v in base.items() if v not in (None, ())}
+        merged = {**base, **given}
+        if not merged.get("model"):
+            raise FlexoptError("no model: give --model (a pipeline directory or hub id) or a "
+                               "CONFIG with `model = ...`")
+        if merged.get("space") is None:
+            raise FlexoptError("no search space: give a study config (see studies/) or "
+                               "--segments, --branches, --intervals")
+        if merged.get("budget") is None and not merged.get("multi_objective"):
+            raise FlexoptError("no budget: give --budget (e.g. 3G or 2.5x), a CONFIG with "
+                               "`budget = ...`, or --multi-objective")
+        if merged.get("budget") is None and getattr(merged["space"], "auto", False):
+            raise FlexoptError("segments = \"auto\" fits the space to a budget: give --budget, "
+                               "or explicit --segments")
+        if isinstance(merged.get("baselines"), bool):
+            merged["baselines"] = "all" if merged["baselines"] else "none"
+        merged.setdefault("budget", None)
+        return cls(**merged)
+
+
+def _config_prompts(cfg: StudyConfig) -> tuple[str, ...]:
+    from flexopt.conditioning import parse_prompts
+
+    return tuple(parse_prompts((), cfg.prompt_file)) if cfg.prompt_file else ()
+
+
+@dataclass
+class SearchResult:
+    """What one `run_search` call did: the study, and the trials this call's workers ran."""
+
+    study: optuna.Study
+    storage: str
+    ran: int
+    queued: int
+    timed_out: bool = False  # stopped by the time limit before the trial total
+
+
+def run_search(job: SearchJob, log: Log = print) -> SearchResult:
+    """Run (or resume) the study `job` describes until it holds `n_trials` finished trials.
+
+    With `job.workers > 1`, that many local processes share the study (one per GPU when there
+    are GPUs). `log` receives the progress lines the CLI prints.
+    """
+    if job.workers > 1:
+        return _search_workers(job, log)
+    url = job.storage_url
+    # the storage first: a wrong URL or an unreachable database costs no model load
+    storage = make_storage(url, job.heartbeat)
+    check_storage(storage, url)
+    grids = None
+    if job.upload_artifacts:  # a missing --artifacts for a database is one line now, too
+        from flexopt.artifacts import SampleGridUploader
+
+        grids = SampleGridUploader.for_storage(url, job.artifacts)
+    objective = Objective.from_model(
+        job.model, job.space, job.budget, device=job.device, dtype=job.dtype,
+        num_images=job.num_images, seed=job.seed, sampler=job.sampler,
+        batch_size=job.batch_size, metric=job.metric, prompts=job.prompts,
+        guidance_scale=job.guidance_scale, class_labels=job.class_labels,
+        multi_objective=job.multi_objective, cache_dir=job.cache_dir,
+        inception_weights=job.inception_weights, progress=job.progress)
+    ev, limit = objective.evaluator, objective.max_avg_macs
+    space = objective.space
+    log(f"model {job.model}: full step {format_macs(ev.full_macs)} MACs, max branch "
+        f"{ev.profile.max_branch}; teacher {job.sampler} {space.t_ref} steps")
+    if limit is not None:
+        log(f"budget: avg MACs < {format_macs(limit)} "
+            f"({ev.full_macs / limit:.2f}x fewer than the teacher)")
+    fit = objective.space_fit
+    if fit is not None:
+        log(f"space: N-segment {','.join(map(str, space.segments))}"
+            + (" (fitted to the budget)" if getattr(job.space, "auto", False) else "")
+            + f", branches {','.join(map(str, space.branches))}, intervals "
+            f"{','.join(map(str, space.intervals))}; cost {fit.costs}")
+        if fit.warning:
+            log(f"warning: {fit.warning}")
+    smp = make_sampler(job.search_sampler, space, objective.feasible, job.evolution,
+                       job.search_seed)
+    # open (and check) the study before the teacher: a refused resume should not cost its images
+    study = open_study(storage, job.study_name, objective.settings, smp)
+    lock = StudyLock(storage, job.study_name)
+    entry = objective.teacher()
+    log(f"teacher cache {'reused' if entry.status == 'hit' else entry.status}: {entry.path}")
+    if job.baselines != "none":
+        bl = baseline_schedules(space, job.sampler, ev.full_macs, ev.avg_macs, limit,
+                                mode=job.baselines)
+        added = enqueue_baselines_once(study, lock, bl, space)
+        if added:
+            log(f"enqueued {added} baselines (DeepCache uniform, fewer-step teacher)")
+    if grids is not None:
+        grids.teacher(study, entry.preview)
+        objective.sample_grids = grids
+    ran = optimize(study, objective, job.n_trials, timeout=job.timeout, progress=job.progress,
+                   lock=lock)
+    queued = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    timed_out = job.timeout is not None and finished(study) < job.n_trials
+    return SearchResult(study, url, ran, queued, timed_out)
+
+
+def enqueue_baselines_once(study: optuna.Study, lock: StudyLock,
+                           baselines: list[tuple[str, Any]], space: SearchSpace | None = None
+                           ) -> int:
+    """Enqueue the baselines once per study, whichever worker comes first.
+
+    Under the study lock, the first worker enqueues them and marks the study; the others see the
+    mark. Baselines added later (a resumed study with a larger space) are enqueued then.
+    """
+    names = [name for name, _ in baselines]
+    with lock():
+        done = study._storage.get_study_system_attrs(study._study_id).get(BASELINES_ATTR, [])
+        if set(names) <= set(done):
+            return 0
+        added = enqueue_baselines(study, baselines, space)
+        study._storage.set_study_system_attr(study._study_id, BASELINES_ATTR,
+                                             sorted(set(done) | set(names)))
+    return added
+
+
+# ------------------------------------------------------------------------------ worker loop
+def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], Any], n_trials: int, *,
+             timeout: float | None = None, progress: bool = False,
+             lock: StudyLock | None = None, poll: float = 0.5) -> int:
+    """Run trials until the study holds `n_trials` finished ones (all workers together).
+
+    Unlike `study.optimize(n_trials=…)`, which counts this process's trials, the total is the
+    study's: a trial starts only while finished + running trials stay under it (decided under
+    the study lock), so N workers end with exactly `n_trials`. A worker with nothing left to start
+    waits while other workers' trials run, and takes over a crashed worker's trial when the
+    heartbeat fails it. Ctrl-C or SIGTERM puts the running trial back in the queue and re-raises
+    KeyboardInterrupt. Returns the number of trials this call ran.
+    """
+    from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
+    from tqdm.auto import tqdm
+
+    lock = lock or StudyLock(study._storage, study.study_name)
+    heartbeat = is_heartbeat_enabled(study._storage)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    ran = 0
+    bar = tqdm(total=n_trials, initial=min(finished(study), n_trials), desc="search",
+               unit="trial", disable=not progress, dynamic_ncols=True)
+    with _Interrupts().installed() as interrupts, contextlib.closing(bar):
+        while deadline is None or time.monotonic() < deadline:
+            if heartbeat:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    optuna.storages.fail_stale_trials(study)
+            with interrupts.held(), lock():
+                trials = study.get_trials(deepcopy=False, states=(*COUNTED, TrialState.RUNNING))
+                done = sum(t.state in COUNTED for t in trials)
+                trial = _ask(study) if len(trials) < n_trials else None
+            if trial is None:
+                interrupts.raise_pending()
+                if done >= n_trials or not heartbeat:  # without a heartbeat, nobody takes over
+                    break
+                time.sleep(poll)  # others' trials are running; one may yet fail and be retried
+                continue
+            study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, worker)
+            with get_heartbeat_thread(trial._trial_id, study._storage):
+                _run_one(study, trial, objective, interrupts.raise_pending)
+            ran += 1
+            bar.n = min(finished(study), n_trials)
+            best = feasible_trials(study)
+            if best:
+                bar.set_postfix_str(f"best {best[0].values[0]:.4g} (trial {best[0].number})")
+            bar.refresh()
+    return ran
+
+
+def _ask(study: optuna.Study) -> optuna.Trial:
+    with warnings.catch_warnings():  # Optuna warns that heartbeats belong to `study.optimize`;
+        warnings.simplefilter("ignore", UserWarning)  # this loop runs them itself
+        return study.ask()
+
+
+def _run_one(study: optuna.Study, trial: optuna.Trial,
+             objective: Callable[[optuna.Trial], Any], before: Callable[[], None]) -> None:
+    """Run and tell one trial; an interrupt puts it back in the queue (same number, same
+    candidate) instead of failing it."""
+    try:
+        before()
+        value = objective(trial)
+    except optuna.TrialPruned:
+        study.tell(trial, state=TrialState.PRUNED)
+    except KeyboardInterrupt:
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.WAITING)
+        raise
+    except Exception:
+        study.tell(trial, state=TrialState.FAIL)
+        raise
+    else:
+        study.tell(trial, value)
+
+
+class _Interrupts:
+    """Ctrl-C and SIGTERM (a scheduler stopping the job, `kill`) as KeyboardInterrupt, held back
+    while the study lock is held, so a trial is never left half-asked with no one to requeue it."""
+
+    def __init__(self) -> None:
+        self.holding = False
+        self.pending = False
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.holding:
+            self.pending = True
+        else:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[_Interrupts]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self  # signals only reach the main thread; nothing to hold back elsewhere
+            return
+        previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT,
+                                                                      signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        self.holding = True
+        try:
+            yield
+        finally:
+            self.holding = False
+
+    def raise_pending(self) -> None:
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
+
+
+# ----------------------------------------------------------------------------- local workers
+def _search_workers(job: SearchJob, log: Log) -> SearchResult:
+    """`job.workers` processes on this machine, one per GPU when there are GPUs."""
+    import torch
+
+    url = job.storage_url
+    check_storage(make_storage(url, job.heartbeat), url)  # one error here, not one per worker
+    gpus = torch.cuda.device_count() if job.device is None else 0
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    procs = []
+    for i in range(job.workers):
+        device = f"cuda:{i % gpus}" if gpus else job.device
+        seed = None if job.search_seed is None else job.search_seed + i
+        worker = replace(job, workers=1, device=device, search_seed=seed, progress=False)
+        procs.append(ctx.Process(target=_worker_main, args=(worker, i, results), daemon=False))
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt:
+        for p in procs:  # they got the same Ctrl-C; wait for them to requeue their trials
+            p.join()
+        raise
+    ran, errors = 0, {}
+    while not results.empty():
+        kind, i, value = results.get()
+        if kind == "ran":
+            ran += value
+        else:
+            errors.setdefault(value, []).append(i)
+    if len(errors) == 1:  # the same mistake in every worker: say it once
+        raise FlexoptError(next(iter(errors)))
+    if errors:
+        raise FlexoptError("; ".join(f"worker {ws[0]}: {e}" for e, ws in errors.items()))
+    failed = [f"worker {i} exited with status {p.exitcode}" for i, p in enumerate(procs)
+              if p.exitcode not in (0, None)]
+    if failed:
+        raise FlexoptError("; ".join(failed))
+    storage = make_storage(url, None)
+    study = optuna.load_study(study_name=job.study_name, storage=storage)
+    queued = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    log(f"{job.workers} workers ran {ran} trials this time")
+    return SearchResult(study, url, ran, queued)
+
+
+def _worker_main(job: SearchJob, index: int, results: Any) -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # a worker prints its own lines
+    prefix = f"worker {index}: "
+    try:
+        result = run_search(job, log=lambda line: print(prefix + line, flush=True))
+    except FlexoptError as err:
+        results.put(("error", index, str(err)))
+        return
+    except KeyboardInterrupt:
+        print(prefix + "interrupted; its running trial is back in the queue", flush=True)
+        raise SystemExit(130) from None
+    print(f"{prefix}ran {result.ran} trials", flush=True)
+    results.put(("ran", index, result.ran))
+
+
+def summary(result: SearchResult, metric: str, baselines: bool | str) -> list[str]:
+    """The closing lines of `flexopt search`: this call's count, the bests, what to run next."""
+    study, shown = result.study, mask_url(result.storage)
+    name = study.study_name
+    searched = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                   if "baseline" not in t.user_attrs)
+    lines = [f"study {name!r} in {shown}: ran {result.ran} trials this time, "
+             f"{finished(study)} finished in all ({searched} searched candidates evaluated)"]
+    if result.timed_out:
+        lines.append("stopped by the time limit before the trial total; run the same command "
+                     "again to continue the study")
+    elif result.queued:
+        lines.append(f"{result.queued} trials still queued: run again with a larger --n-trials")
+    feasible = feasible_trials(study)
+    for label, group in (("searched", [t for t in feasible if "baseline" not in t.user_attrs]),
+                         ("baseline", [t for t in feasible if "baseline" in t.user_attrs])):
+        if not group:
+            continue
+        b = group[0]
+        what = f" ({b.user_attrs['baseline']})" if "baseline" in b.user_attrs else ""
+        lines.append(f"best {label} under budget: trial {b.number}{what}, {metric} "
+                     f"{b.values[0]:.4g}, avg MACs {format_macs(b.user_attrs['avg_macs'])} "
+                     f"({b.user_attrs['speedup']:.2f}x), NFE {b.user_attrs['nfe']}")
+        lines.append(f"  steps: {b.user_attrs['step_types']}")
+    if feasible and "baseline" in feasible[0].user_attrs:
+        lines.append(f"the best under the budget is a baseline "
+                     f"({feasible[0].user_attrs['baseline']}): no searched candidate scored "
+                     "better on the search's images")
+    lines += [
+        "next:",
+        f"  flexopt export --storage {shown} --study-name {name} --best --out best.json   "
+        "# the best under budget" + ("" if baselines in (False, "none") else
+                                     ", baselines included"),
+        f"  flexopt validate --storage {shown} --study-name {name} --num-images 1000   "
+        "# best searched vs best baseline on unseen seeds",
+        f"  flexopt report --storage {shown} --study-name {name} --out report.html",
+        f"  flexopt dashboard --storage {shown}",
+    ]
+    return lines
+
+
+__all__ = ["SearchJob", "SearchResult", "enqueue_baselines_once", "optimize", "run_search",
+           "summary"]

@@ -45,7 +45,7 @@ def demo(ctx, out_dir, minutes, n_trials, device, cache_dir, validate_images):
     cfg = StudyConfig.load(DEMO_CONFIG)
     out = make_folder(out_dir)
     storage = f"sqlite:///{out / 'demo.db'}"
-    click.echo(f"flexopt demo: {cfg.model}, {cfg.sampler} {cfg.space.t_ref} steps, budget "
+    click.echo(f"flexopt demo: {cfg.model}, {cfg.sampler} {cfg.choices.t_ref} steps, budget "
                f"{cfg.budget}, {cfg.num_images} images per candidate, results in {out}/")
     ctx.invoke(search, config=str(DEMO_CONFIG), storage=storage, n_trials=n_trials,
                timeout=minutes, device=device, cache_dir=cache_dir, search_seed=0,

@@ -250,17 +250,19 @@ def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], Any], n_tr
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     optuna.storages.fail_stale_trials(study)
-            with interrupts.held(), lock():
+            interrupts.hold()  # released where the trial is run, or when there is none
+            with lock():
                 trials = study.get_trials(deepcopy=False, states=(*COUNTED, TrialState.RUNNING))
                 done = sum(t.state in COUNTED for t in trials)
                 trial = _ask(study) if len(trials) < n_trials else None
+                if trial is not None:
+                    study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, worker)
             if trial is None:
                 interrupts.raise_pending()
                 if done >= n_trials or not heartbeat:  # without a heartbeat, nobody takes over
                     break
                 time.sleep(poll)  # others' trials are running; one may yet fail and be retried
                 continue
-            study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, worker)
             with get_heartbeat_thread(trial._trial_id, study._storage):
                 _run_one(study, trial, objective, interrupts.raise_pending)
             ran += 1
@@ -324,15 +326,12 @@ class _Interrupts:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
-    @contextlib.contextmanager
-    def held(self) -> Iterator[None]:
+    def hold(self) -> None:
+        """Hold signals back from here until `raise_pending` (lock, ask, trial set up)."""
         self.holding = True
-        try:
-            yield
-        finally:
-            self.holding = False
 
     def raise_pending(self) -> None:
+        self.holding = False
         if self.pending:
             self.pending = False
             raise KeyboardInterrupt

@@ -88,6 +88,10 @@ class Objective(TrialObjective):
             raise FlexoptError("no budget: give one (e.g. 3G or 2.5x), or multi_objective=True")
         limit = budget_.max_avg_macs(ev.full_macs) if budget_ else None
         fit = None
+        if isinstance(space, SpaceChoices) and not space.auto:
+            space = space.space()
+        if isinstance(space, SearchSpace):
+            check_model(ev, space, sampler, budget_, limit)  # grid and branches first: one line
         if limit is not None:
             bad = [b for b in space.branches if b > ev.profile.max_branch]
             if not bad and not (budget_.macs is not None and budget_.macs < 1e3):

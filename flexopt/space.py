@@ -261,7 +261,8 @@ class SearchSpace:
         """
         b0, L = self.branches[0], self.segment_length
         out = {f"teacher T={n}" + (f" (grid {n * L})" if L > 1 else ""):
-               Candidate((Segment(b0, 1),) * n) for n in self.segments}
+               Candidate((Segment(b0, 1),) * n) for n in self.segments
+               if self.intervals[0] == 1}  # without interval 1 no candidate is all-full
         if self.t_ref % L == 0 and self.t_ref // L in self.segments and L > 1:
             for b in self.branches:
                 out[f"deepcache n={L} b={b}"] = Candidate((Segment(b, L),) * (self.t_ref // L))

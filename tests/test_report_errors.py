@@ -99,7 +99,9 @@ def test_trials_csv_error_without_strerror_keeps_the_message(built, tmp_path, mo
                          "directory: 'gone'")
 
 
-def test_trials_pareto_when_there_is_none(built):
-    res = _cli("trials", "--storage", built.storage, "--pareto")
+def test_trials_pareto_when_there_is_none(tmp_path):
+    # a budget under every baseline: the one trial run is evaluated (a baseline) but infeasible
+    over = build_study(tmp_path, n_trials=1, grids=False, budget="0.01")
+    res = _cli("trials", "--storage", over.storage, "--pareto")
     assert res.exit_code == 0, res.output
     assert res.output == f"{NO_PARETO}\n"

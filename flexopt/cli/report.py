@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-NO_PARETO = "no Pareto trial yet: no searched candidate was evaluated under the budget"
+NO_PARETO = "no Pareto trial yet: nothing was evaluated under the budget"
 
 
 def _storage_options(study: bool = True, artifacts: bool = True) -> Callable[[Any], Any]:

@@ -88,19 +88,18 @@ class Objective(TrialObjective):
             raise FlexoptError("no budget: give one (e.g. 3G or 2.5x), or multi_objective=True")
         limit = budget_.max_avg_macs(ev.full_macs) if budget_ else None
         fit = None
-        if isinstance(space, SpaceChoices) and not space.auto:
-            space = space.space()
-        if isinstance(space, SearchSpace):
-            check_model(ev, space, sampler, budget_, limit)  # grid and branches first: one line
+        auto = getattr(space, "auto", False)
+        if not auto:  # explicit: grid, branches and budget checked first, in one line each
+            space = space.space() if isinstance(space, SpaceChoices) else space
+            check_model(ev, space, sampler, budget_, limit)
         if limit is not None:
-            bad = [b for b in space.branches if b > ev.profile.max_branch]
-            if not bad and not (budget_.macs is not None and budget_.macs < 1e3):
-                fit = fit_space(ev.profile, space.t_ref, limit, space.branches, space.intervals,
-                                None if getattr(space, "auto", False) else space.segments)
-                space = fit.space
-        if isinstance(space, SpaceChoices):
+            fit = fit_space(ev.profile, space.t_ref, limit, space.branches, space.intervals,
+                            None if auto else space.segments)
+            space = fit.space
+        elif auto:
             space = space.space()  # auto segments without a budget: one clear error
-        check_model(ev, space, sampler, budget_, limit)
+        if auto:
+            check_model(ev, space, sampler, budget_, limit)
         name = model or getattr(pipe, "name_or_path", None) or type(pipe).__name__
         search = SearchSettings(space, sampler, budget_, multi_objective, metric, name,
                                 num_images, seed, settings.conditioning())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 from pathlib import Path
 
@@ -43,6 +44,19 @@ def test_features_match_torchscript_at_299(cache: Path, torchscript) -> None:
         ref = torchscript((images.float() - 128) / 128).numpy()  # TF's input scaling, no resize
     assert ours.shape == (3, 2048) and ours.dtype == np.float32
     assert np.abs(ours - ref).max() < 1e-4
+
+
+def test_channels_last_network_equals_default_layout(cache: Path) -> None:
+    """The NHWC network (kept for speed) gives the default-layout network's features, to 1e-4."""
+    images = random_images(4, 28, seed=3)
+    extractor = load_inception(cache_dir=cache, device="cpu", allow_download=False)
+    assert extractor.model.Conv2d_1a_3x3.conv.weight.is_contiguous(
+        memory_format=torch.channels_last)
+    fast = extractor(images)
+    plain = copy.deepcopy(extractor.model).to(memory_format=torch.contiguous_format)
+    with torch.inference_mode():
+        (ref,) = plain(images)
+    assert np.abs(fast - ref.numpy()).max() < 1e-4
 
 
 def test_small_images_use_tf_exact_resize(cache: Path, torchscript) -> None:

@@ -23,6 +23,9 @@ from flexopt.metrics.weights import (
 
 FEATURE_DIM = 2048
 DEFAULT_BATCH_SIZE = 64
+# NHWC convolutions: 1.5x the images/s of the default layout on a 2-core CPU (5.9 → 9.0 img/s,
+# batch 64) with features within 6e-6 of it; cuDNN prefers it too. See docs/performance.md.
+MEMORY_FORMAT = torch.channels_last
 
 _MODELS: dict[tuple[str, str], torch.nn.Module] = {}  # (weights sha256, device) → network
 
@@ -104,7 +107,7 @@ def load_inception(
     key = (found.sha256, str(dev))
     model = _MODELS.get(key)
     if model is None:
-        model = _build(load_inception_state_dict(found)).to(dev)
+        model = _build(load_inception_state_dict(found)).to(dev, memory_format=MEMORY_FORMAT)
         _MODELS.clear()  # one network at a time: each is ~90 MB
         _MODELS[key] = model
     return InceptionExtractor(model, dev, found, batch_size)

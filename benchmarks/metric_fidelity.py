@@ -124,6 +124,9 @@ def main() -> None:
                 row[f"seconds_{metric}@{n}"] = time.perf_counter() - t1
         ref_feats = ref_ev.features(ref_ev.images(schedule).images)
         row["reference_rfid"] = float(teacher_ref.frechet_to(ref_feats))
+        half = len(ref_feats) // 2  # two disjoint halves: how far the reference itself agrees
+        row["reference_halves"] = [float(teacher_ref.frechet_to(ref_feats[:half])),
+                                   float(teacher_ref.frechet_to(ref_feats[half:]))]
         rows.append(row)
         print(f"[{i + 1}/{len(todo)}] {name:34} {row['speedup']:5.2f}x ref rFID "
               f"{row['reference_rfid']:7.2f}  rFID@{counts[-1]} {row[f'rfid@{counts[-1]}']:7.2f}  "
@@ -138,8 +141,12 @@ def main() -> None:
                                     for r in rows]))
             table.append({"metric": metric, "n": n, "kendall_tau": float(tau),
                           "seconds_per_candidate": secs})
+    halves = np.array([r["reference_halves"] for r in rows])
+    split_tau = float(kendalltau(halves[:, 0], halves[:, 1]).statistic)
     print(f"\nKendall tau against rFID-{args.reference_images} on unseen seeds "
           f"({len(rows)} schedules); seconds per candidate = median over schedules")
+    print(f"reference noise: tau between its two disjoint halves "
+          f"(rFID-{args.reference_images // 2} each) = {split_tau:.3f}")
     print(f"{'metric':8} " + " ".join(f"{'n=' + str(n):>14}" for n in counts))
     for metric in METRICS:
         cells = [next(t for t in table if t["metric"] == metric and t["n"] == n) for n in counts]
@@ -149,6 +156,7 @@ def main() -> None:
         json.dump({"machine": platform.platform(), "model": args.model, "t_ref": args.t_ref,
                    "reference_images": args.reference_images,
                    "reference_seed": args.reference_seed, "counts": counts, "table": table,
+                   "reference_split_half_tau": split_tau,
                    "rows": rows, "seconds": time.perf_counter() - t_start}, f, indent=2)
     print(f"wrote {args.out}")
 

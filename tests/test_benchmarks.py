@@ -18,7 +18,7 @@ def test_metric_fidelity_script_on_a_tiny_model(tmp_path, inception_weights):
     out = tmp_path / "mf.json"
     p = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "metric_fidelity.py"), "--model", str(model),
-         "--reference-images", "2", "--max-count", "16", "--sampled", "1", "--schedules", "2",
+         "--reference-images", "4", "--max-count", "16", "--sampled", "1", "--schedules", "2",
          "--batch-size", "16", "--cache-dir", str(tmp_path / "cache"), "--inception-weights",
          inception_weights, "--out", str(out)],
         capture_output=True, text=True, timeout=900)

@@ -36,6 +36,7 @@ from flexopt.metrics import FeatureStats, score
 from flexopt.models import load_pipeline
 from flexopt.schedule import Schedule
 from flexopt.space import SearchSpace
+from flexopt.study import feasible_trials, load_study, trial_schedule
 
 COUNTS = (16, 32, 64, 128, 256)
 METRICS = ("rfid", "kid", "paired")
@@ -66,6 +67,17 @@ def schedules(ev: ModelEvaluator, n_sampled: int, seed: int) -> list[tuple[str, 
     return out
 
 
+def searched(storages: list[str], per_study: int) -> list[tuple[str, Schedule]]:
+    """The best `per_study` searched (not baseline) feasible schedules of each finished study."""
+    out = []
+    for storage in storages:
+        study = load_study(storage, None)
+        best = [t for t in feasible_trials(study) if "baseline" not in t.user_attrs][:per_study]
+        out += [(f"searched {study.study_name} #{t.number}", trial_schedule(study, t))
+                for t in best]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="flexopt:fashion-mnist")
@@ -79,6 +91,10 @@ def main() -> None:
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--schedules", type=int, default=None,
                     help="Only the first K schedules (a quick check of the script).")
+    ap.add_argument("--study", action="append", default=[], metavar="STORAGE",
+                    help="A finished search's storage URL (one study in it); its best searched "
+                         "schedules join the set. Repeatable.")
+    ap.add_argument("--per-study", type=int, default=2)
     ap.add_argument("--out", default="metric_fidelity.json")
     args = ap.parse_args()
     counts = [n for n in COUNTS if n <= args.max_count]
@@ -88,7 +104,8 @@ def main() -> None:
                         args.cache_dir, args.inception_weights, progress=False)
     ref_ev = dataclasses.replace(ev, settings=EvalSettings(
         args.reference_images, args.reference_seed, args.batch_size))
-    todo = schedules(ev, args.sampled, seed=0)[:args.schedules]
+    todo = (schedules(ev, args.sampled, seed=0) + searched(args.study, args.per_study)
+            )[:args.schedules]
     print(f"{len(todo)} schedules; reference rFID on {args.reference_images} images from seed "
           f"{args.reference_seed}; search metrics on n = {counts} from seed 0", flush=True)
 

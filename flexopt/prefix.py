@@ -19,11 +19,14 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from flexopt.errors import FlexoptError
 from flexopt.schedule import Schedule
-from flexopt.scheduler import BoundaryFn, Resume
 from flexopt.space import Segment
+
+if TYPE_CHECKING:  # torch and diffusers stay unimported until something runs
+    from flexopt.scheduler import BoundaryFn, Resume
 
 DEFAULT_PREFIX_CACHE_MB = 512.0
 # Pipeline kinds (`flexopt.pipeline.pipeline_kind`) whose state at a boundary is the latents and

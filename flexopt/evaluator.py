@@ -116,7 +116,7 @@ class ModelEvaluator:
         s = self.settings
         prefix = None
         if reuse and self._prefix_cache is not None:
-            prefix = PrefixReuse(self._prefix_cache, self.prefix_context(schedule), schedule)
+            prefix = PrefixReuse(self._prefix_cache, self.prefix_context(), schedule)
         return generate_images(
             apply_schedule(self.pipe, schedule), s.num_images, s.seed, s.batch_size,
             prompts=s.prompts or None, guidance_scale=s.guidance_scale,
@@ -124,15 +124,15 @@ class ModelEvaluator:
             masks=load_images(s.masks, "L"), progress=progress, prefix=prefix,
         )
 
-    def prefix_context(self, schedule: Schedule) -> str:
-        """What a prefix state of `schedule` depends on besides the prefix and the batch: the
-        teacher key (model, pipeline, scheduler, sampler, t_ref, seed, conditioning, dtype),
-        the device, and the schedule's segment and grid lengths."""
+    def prefix_context(self) -> str:
+        """What a prefix state depends on besides the schedule and the batch: a digest of the
+        teacher key (model weights, pipeline, scheduler config, seed, conditioning, dtype) and
+        the device."""
         if self._prefix_context is None:  # the model fingerprint hashes weights: once
             text = json.dumps([asdict(self.teacher_key()), str(self.pipe._execution_device)],
                               sort_keys=True, default=str)
             self._prefix_context = hashlib.sha256(text.encode()).hexdigest()
-        return f"{self._prefix_context} L={schedule.segment_length} grid={schedule.grid_length}"
+        return self._prefix_context
 
     def features(self, images: np.ndarray, progress: bool = False) -> np.ndarray:
         """Inception features of float NHWC [0, 1] images."""

@@ -8,17 +8,18 @@ memory, least recently used first out, within a byte budget; `PrefixReuse` hands
 one generation its longest stored prefix and keeps the boundaries the batch reaches. The run
 itself resumes inside the pipeline's own call (`FlexScheduler.resume_at`), not in a second loop.
 
-What the key holds: `context` (model, pipeline, scheduler config, sampler, `t_ref`, segment
-length, grid length, seed, conditioning, dtype, device), the batch (first image, count) and the
-prefix's segments. Pipelines that mix extra inputs into the latents (img2img, inpainting,
-ControlNet) are not resumed: see `REUSABLE_KINDS`.
+What the key holds: `context` (model, pipeline, scheduler config, seed, conditioning, dtype,
+device), the schedule's sampler, segment length and grid length (`N·L` slots spaced as the sampler
+spaces them), the batch (first image, count) and the prefix's segments. Pipelines that mix extra
+inputs into the latents or start late (img2img, inpainting, ControlNet) are not resumed: see
+`REUSABLE_KINDS`.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from flexopt.errors import FlexoptError
@@ -46,7 +47,8 @@ def check_cache_mb(mb: float) -> float:
 class PrefixKey:
     """Everything the state at a segment boundary depends on."""
 
-    context: str  # the model, sampler, grid, seed and conditioning (`ModelEvaluator`)
+    context: str  # the model, seed and conditioning (`ModelEvaluator.prefix_context`)
+    grid: tuple[str, int, int]  # the schedule's sampler, segment length and grid length
     first: int  # the batch's first image index
     count: int  # the batch's image count
     segments: tuple[Segment, ...]  # the prefix: the segments done
@@ -87,11 +89,10 @@ class PrefixCache:
             _, evicted = self._entries.popitem(last=False)
             self.nbytes -= evicted.nbytes
 
-    def longest(self, context: str, first: int, count: int, segments: tuple[Segment, ...]
-                ) -> tuple[int, Resume] | None:
-        """(j, state) for the longest stored proper prefix `segments[:j]`, or None."""
-        for j in range(len(segments) - 1, 0, -1):
-            state = self.get(PrefixKey(context, first, count, segments[:j]))
+    def longest(self, key: PrefixKey) -> tuple[int, Resume] | None:
+        """(j, state) for the longest stored proper prefix `key.segments[:j]`, or None."""
+        for j in range(len(key.segments) - 1, 0, -1):
+            state = self.get(replace(key, segments=key.segments[:j]))
             if state is not None:
                 return j, state
         return None
@@ -108,19 +109,24 @@ class PrefixReuse:
     skipped: int = 0
     resumed: list[int] = field(default_factory=list)  # per batch: segments reused (0: none)
 
+    def key(self, first: int, count: int) -> PrefixKey:
+        """The key of the whole schedule for batch `first..first+count-1`."""
+        s = self.schedule
+        grid = (s.sampler, s.segment_length, s.grid_length)
+        return PrefixKey(self.context, grid, first, count, s.segments)
+
     def batch(self, first: int, count: int) -> tuple[Resume | None, BoundaryFn]:
         """(the state to start batch `first..first+count-1` from or None, the boundary keeper)."""
-        segments = self.schedule.segments
-        found = self.cache.longest(self.context, first, count, segments)
+        key = self.key(first, count)
+        found = self.cache.longest(key)
         j, resume = found if found is not None else (0, None)
         self.resumed.append(j)
         if resume is not None:
             self.skipped += resume.call
-        return resume, self._keeper(first, count, segments)
+        return resume, self._keeper(key)
 
-    def _keeper(self, first: int, count: int, segments: tuple[Segment, ...]
-                ) -> Callable[[int, Resume], None]:
+    def _keeper(self, key: PrefixKey) -> Callable[[int, Resume], None]:
         def keep(done: int, state: Resume) -> None:
-            self.cache.put(PrefixKey(self.context, first, count, segments[:done]), state)
+            self.cache.put(replace(key, segments=key.segments[:done]), state)
 
         return keep

@@ -187,3 +187,43 @@ def test_no_reuse_where_a_resume_would_not_be_exact(tmp_path, inception_weights)
     settings = EvalSettings(2, prompts=("a cat",), images=(str(image),))
     ev = ModelEvaluator(img2img, "ddim", 12, settings, str(tmp_path), inception_weights, False)
     assert ev.prefix_cache is None
+
+
+# ------------------------------------------------------------------------- study and CLI
+class _CountingEvaluator:
+    """Scores nothing real: records fixed U-Net counts, as `ModelEvaluator.score` does."""
+
+    full_macs = 100.0
+
+    def avg_macs(self, schedule: Schedule) -> float:
+        return 50.0
+
+    def score(self, schedule: Schedule) -> float:
+        self.last_counts = {"unet_calls": 6, "unet_calls_skipped": 4}
+        return 1.0
+
+
+def test_trials_record_the_calls_and_the_summary_counts_them():
+    import optuna
+
+    from flexopt.search import prefix_reuse_line
+    from flexopt.space import SearchSpace
+    from flexopt.study import Objective
+
+    space = SearchSpace((4,), (1, 2), (1, 2, 3), 12)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(Objective(space, _CountingEvaluator()), n_trials=3)
+    attrs = study.trials[0].user_attrs
+    assert (attrs["unet_calls"], attrs["unet_calls_skipped"]) == (6, 4)
+    assert prefix_reuse_line(study) == [
+        "prefix reuse: 12 of 30 U-Net calls skipped (40%) over 3 evaluated trials"]
+    assert prefix_reuse_line(optuna.create_study()) == []
+
+
+def test_cli_refuses_a_negative_budget():
+    from click.testing import CliRunner
+
+    from flexopt.cli import main
+
+    r = CliRunner().invoke(main, ["search", "--model", "x", "--prefix-cache-mb", "-1"])
+    assert r.exit_code == 2 and "--prefix-cache-mb" in r.output and "-1" in r.output

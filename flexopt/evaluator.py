@@ -11,7 +11,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,7 @@ from flexopt.errors import FlexoptError
 from flexopt.metrics import FeatureStats, check_metric, load_inception, score
 from flexopt.metrics.teacher import TeacherCache, TeacherEntry, TeacherKey, fingerprint_modules
 from flexopt.pipeline import GeneratedImages, apply_schedule, generate_images, pipeline_kind
+from flexopt.prefix import DEFAULT_PREFIX_CACHE_MB, REUSABLE_KINDS, PrefixCache, PrefixReuse
 from flexopt.schedule import Schedule
 
 
@@ -70,10 +71,14 @@ class ModelEvaluator:
     cache_dir: str | None = None
     inception_weights: str | None = None
     progress: bool = True
+    prefix_cache_mb: float = DEFAULT_PREFIX_CACHE_MB  # shared-prefix reuse budget; 0: off
     profile: MacsProfile = field(init=False)
     last_timings: dict[str, float] = field(init=False, default_factory=dict)
+    last_counts: dict[str, int] = field(init=False, default_factory=dict)  # U-Net calls
     last_images: np.ndarray | None = field(init=False, default=None)
     _teacher: TeacherEntry | None = field(init=False, default=None)
+    _prefix_cache: PrefixCache | None = field(init=False, default=None)
+    _prefix_context: str | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         check_metric(self.settings.metric)
@@ -83,6 +88,15 @@ class ModelEvaluator:
         self.extractor = load_inception(
             self.inception_weights, cache_dir=self.cache_dir, device=device
         )
+        cache = PrefixCache(self.prefix_cache_mb)  # checks the budget
+        if cache.budget_bytes > 0 and pipeline_kind(self.pipe) in REUSABLE_KINDS:
+            self._prefix_cache = cache
+
+    @property
+    def prefix_cache(self) -> PrefixCache | None:
+        """The shared-prefix state cache; None when off (budget 0, or a pipeline kind whose
+        resume would not be exact: img2img, inpainting, ControlNet)."""
+        return self._prefix_cache
 
     # ------------------------------------------------------------------ cost (ScheduleEvaluator)
     @property
@@ -93,16 +107,32 @@ class ModelEvaluator:
         return schedule_cost(schedule, self.profile).avg_macs
 
     # ---------------------------------------------------------------------------- images
-    def images(self, schedule: Schedule, progress: bool | Callable[[], None] = False
-               ) -> GeneratedImages:
-        """The schedule's images for this evaluator's noises (image i: seed + i)."""
+    def images(self, schedule: Schedule, progress: bool | Callable[[], None] = False,
+               reuse: bool = False) -> GeneratedImages:
+        """The schedule's images for this evaluator's noises (image i: seed + i).
+
+        `reuse`: start each batch from the longest prefix state stored by earlier calls, and
+        store this schedule's (when the prefix cache is on); the images are the same."""
         s = self.settings
+        prefix = None
+        if reuse and self._prefix_cache is not None:
+            prefix = PrefixReuse(self._prefix_cache, self.prefix_context(), schedule)
         return generate_images(
             apply_schedule(self.pipe, schedule), s.num_images, s.seed, s.batch_size,
             prompts=s.prompts or None, guidance_scale=s.guidance_scale,
             class_labels=s.class_labels or None, images=load_images(s.images, "RGB"),
-            masks=load_images(s.masks, "L"), progress=progress,
+            masks=load_images(s.masks, "L"), progress=progress, prefix=prefix,
         )
+
+    def prefix_context(self) -> str:
+        """What a prefix state depends on besides the schedule and the batch: a digest of the
+        teacher key (model weights, pipeline, scheduler config, seed, conditioning, dtype) and
+        the device."""
+        if self._prefix_context is None:  # the model fingerprint hashes weights: once
+            text = json.dumps([asdict(self.teacher_key()), str(self.pipe._execution_device)],
+                              sort_keys=True, default=str)
+            self._prefix_context = hashlib.sha256(text.encode()).hexdigest()
+        return self._prefix_context
 
     def features(self, images: np.ndarray, progress: bool = False) -> np.ndarray:
         """Inception features of float NHWC [0, 1] images."""
@@ -149,13 +179,14 @@ class ModelEvaluator:
         """The metric (rFID by default) of the schedule's images against the teacher's."""
         teacher = self.teacher().stats
         t0 = time.perf_counter()
-        gen = self.images(schedule)
+        gen = self.images(schedule, reuse=True)
         t1 = time.perf_counter()
         feats = self.features(gen.images)
         t2 = time.perf_counter()
         value = score(self.settings.metric, teacher, feats)
         t3 = time.perf_counter()
         self.last_timings = {"generate": t1 - t0, "features": t2 - t1, "metric": t3 - t2}
+        self.last_counts = {"unet_calls": gen.calls, "unet_calls_skipped": gen.skipped}
         self.last_images = gen.images
         return float(value)
 

@@ -528,6 +528,7 @@ class ScheduleHook:
         if self.scheduler.step_index is None:  # a new run
             self.executor.reset()
             self._last = None
+        sample = self.scheduler.start_sample(sample)  # a run resumed from a stored prefix
         index, call = self.scheduler.current_call(timestep)
         if index == self._last:
             raise FlexoptError(

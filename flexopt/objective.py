@@ -67,22 +67,26 @@ class Objective(TrialObjective):
         class_labels: tuple[int, ...] = (), multi_objective: bool = False,
         cache_dir: str | None = None, inception_weights: str | None = None,
         progress: bool = False, model: str | None = None,
+        prefix_cache_mb: float | None = None,
     ) -> Objective:
         """The objective for a loaded pipeline: its teacher is `sampler` with `space.t_ref` full
         steps, and a candidate scores the rFID of `num_images` images (image i: seed + i).
 
         `space` may be `SpaceChoices` with `segments=None`: the N-segment choices are then fitted
         to the budget (`flexopt.cost.fit_space`); `objective.space` is the space searched and
-        `objective.space_fit` its cost range against the budget."""
+        `objective.space_fit` its cost range against the budget. `prefix_cache_mb`: CPU memory
+        for shared-prefix reuse (default `flexopt.prefix.DEFAULT_PREFIX_CACHE_MB`; 0: off)."""
         from flexopt.conditioning import DEFAULT_GUIDANCE
         from flexopt.cost import fit_space
         from flexopt.evaluator import EvalSettings, ModelEvaluator
+        from flexopt.prefix import DEFAULT_PREFIX_CACHE_MB
 
         settings = EvalSettings(
             num_images, seed, batch_size, metric, tuple(prompts),
             DEFAULT_GUIDANCE if guidance_scale is None else guidance_scale, tuple(class_labels))
         ev = ModelEvaluator(pipe, sampler, space.t_ref, settings, cache_dir, inception_weights,
-                            progress)
+                            progress, DEFAULT_PREFIX_CACHE_MB if prefix_cache_mb is None
+                            else prefix_cache_mb)
         budget_ = as_budget(budget)
         if budget_ is None and not multi_objective:
             raise FlexoptError("no budget: give one (e.g. 3G or 2.5x), or multi_objective=True")

@@ -13,7 +13,7 @@ import inspect
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -21,6 +21,10 @@ import torch
 from flexopt.errors import FlexoptError
 from flexopt.hooks import RunStats, prepare, scheduled
 from flexopt.schedule import Schedule
+from flexopt.scheduler import BoundaryFn, Resume
+
+if TYPE_CHECKING:
+    from flexopt.prefix import PrefixReuse
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 
@@ -90,12 +94,16 @@ class ScheduledPipeline:
         class_labels: torch.Tensor | None = None,
         num_inference_steps: int | None = None,
         progress: bool | Callable[[], None] = True,
+        resume: Resume | None = None,
+        on_boundary: BoundaryFn | None = None,
         **kwargs: Any,
     ) -> Any:
         """Generate as `pipe(*args, **kwargs)` would, running the schedule.
 
         `class_labels`: for a class-conditional U-Net under a pipeline that does not pass labels
         (DDPM / DDIM). `progress`: a bar over U-Net calls, or a function called after each.
+        `resume`: start at a stored segment boundary of this batch (`flexopt.prefix`);
+        `on_boundary`: called with the state at each boundary the run reaches.
         """
         output_type = kwargs.get("output_type", "pil")
         if self.kind == "unconditional" and output_type not in OUTPUT_TYPES:
@@ -117,6 +125,8 @@ class ScheduledPipeline:
         try:
             with scheduled(pipe, self.schedule, unet_kwargs=labels, on_call=update) as hook:
                 self.stats = hook.stats
+                hook.scheduler.resume_at(resume)
+                hook.scheduler.on_boundary = on_boundary
                 return pipe(*args, num_inference_steps=self.schedule.t_ref, **kwargs)
         finally:
             self.stats.seconds = time.perf_counter() - start
@@ -136,6 +146,7 @@ class GeneratedImages:
     seeds: np.ndarray  # int64 N
     seconds: float  # sampling wall-clock (U-Net calls, sampler updates, decoding)
     calls: int  # U-Net calls made
+    skipped: int = 0  # U-Net calls not made: resumed from a stored prefix (`flexopt.prefix`)
 
 
 def generate_images(
@@ -150,6 +161,7 @@ def generate_images(
     images: Sequence[Any] | None = None,
     masks: Sequence[Any] | None = None,
     progress: bool | Callable[[], None] = True,
+    prefix: PrefixReuse | None = None,
 ) -> GeneratedImages:
     """Generate `num_images` with a scheduled pipeline, in batches, reproducibly.
 
@@ -157,7 +169,9 @@ def generate_images(
     (seed, i) gives the same noise whatever the batch size — which is what makes a candidate's
     images comparable with the teacher's (rFID, paired distance). Text pipelines cycle through
     `prompts`; class-conditional ones through `class_labels`; img2img / ControlNet through
-    `images` (the input or control image), inpainting also through `masks`.
+    `images` (the input or control image), inpainting also through `masks`. `prefix`: start
+    each batch from its longest stored schedule prefix and keep its boundary states (the caller
+    checks the pipeline kind allows it, `flexopt.prefix.REUSABLE_KINDS`).
     """
     if num_images < 1 or batch_size < 1:
         raise FlexoptError(
@@ -182,6 +196,8 @@ def generate_images(
             n = min(batch_size, num_images - first)
             gens = [torch.Generator("cpu").manual_seed(seed + first + i) for i in range(n)]
             kwargs: dict[str, Any] = {"generator": gens, "output_type": "np", "progress": progress}
+            if prefix is not None:
+                kwargs["resume"], kwargs["on_boundary"] = prefix.batch(first, n)
             if run.kind != "unconditional":
                 texts = [prompts[(first + i) % len(prompts)] if prompts else "" for i in range(n)]
                 for key, given in (("image", images), ("mask_image", masks)):
@@ -200,4 +216,5 @@ def generate_images(
         if bar is not None:
             bar.close()
     seeds = np.arange(seed, seed + num_images, dtype=np.int64)
-    return GeneratedImages(np.concatenate(out), seeds, seconds, calls)
+    skipped = prefix.skipped if prefix is not None else 0
+    return GeneratedImages(np.concatenate(out), seeds, seconds, calls, skipped)

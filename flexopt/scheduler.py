@@ -148,6 +148,46 @@ class SamplerState:
     levels: list[torch.Tensor] = field(default_factory=list)  # their noise levels (DPM)
     sample: torch.Tensor | None = None  # PLMS: the sample before the predictor step
 
+    def copy(self, device: torch.device | str | None = None) -> SamplerState:
+        """A copy whose tensors are new, so later steps of the run it came from cannot change
+        it. Model outputs and the sample go to `device` (default: theirs); noise levels stay
+        where the grid keeps them, so the updates compute them on the same device as ever."""
+
+        def clone(t: torch.Tensor, to: torch.device | str | None) -> torch.Tensor:
+            return t.detach().to(to or t.device, copy=True)
+
+        return SamplerState([clone(t, device) for t in self.ets],
+                            [clone(t, None) for t in self.levels],
+                            None if self.sample is None else clone(self.sample, device))
+
+    @property
+    def nbytes(self) -> int:
+        tensors = [*self.ets, *self.levels, *([self.sample] if self.sample is not None else [])]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+
+@dataclass(frozen=True, eq=False)
+class Resume:
+    """Where a run starts instead of at the beginning: before U-Net call `call`, with the
+    latents and sampler history a run from the start has there (shared-prefix reuse)."""
+
+    call: int
+    sample: torch.Tensor
+    state: SamplerState
+
+    @property
+    def nbytes(self) -> int:
+        return self.sample.numel() * self.sample.element_size() + self.state.nbytes
+
+    def copy(self, device: torch.device | str | None = None) -> Resume:
+        """A copy with new tensors (on `device`, default theirs), e.g. to keep in CPU memory."""
+        sample = self.sample.detach().to(device or self.sample.device, copy=True)
+        return Resume(self.call, sample, self.state.copy(device))
+
+
+# Called at each segment boundary a run reaches: (segments done, the Resume for that point).
+BoundaryFn = Callable[[int, Resume], None]
+
 
 class BaseSampler:
     """One sampler's contract: the U-Net calls of a plan, and the update after each call."""
@@ -407,9 +447,13 @@ class FlexScheduler(SchedulerMixin, ConfigMixin):
         self.init_noise_sigma = 1.0
         self.num_inference_steps = len(self.steps)
         self.timesteps = torch.tensor([c.timestep for c in self.calls], dtype=torch.long)
+        self._all_timesteps = self.timesteps
         self._state = SamplerState()
         self._step_index: int | None = None
         self._begin_index: int | None = None
+        self._resume: Resume | None = None
+        self._boundaries = self._find_boundaries()
+        self.on_boundary: BoundaryFn | None = None
 
     @classmethod
     def build(cls, scheduler: Any, schedule: Schedule) -> FlexScheduler:
@@ -421,6 +465,50 @@ class FlexScheduler(SchedulerMixin, ConfigMixin):
         else:
             base = dict(scheduler)
         return cls(schedule=schedule.to_dict(), base=base)
+
+    # ------------------------------------------------------------ shared-prefix reuse
+    def boundaries(self) -> dict[int, int]:
+        """{call index: segments done before it} at each segment boundary (see
+        `_find_boundaries`)."""
+        return dict(self._boundaries)
+
+    def _find_boundaries(self) -> dict[int, int]:
+        """{call index: segments done before it} for each segment boundary after the first
+        segment: the first call at slot `j·L` (always full), so the state there is only the
+        latents and the sampler's history. The last segment's end is not one (nothing to run)."""
+        L = self.schedule.segment_length
+        out: dict[int, int] = {}
+        for c in range(1, len(self.calls)):
+            slot = self.calls[c].slot
+            if slot % L == 0 and self.calls[c - 1].slot != slot:
+                out[c] = slot // L
+        return out
+
+    def resume_at(self, resume: Resume | None) -> None:
+        """Make the next run (from `set_timesteps`) start at `resume` (None: at the start).
+
+        The run's timesteps are the calls from `resume.call` on; its first U-Net input and
+        first update take `resume.sample` in place of the pipeline's initial noise."""
+        if resume is not None and resume.call not in self._boundaries:
+            raise FlexoptError(
+                f"cannot resume at U-Net call {resume.call}; allowed: a segment boundary "
+                f"({', '.join(map(str, self._boundaries)) or 'none in this schedule'})"
+            )
+        self._resume = resume
+
+    def start_sample(self, sample: torch.Tensor) -> torch.Tensor:
+        """The sample the run's current call takes: `sample`, or at the first call of a resumed
+        run the stored latents (repeated as the pipeline batched its own, e.g. guidance's 2x)."""
+        resume = self._resume
+        if resume is None or self._step_index is not None:
+            return sample
+        stored = resume.sample.to(sample.device, sample.dtype)
+        if sample.shape[1:] != stored.shape[1:] or sample.shape[0] % stored.shape[0]:
+            raise FlexoptError(
+                f"the pipeline's latents {tuple(sample.shape)} do not match the stored prefix "
+                f"state {tuple(stored.shape)}; allowed: the batch the state was stored for"
+            )
+        return stored.repeat(sample.shape[0] // stored.shape[0], *[1] * (stored.dim() - 1))
 
     # ------------------------------------------------------------ what pipelines call
     def __len__(self) -> int:
@@ -462,10 +550,12 @@ class FlexScheduler(SchedulerMixin, ConfigMixin):
                 f"num_inference_steps {num_inference_steps} disagrees with the schedule's t_ref "
                 f"{t_ref}; allowed: {t_ref}"
             )
-        self.timesteps = self.timesteps.to(device)
-        self._state = SamplerState()
+        resume = self._resume
+        first = 0 if resume is None else resume.call
+        self.timesteps = self._all_timesteps[first:].to(device)
+        self._state = SamplerState()  # a resumed run's history: at its first step
         self._step_index = None
-        self._begin_index = None
+        self._begin_index = None if resume is None else first
 
     def scale_model_input(self, sample: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         return sample  # variance-preserving samplers take the sample as it is
@@ -515,6 +605,13 @@ class FlexScheduler(SchedulerMixin, ConfigMixin):
         if eta:
             raise FlexoptError(f"eta {eta} is not supported; allowed: 0 (deterministic sampling)")
         index, _ = self.current_call(timestep)
+        if self._resume is not None and self._step_index is None:
+            self._state = self._resume.state.copy(sample.device)
+        sample = self.start_sample(sample)
         prev = self.sampler.step(self._state, self.calls, index, sample, model_output)
         self._step_index = index + 1
+        done = self._boundaries.get(index + 1)
+        if self.on_boundary is not None and done is not None:
+            # live tensors: the receiver copies what it keeps (`Resume.copy`)
+            self.on_boundary(done, Resume(index + 1, prev, self._state))
         return SchedulerOutput(prev_sample=prev) if return_dict else (prev,)

@@ -28,6 +28,7 @@ from optuna.trial import TrialState
 from flexopt.config import Budget, EvolutionConfig, SpaceChoices, StudyConfig, format_macs
 from flexopt.errors import FlexoptError
 from flexopt.objective import Objective, as_budget
+from flexopt.prefix import DEFAULT_PREFIX_CACHE_MB
 from flexopt.space import SearchSpace
 from flexopt.storage import StudyLock, check_storage, make_storage, mask_url
 from flexopt.study import (
@@ -74,6 +75,7 @@ class SearchJob:
     metric: str = "rfid"
     cache_dir: str | None = None
     inception_weights: str | None = None
+    prefix_cache_mb: float = DEFAULT_PREFIX_CACHE_MB  # shared-prefix reuse (flexopt.prefix); 0: off
     evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
     timeout: float | None = None  # seconds, per worker
     heartbeat: int = 60  # seconds; a worker silent for twice this is presumed dead
@@ -163,7 +165,8 @@ def run_search(job: SearchJob, log: Log = print) -> SearchResult:
         batch_size=job.batch_size, metric=job.metric, prompts=job.prompts,
         guidance_scale=job.guidance_scale, class_labels=job.class_labels,
         multi_objective=job.multi_objective, cache_dir=job.cache_dir,
-        inception_weights=job.inception_weights, progress=job.progress)
+        inception_weights=job.inception_weights, progress=job.progress,
+        prefix_cache_mb=job.prefix_cache_mb)
     ev, limit = objective.evaluator, objective.max_avg_macs
     space = objective.space
     log(f"model {job.model}: full step {format_macs(ev.full_macs)} MACs, max branch "
@@ -412,6 +415,7 @@ def summary(result: SearchResult, metric: str, baselines: bool | str) -> list[st
                      "again to continue the study")
     elif result.queued:
         lines.append(f"{result.queued} trials still queued: run again with a larger --n-trials")
+    lines += prefix_reuse_line(study)
     feasible = feasible_trials(study)
     for label, group in (("searched", [t for t in feasible if "baseline" not in t.user_attrs]),
                          ("baseline", [t for t in feasible if "baseline" in t.user_attrs])):
@@ -438,6 +442,18 @@ def summary(result: SearchResult, metric: str, baselines: bool | str) -> list[st
         f"  flexopt dashboard --storage {shown}",
     ]
     return lines
+
+
+def prefix_reuse_line(study: optuna.Study) -> list[str]:
+    """One line on the U-Net calls shared-prefix reuse saved over the study (none: no line)."""
+    attrs = [t.user_attrs for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+             if "unet_calls_skipped" in t.user_attrs]
+    skipped = sum(a["unet_calls_skipped"] for a in attrs)
+    total = skipped + sum(a.get("unet_calls", 0) for a in attrs)
+    if not total:
+        return []
+    return [f"prefix reuse: {skipped} of {total} U-Net calls skipped ({skipped / total:.0%}) "
+            f"over {len(attrs)} evaluated trials"]
 
 
 __all__ = ["SearchJob", "SearchResult", "enqueue_baselines_once", "optimize", "run_search",

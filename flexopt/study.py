@@ -344,6 +344,8 @@ class Objective:
         trial.set_user_attr("seconds", time.perf_counter() - t0)
         for stage, seconds in getattr(self.evaluator, "last_timings", {}).items():
             trial.set_user_attr(f"seconds_{stage}", seconds)
+        for name, count in getattr(self.evaluator, "last_counts", {}).items():
+            trial.set_user_attr(name, count)  # unet_calls, unet_calls_skipped (prefix reuse)
         if self.sample_grids is not None:
             self.sample_grids(trial, getattr(self.evaluator, "last_images", None))
         return (score, avg) if self.multi_objective else score

@@ -30,3 +30,33 @@ def test_metric_fidelity_script_on_a_tiny_model(tmp_path, inception_weights):
     cells = {(c["metric"], c["n"]) for c in data["table"]}
     assert cells == {(m, 16) for m in ("rfid", "kid", "paired")}
     assert "Kendall tau" in p.stdout
+
+
+def test_search_benchmark_on_a_tiny_model(tmp_path, inception_weights, monkeypatch):
+    """Benchmark (2): the same candidates with and without prefix reuse, same rFID, fewer calls."""
+    import importlib.util
+
+    model = tiny.save(tiny.ddim_pipeline(tiny.unet2d(sample_size=8, blocks=2, channels=8)),
+                      tmp_path / "m")
+    config = tmp_path / "study.toml"
+    config.write_text('model = "unused"\nsampler = "plms"\nt_ref = 12\nbudget = "1.5x"\n'
+                      "[space]\nsegments = [4]\nbranches = [1, 2, 3]\nintervals = [1, 2, 3]\n"
+                      "[rfid]\nnum_images = 2\nseed = 0\n"
+                      "[evolution]\npopulation = 3\nn_p = 2\nn_c = 2\nn_u = 10\nn_m = 1\n")
+    spec = importlib.util.spec_from_file_location("bench_search",
+                                                  ROOT / "benchmarks" / "bench_search.py")
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_search", bench)  # its dataclass needs the module
+    spec.loader.exec_module(bench)
+    out = tmp_path / "bs.json"
+    data = bench.main(["--model", str(model), "--config", str(config), "--candidates", "8",
+                       "--batch-size", "2", "--cache-dir", str(tmp_path / "cache"),
+                       "--inception-weights", inception_weights, "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(data))
+    assert data["identical_rfid"] and len(data["candidates"]) == 8
+    reuse, scratch = data["rows"]
+    assert (reuse["mode"], scratch["mode"]) == ("prefix reuse", "no reuse")
+    assert scratch["unet_calls_skipped"] == 0 < reuse["unet_calls_skipped"]
+    assert reuse["unet_calls"] + reuse["unet_calls_skipped"] == scratch["unet_calls"]
+    assert set(reuse["seconds_per_candidate"]) == {"generate", "features", "metric"}
+    assert {"machine", "date", "args"} <= set(data) and data["args"]["candidates"] == 8

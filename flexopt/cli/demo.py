@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from flexopt.prefix import DEFAULT_PREFIX_CACHE_MB
+
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "demo.toml"
 HELD_OUT = 64  # images for the closing held-out comparison: a minute on 2 CPU cores
 
@@ -24,8 +26,12 @@ HELD_OUT = 64  # images for the closing held-out comparison: a minute on 2 CPU c
 @click.option("--validate-images", type=click.IntRange(min=0), default=HELD_OUT, show_default=True,
               help="Held-out images (unseen seeds) on which the best searched schedule and the "
                    "best baseline are compared at the end; 0 skips it.")
+@click.option("--prefix-cache-mb", type=click.FloatRange(min=0),
+              default=DEFAULT_PREFIX_CACHE_MB, show_default=True,
+              help="CPU memory (MiB) for shared-prefix reuse, as in `flexopt search`; 0 "
+                   "disables it.")
 @click.pass_context
-def demo(ctx, out_dir, minutes, n_trials, device, cache_dir, validate_images):
+def demo(ctx, out_dir, minutes, n_trials, device, cache_dir, validate_images, prefix_cache_mb):
     """Run flexopt end to end on the embedded Fashion-MNIST teacher (no download).
 
     Builds the teacher's cached statistics, runs an evolutionary search under a 2.5x budget (its
@@ -49,7 +55,7 @@ def demo(ctx, out_dir, minutes, n_trials, device, cache_dir, validate_images):
                f"{cfg.budget}, {cfg.num_images} images per candidate, results in {out}/")
     ctx.invoke(search, config=str(DEMO_CONFIG), storage=storage, n_trials=n_trials,
                timeout=minutes, device=device, cache_dir=cache_dir, search_seed=0,
-               baselines_mode="best")
+               baselines_mode="best", prefix_cache_mb=prefix_cache_mb)
     best = out / "best.json"
     from flexopt.study import feasible_trials, load_study
 

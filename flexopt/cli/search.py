@@ -13,6 +13,7 @@ from flexopt.cli.options import (
 )
 from flexopt.cli.rfid import metric_options
 from flexopt.errors import FlexoptError
+from flexopt.prefix import DEFAULT_PREFIX_CACHE_MB
 from flexopt.schedule import SAMPLERS
 from flexopt.study import BASELINE_MODES, SAMPLER_NAMES
 
@@ -55,6 +56,12 @@ from flexopt.study import BASELINE_MODES, SAMPLER_NAMES
 @click.option("--heartbeat", type=click.IntRange(min=1), default=60, show_default=True,
               help="Seconds between a worker's heartbeats; a trial silent for twice as long is "
                    "failed and re-run by another worker (database storages).")
+@click.option("--prefix-cache-mb", type=click.FloatRange(min=0), default=DEFAULT_PREFIX_CACHE_MB,
+              show_default=True,
+              help="CPU memory (MiB) for shared-prefix reuse: a candidate starts from the stored "
+                   "state of the longest schedule prefix it shares with a recent one (same "
+                   "images, fewer U-Net calls; unconditional and text-to-image pipelines). "
+                   "0 disables it.")
 @space_options
 @generation_options(default_batch=64, min_images=2, num_images_required=False,
                     num_images_help="Images per candidate (default: CONFIG's, else 1000).",
@@ -62,8 +69,8 @@ from flexopt.study import BASELINE_MODES, SAMPLER_NAMES
 @metric_options
 def search(config, model, budget, n_trials, timeout, storage, study_name, search_sampler,
            schedule_sampler, multi_objective, baselines_mode, no_baselines, search_seed, artifacts,
-           no_artifacts,
-           workers, heartbeat, segments, branches, intervals, t_ref, num_images, seed, batch_size,
+           no_artifacts, workers, heartbeat, prefix_cache_mb, segments, branches, intervals,
+           t_ref, num_images, seed, batch_size,
            device, dtype, prompts, prompt_file,
            guidance_scale, class_labels, metric, cache_dir, inception_weights):
     """Search segment-wise schedules for MODEL under a MACs budget (an Optuna study).
@@ -93,7 +100,7 @@ def search(config, model, budget, n_trials, timeout, storage, study_name, search
         artifacts=artifacts, upload_artifacts=not no_artifacts, num_images=num_images, seed=seed,
         batch_size=batch_size, device=device, dtype=dtype, metric=metric, cache_dir=cache_dir,
         inception_weights=inception_weights, timeout=timeout * 60 if timeout else None,
-        heartbeat=heartbeat, workers=workers, **cond)
+        heartbeat=heartbeat, workers=workers, prefix_cache_mb=prefix_cache_mb, **cond)
     try:
         result = run_search(job, log=click.echo)
     except KeyboardInterrupt:

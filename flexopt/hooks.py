@@ -214,6 +214,11 @@ class UNetExecutor:
             )
         self.dtype = next(p.dtype for p in unet.parameters() if p.is_floating_point())
         self._cache: dict[int, torch.Tensor] = {}
+        # Looked up once, not per call: the hook runs once per denoising step.
+        from diffusers.utils import USE_PEFT_BACKEND, scale_lora_layers, unscale_lora_layers
+
+        self._peft = USE_PEFT_BACKEND
+        self._scale_lora, self._unscale_lora = scale_lora_layers, unscale_lora_layers
 
     @property
     def max_branch(self) -> int:
@@ -273,15 +278,13 @@ class UNetExecutor:
                 )
         n_down = self.layout.n_down[branch - 1] if start is not None else len(self.layout.down)
         scale, inputs = _lora_scale(inputs)
-        from diffusers.utils import USE_PEFT_BACKEND, scale_lora_layers, unscale_lora_layers
-
-        if USE_PEFT_BACKEND:  # as the model's forward does (`apply_lora_scale`)
-            scale_lora_layers(self.unet, scale)
+        if not self._peft or scale == 1.0:  # nothing to scale (the common case: no LoRA scale)
+            return self._run(sample, timestep, n_down, start, keep, inputs)
+        self._scale_lora(self.unet, scale)  # as the model's forward does (`apply_lora_scale`)
         try:
             return self._run(sample, timestep, n_down, start, keep, inputs)
         finally:
-            if USE_PEFT_BACKEND:
-                unscale_lora_layers(self.unet, scale)
+            self._unscale_lora(self.unet, scale)
 
     def has_cache(self, branch: int) -> bool:
         """Whether a partial step with `branch` can run (a full step kept its feature)."""
@@ -513,13 +516,31 @@ class ScheduleHook:
         self.on_call = on_call
         self.stats = RunStats()
         self._signature = inspect.signature(type(unet).forward)
+        params = list(self._signature.parameters.values())[1:]  # without `self`
+        plain = all(p.kind == p.POSITIONAL_OR_KEYWORD for p in params)
+        self._names = tuple(p.name for p in params) if plain else None
+        self._output = _output_class(self.executor.conditional)
         self._last: int | None = None
         self.saved_forward: Any = _MISSING
         self.saved_scheduler: Any = None
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def _inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The call's arguments by name. A plain zip when the forward's parameters are all
+        positional-or-keyword and the call is unambiguous (the per-step path: `inspect`'s bind
+        costs tens of µs a call); otherwise `bind`, which also raises the model's own TypeError."""
+        names = self._names
+        if (
+            names is not None
+            and len(args) <= len(names)
+            and all(k in names[len(args) :] for k in kwargs)
+            and {"sample", "timestep"} <= {*names[: len(args)], *kwargs}
+        ):
+            return {**dict(zip(names, args, strict=False)), **kwargs}
         bound = self._signature.bind(self.executor.unet, *args, **kwargs)
-        inputs = {k: v for k, v in bound.arguments.items() if k != "self"}
+        return {k: v for k, v in bound.arguments.items() if k != "self"}
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        inputs = self._inputs(args, kwargs)
         sample, timestep = inputs.pop("sample"), inputs.pop("timestep")
         return_dict = inputs.pop("return_dict", True)
         for key, value in self.unet_kwargs.items():
@@ -546,15 +567,18 @@ class ScheduleHook:
         self.stats.calls[kind.name.lower()] += 1
         if self.on_call is not None:
             self.on_call()
-        if not return_dict:
-            return (out,)
-        if self.executor.conditional:
-            from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+        return self._output(sample=out) if return_dict else (out,)
 
-            return UNet2DConditionOutput(sample=out)
-        from diffusers.models.unets.unet_2d import UNet2DOutput
 
-        return UNet2DOutput(sample=out)
+def _output_class(conditional: bool) -> type:
+    """The output dataclass the model's own forward returns."""
+    if conditional:
+        from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+
+        return UNet2DConditionOutput
+    from diffusers.models.unets.unet_2d import UNet2DOutput
+
+    return UNet2DOutput
 
 
 def _parts(pipe: Any) -> tuple[nn.Module, Any]:

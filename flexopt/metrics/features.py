@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from flexopt.batching import in_batches
 from flexopt.errors import FlexoptError
 from flexopt.metrics import _fidelity
 from flexopt.metrics.weights import (
@@ -85,11 +86,14 @@ class InceptionExtractor:
         out = np.empty((x.shape[0], FEATURE_DIM), dtype=np.float32)
         with tqdm(total=x.shape[0], disable=not progress, desc="inception features",
                   unit="img", leave=False) as bar:
-            for i in range(0, x.shape[0], self.batch_size):
-                batch = x[i : i + self.batch_size].to(self.device, non_blocking=True)
-                (feats,) = self.model(batch)
-                out[i : i + len(batch)] = feats.float().cpu().numpy()
-                bar.update(len(batch))
+
+            def batch(first: int, n: int) -> None:
+                (feats,) = self.model(x[first : first + n].to(self.device, non_blocking=True))
+                out[first : first + n] = feats.float().cpu().numpy()
+                bar.update(n)
+
+            for _ in in_batches(batch, x.shape[0], self.batch_size):  # halves on out-of-memory
+                pass
         return out
 
 

@@ -194,7 +194,11 @@ def generate_images(
             if class_labels:
                 labels = [class_labels[(first + i) % len(class_labels)] for i in range(n)]
                 kwargs["class_labels"] = torch.tensor(labels, device=run.device)
-            batch = run(batch_size=n, **kwargs).images
+            # Tensors where the pipeline returns them (DDPM, DDIM): its own numpy conversion
+            # fails on a bfloat16 U-Net's images; in float32 both give the same numbers.
+            batch = run(batch_size=n, **{**kwargs, "output_type": "pt"}).images
+            if isinstance(batch, torch.Tensor):
+                batch = batch.float().cpu().permute(0, 2, 3, 1).numpy()
         seconds += run.stats.seconds
         calls += run.stats.nfe
         return np.asarray(batch, dtype=np.float32)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import tiny
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,3 +31,26 @@ def test_metric_fidelity_script_on_a_tiny_model(tmp_path, inception_weights):
     cells = {(c["metric"], c["n"]) for c in data["table"]}
     assert cells == {(m, 16) for m in ("rfid", "kid", "paired")}
     assert "Kendall tau" in p.stdout
+
+
+def test_executor_benchmark_on_tiny_configs(tmp_path):
+    """Benchmark (1) runs both configs side by side with DeepCache's helper; flexopt's outputs
+    equal the helper's and the stock loop's (the benchmark compares like with like)."""
+    pytest.importorskip("DeepCache")
+    out = tmp_path / "be.json"
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_executor.py"), "--tiny", "--steps", "4",
+         "--interval", "2", "--branches", "1,3", "--batch-size", "2", "--sd-batch-size", "1",
+         "--repeats", "1", "--warmup", "0", "--device", "cpu", "--out", str(out)],
+        capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    data = json.loads(out.read_text())
+    assert {"machine", "date", "args", "rows"} <= set(data)
+    cases = [(r["config"], r["case"]) for r in data["rows"]]
+    assert cases == [(c, k) for c in ("ddpm-cifar10", "sd15") for k in (
+        "stock", "flexopt full", "helper b=1", "flexopt b=1", "helper b=3", "flexopt b=3")]
+    for r in data["rows"]:
+        assert r.get("max_abs_diff_vs_helper", 0) <= 1e-5
+        assert r.get("max_abs_diff_vs_stock", 0) == 0
+        assert r["macs_speedup"] >= 1 and r["seconds"] > 0
+    assert "vs helper" in p.stdout

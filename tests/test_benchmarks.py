@@ -54,3 +54,27 @@ def test_executor_benchmark_on_tiny_configs(tmp_path):
         assert r.get("max_abs_diff_vs_stock", 0) == 0
         assert r["macs_speedup"] >= 1 and r["seconds"] > 0
     assert "vs helper" in p.stdout
+
+
+def test_gpu_suite_tiny_mode(tmp_path, inception_weights):
+    """The GPU suite's plumbing on CPU at toy sizes: every part runs (host syncs only on CUDA),
+    and a missing benchmark (2) script is reported, not fatal."""
+    pytest.importorskip("DeepCache")
+    out = tmp_path / "suite.json"
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_suite.py"), "--tiny", "--device", "cpu",
+         "--inception-weights", inception_weights, "--out", str(out)],
+        capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout + p.stderr
+    data = json.loads(out.read_text())
+    assert {"machine", "date", "args", "floor", "executor", "features", "search"} <= set(data)
+    assert data["floor"]["image_steps_per_s"] > 0
+    assert {r["config"] for r in data["executor"]["rows"]} == {"ddpm-cifar10", "sd15"}
+    assert data["host_syncs"] is None  # CUDA only
+    f = data["features"]
+    assert f["float32"]["rfid"] > 0 and "rfid_diff" in f and f["max_abs_feature_diff"] > 0
+    if (ROOT / "benchmarks" / "bench_search.py").exists():
+        assert data["search"]["returncode"] == 0
+    else:
+        assert "MISSING" in p.stdout and "missing" in data["search"]
+    assert "total" in p.stdout

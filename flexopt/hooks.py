@@ -172,6 +172,23 @@ _CONDITION_INPUTS = frozenset(
 )
 
 
+def _on_device(timestep: torch.Tensor | float | int, sample: torch.Tensor):
+    """A host timestep (pipelines that `set_timesteps` without a device: DDPM, DDIM) as a
+    batch of it on the sample's device, filled there: the model's own `.to(device)` of a 0-d
+    CPU tensor is a blocking copy, one host sync per step. Same values and dtype, so the same
+    embedding; on the CPU nothing changes."""
+    if (
+        sample.device.type == "cpu"
+        or not torch.is_tensor(timestep)
+        or timestep.device.type != "cpu"
+        or timestep.numel() != 1
+    ):
+        return timestep
+    return torch.full(
+        (sample.shape[0],), timestep.item(), dtype=timestep.dtype, device=sample.device
+    )
+
+
 def _lora_scale(inputs: dict[str, Any]) -> tuple[float, dict[str, Any]]:
     """(LoRA scale, inputs without it): `cross_attention_kwargs["scale"]`, as the forward reads."""
     kwargs = inputs.get("cross_attention_kwargs")
@@ -344,6 +361,7 @@ class UNetExecutor:
     ) -> tuple[torch.Tensor, _Context]:
         """Time/class/text embeddings, as the model's forward computes them before `conv_in`."""
         unet = self.unet
+        timestep = _on_device(timestep, sample)
         if self.conditional:
             factor = 2**unet.num_upsamplers
             upsample = any(dim % factor != 0 for dim in sample.shape[-2:])

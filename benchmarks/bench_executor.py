@@ -1,7 +1,8 @@
 """Executor wall-clock vs the full schedule and DeepCache's helper, same schedules, same run.
 
-For each U-Net config (random weights, no download: `flexopt.models.REFERENCE_UNETS`), runs in
-one process, interleaved round by round (min over --repeats rounds counts):
+For each U-Net config (random weights, no download: `flexopt.models.REFERENCE_UNETS`; or
+`fashion-mnist`, flexopt's embedded teacher, the model of the issue's table), runs in one process,
+interleaved round by round (min over --repeats rounds counts):
 
 - `stock`: the plain diffusers loop (no flexopt, no DeepCache): the full schedule, the baseline;
 - `flexopt full`: the all-full schedule through flexopt (its overhead on a full run);
@@ -46,6 +47,7 @@ from flexopt.pipeline import apply_schedule
 from flexopt.schedule import Schedule
 
 CONFIGS = ("ddpm-cifar10", "sd15")
+EMBEDDED = "fashion-mnist"  # flexopt's embedded teacher (trained weights): the issue's table
 # DDPM CIFAR-10's and SD 1.5's noise schedules (their scheduler configs), run with DDIM.
 SCHEDULES: dict[str, dict[str, Any]] = {
     "UNet2DModel": {"num_train_timesteps": 1000, "beta_start": 1e-4, "beta_end": 0.02,
@@ -91,6 +93,14 @@ def build(name: str, tiny: bool, device: str, dtype: torch.dtype) -> Any:
     import diffusers
     from diffusers import DDIMPipeline, DDIMScheduler
 
+    if name == EMBEDDED:
+        from flexopt.models import load_pipeline
+
+        src = load_pipeline(f"flexopt:{EMBEDDED}", device=device)
+        unet = src.unet if dtype == torch.float32 else src.unet.to(dtype=dtype)
+        pipe = DDIMPipeline(unet, DDIMScheduler.from_config(src.scheduler.config))
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
     config = unet_config(name, tiny)
     kind = config.pop("_class_name")
     torch.manual_seed(0)
@@ -185,7 +195,7 @@ def bench_config(name: str, args: argparse.Namespace, log: Callable[[str], None]
     pipe = build(name, args.tiny, args.device, dtype)
     conditional = isinstance(pipe, SimpleNamespace)
     batch = args.sd_batch_size if conditional else args.batch_size
-    profile = count_macs(unet_config(name, args.tiny))
+    profile = count_macs(pipe.unet)
     loop = make_loop(pipe, args.steps, batch, args.device)
     full = Schedule.full(args.steps)
     cases: dict[str, tuple[Schedule, Callable[[], torch.Tensor]]] = {
@@ -247,7 +257,8 @@ def table(rows: list[dict[str, Any]]) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--configs", default=",".join(CONFIGS),
-                    help=f"comma-separated, of: {', '.join(CONFIGS)}")
+                    help=f"comma-separated, of: {', '.join((*CONFIGS, EMBEDDED))} (the last: the "
+                         "embedded teacher with its trained weights, always at its own size)")
     ap.add_argument("--steps", type=int, default=50, help="DDIM steps (T_ref)")
     ap.add_argument("--interval", type=int, default=5, help="DeepCache interval N")
     ap.add_argument("--branches", default="1,2,3")
@@ -263,9 +274,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--out", default="bench_executor.json")
     args = ap.parse_args(argv)
     args.configs = [c for c in args.configs.split(",") if c]
-    bad = [c for c in args.configs if c not in CONFIGS]
+    bad = [c for c in args.configs if c not in (*CONFIGS, EMBEDDED)]
     if bad:
-        ap.error(f"--configs: {bad[0]!r} is not one of {', '.join(CONFIGS)}")
+        ap.error(f"--configs: {bad[0]!r} is not one of {', '.join((*CONFIGS, EMBEDDED))}")
     try:
         args.branches = [int(b) for b in args.branches.split(",")]
         dtype_name(args.dtype)
@@ -284,7 +295,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     start = time.perf_counter()
     rows = [row for name in args.configs for row in bench_config(name, args, log)]
     print(f"DDIM {args.steps} steps, interval {args.interval}, {dtype_name(args.dtype)} on "
-          f"{args.device} ({torch.get_num_threads()} threads), random weights"
+          f"{args.device} ({torch.get_num_threads()} threads), random weights (the embedded "
+          "teacher: trained)"
           f"{' (tiny widths)' if args.tiny else ''}; min of {args.repeats} interleaved rounds; "
           "x = speedup over stock, vs helper > 1 = flexopt faster")
     print(table(rows))

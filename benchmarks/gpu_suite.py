@@ -188,6 +188,11 @@ def search(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     cmd = [sys.executable, str(script), "--model", args.search_model, "--t-ref",
            str(args.t_ref), "--images", str(args.images), "--candidates", str(args.candidates),
            "--prefix-cache-mb", str(args.prefix_cache_mb), "--out", str(out)]
+    text = script.read_text()
+    for flag, value in (("--batch-size", str(min(args.images, 500))), ("--device", args.device),
+                        ("--inception-weights", args.inception_weights)):
+        if value is not None and f'"{flag}"' in text:  # flags beyond the agreed six, if it has them
+            cmd += [flag, value]
     print("running:", " ".join(cmd), flush=True)
     p = subprocess.run(cmd, check=False)
     result: dict[str, Any] = {"command": cmd, "returncode": p.returncode}

@@ -172,7 +172,9 @@ _CONDITION_INPUTS = frozenset(
 )
 
 
-def _on_device(timestep: torch.Tensor | float | int, sample: torch.Tensor):
+def _on_device(
+    timestep: torch.Tensor | float | int, sample: torch.Tensor
+) -> torch.Tensor | float | int:
     """A host timestep (pipelines that `set_timesteps` without a device: DDPM, DDIM) as a
     batch of it on the sample's device, filled there: the model's own `.to(device)` of a 0-d
     CPU tensor is a blocking copy, one host sync per step. Same values and dtype, so the same

@@ -1,109 +1,312 @@
-"""Wall-clock of DeepCache-uniform schedules vs the full schedule, next to their MACs ratios.
+"""Executor wall-clock vs the full schedule and DeepCache's helper, same schedules, same run.
 
-Builds the DDPM CIFAR-10 U-Net config with random weights (no download), runs the full DDIM
-schedule and `Schedule.uniform(steps, interval, b)` for each branch through `apply_schedule`, and
-prints, per schedule, NFE, avg MACs, the MACs speedup and the measured wall-clock speedup (best
-of --repeats). SPEC §3 gives the DeepCache helper's wall-clock on an H100 for comparison. Writes
-JSON. The default (20 steps, batch 64) takes about 3 minutes on 2 CPU cores.
+For each U-Net config (random weights, no download: `flexopt.models.REFERENCE_UNETS`; or
+`fashion-mnist`, flexopt's embedded teacher, the model of the issue's table), runs in one process,
+interleaved round by round (min over --repeats rounds counts):
 
-    python benchmarks/bench_executor.py --steps 20 --batch-size 64 --out bench_executor.json
+- `stock`: the plain diffusers loop (no flexopt, no DeepCache): the full schedule, the baseline;
+- `flexopt full`: the all-full schedule through flexopt (its overhead on a full run);
+- for each branch b: DeepCache's `DeepCacheSDHelper` (`cache_interval` N, `cache_branch_id` b-1)
+  and flexopt's `Schedule.uniform(steps, N, b)`: the same step types (SPEC §1), DDIM for both
+  (under PNDM the helper counts PLMS's repeated timestep, so its steps differ).
+
+The loop: a pixel U-Net (`UNet2DModel`, CIFAR-10 config) runs through diffusers' own
+`DDIMPipeline` (output as tensors); the SD 1.5 U-Net (`UNet2DConditionModel`) has no text encoder
+or VAE here, so it runs the denoising loop a text pipeline runs (classifier-free guidance batched,
+random text embeddings) through the same `pipe.unet` / `pipe.scheduler` attributes the helper and
+flexopt hook into. flexopt runs as users call it (`apply_schedule` for the pipeline; `scheduled`
+for the loop). Each row: wall-clock speedup over `stock`, MACs speedup (SPEC §1) and their ratio;
+each branch also flexopt's time relative to the helper's and max|flexopt - helper| of the outputs
+(they run the same computation). CPU seconds (process time) are recorded too: on a busy machine
+they move less than wall-clock. `--tiny` shrinks both configs (a CPU check, not a measurement).
+
+    python benchmarks/bench_executor.py --configs ddpm-cifar10 --steps 50 --interval 5 \
+        --batch-size 64 --repeats 3 --out bench_executor.json
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import platform
+import sys
 import time
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+from types import SimpleNamespace
+from typing import Any
 
 import torch
 
 from flexopt.cost import count_macs, schedule_cost
-from flexopt.models import REFERENCE_UNETS
+from flexopt.hooks import scheduled
+from flexopt.models import REFERENCE_UNETS, dtype_name
 from flexopt.pipeline import apply_schedule
 from flexopt.schedule import Schedule
 
-# SPEC §3: DeepCache helper on an H100 (bf16, batch 500, DDIM 100, interval 5), wall-clock speedup.
-H100_DEEPCACHE = {1: 3.16, 2: 2.39, 3: 1.88}
+CONFIGS = ("ddpm-cifar10", "sd15")
+EMBEDDED = "fashion-mnist"  # flexopt's embedded teacher (trained weights): the issue's table
+# DDPM CIFAR-10's and SD 1.5's noise schedules (their scheduler configs), run with DDIM.
+SCHEDULES: dict[str, dict[str, Any]] = {
+    "UNet2DModel": {"num_train_timesteps": 1000, "beta_start": 1e-4, "beta_end": 0.02,
+                    "beta_schedule": "linear", "clip_sample": True},
+    "UNet2DConditionModel": {"num_train_timesteps": 1000, "beta_start": 0.00085,
+                             "beta_end": 0.012, "beta_schedule": "scaled_linear",
+                             "set_alpha_to_one": False, "steps_offset": 1, "clip_sample": False},
+}
+# The same block structure at toy widths: `--tiny` (tests, CPU checks).
+TINY: dict[str, dict[str, Any]] = {
+    "ddpm-cifar10": {"block_out_channels": [16, 32, 32, 32], "norm_num_groups": 8,
+                     "sample_size": 16},
+    "sd15": {"block_out_channels": [16, 32, 32, 32], "norm_num_groups": 8, "sample_size": 8,
+             "cross_attention_dim": 32, "attention_head_dim": 4},
+}
+TEXT_TOKENS = 77  # CLIP's sequence length
 
 
-def build_pipeline(config_name: str, device: str, dtype: torch.dtype):
-    from diffusers import DDIMPipeline, DDIMScheduler, UNet2DModel
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    info: dict[str, Any] = {"platform": platform.platform(), "processor": platform.processor(),
+                            "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
+                            "torch": torch.__version__, "python": sys.version.split()[0]}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+        info["cuda"] = torch.version.cuda
+    for package in ("diffusers", "DeepCache"):
+        try:
+            info[package.lower()] = version(package)
+        except PackageNotFoundError:
+            info[package.lower()] = None
+    return info
 
-    config = {k: v for k, v in REFERENCE_UNETS[config_name].items() if k != "_class_name"}
+
+def unet_config(name: str, tiny: bool) -> dict[str, Any]:
+    config = dict(REFERENCE_UNETS[name])
+    return {**config, **TINY[name]} if tiny else config
+
+
+def build(name: str, tiny: bool, device: str, dtype: torch.dtype) -> Any:
+    """A random-weight U-Net of config `name` with a DDIM scheduler: a `DDIMPipeline` for a pixel
+    U-Net, else an object with `unet` and `scheduler` (what the helper and flexopt need)."""
+    import diffusers
+    from diffusers import DDIMPipeline, DDIMScheduler
+
+    if name == EMBEDDED:
+        from flexopt.models import load_pipeline
+
+        src = load_pipeline(f"flexopt:{EMBEDDED}", device=device)
+        unet = src.unet if dtype == torch.float32 else src.unet.to(dtype=dtype)
+        pipe = DDIMPipeline(unet, DDIMScheduler.from_config(src.scheduler.config))
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+    config = unet_config(name, tiny)
+    kind = config.pop("_class_name")
     torch.manual_seed(0)
-    unet = UNet2DModel(**config).eval().to(device)
+    unet = getattr(diffusers, kind)(**config).eval().to(device)
     if dtype != torch.float32:
         unet = unet.to(dtype=dtype)
-    scheduler = DDIMScheduler(beta_schedule="linear", beta_start=1e-4, beta_end=0.02)
-    return DDIMPipeline(unet, scheduler)
+    scheduler = DDIMScheduler(**SCHEDULES[kind])
+    if kind == "UNet2DModel":
+        pipe = DDIMPipeline(unet, scheduler)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+    return SimpleNamespace(unet=unet, scheduler=scheduler)
 
 
-def time_schedule(pipe, schedule: Schedule, batch: int, repeats: int, device: str) -> float:
+def make_loop(pipe: Any, steps: int, batch: int, device: str) -> Callable[[], torch.Tensor]:
+    """One generation with whatever scheduler / U-Net forward `pipe` has now (fixed noise)."""
+    unet = pipe.unet
+    if not isinstance(pipe, SimpleNamespace):
+        def pixel() -> torch.Tensor:
+            gen = torch.Generator("cpu").manual_seed(0)
+            return pipe(batch_size=batch, generator=gen, num_inference_steps=steps, eta=0.0,
+                        output_type="pt").images
+        return pixel
+
+    cfg = unet.config
+    g = torch.Generator("cpu").manual_seed(0)
+    size = (batch, cfg.in_channels, cfg.sample_size, cfg.sample_size)
+    noise = torch.randn(size, generator=g).to(device=device, dtype=unet.dtype)
+    text = torch.randn(2 * batch, TEXT_TOKENS, cfg.cross_attention_dim, generator=g)
+    text = text.to(device=device, dtype=unet.dtype)
+
+    @torch.no_grad()
+    def text_loop() -> torch.Tensor:
+        """A text pipeline's denoising loop: guidance 7.5, unconditional and text batched."""
+        scheduler = pipe.scheduler
+        scheduler.set_timesteps(steps, device=device)
+        x = noise
+        for t in scheduler.timesteps:
+            out = pipe.unet(torch.cat([x, x]), t, encoder_hidden_states=text).sample
+            uncond, cond = out.chunk(2)
+            x = scheduler.step(uncond + 7.5 * (cond - uncond), t, x).prev_sample
+        return x
+
+    return text_loop
+
+
+def deepcache(pipe: Any, loop: Callable[[], torch.Tensor], interval: int, branch: int
+              ) -> Callable[[], torch.Tensor]:
+    def run() -> torch.Tensor:
+        from DeepCache import DeepCacheSDHelper
+
+        helper = DeepCacheSDHelper(pipe=pipe)
+        helper.set_params(cache_interval=interval, cache_branch_id=branch - 1)
+        helper.enable()
+        try:
+            return loop()
+        finally:
+            helper.disable()
+    return run
+
+
+def flexopt(pipe: Any, loop: Callable[[], torch.Tensor], schedule: Schedule, batch: int
+            ) -> Callable[[], torch.Tensor]:
+    if isinstance(pipe, SimpleNamespace):
+        def in_loop() -> torch.Tensor:
+            with scheduled(pipe, schedule):
+                return loop()
+        return in_loop
     run = apply_schedule(pipe, schedule)
-    best = float("inf")
-    for _ in range(repeats):
+
+    def in_pipeline() -> torch.Tensor:
         gen = torch.Generator("cpu").manual_seed(0)
-        run(batch_size=batch, generator=gen, output_type="pt", progress=False)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        best = min(best, run.stats.seconds)
-    return best
+        return run(batch_size=batch, generator=gen, output_type="pt", progress=False).images
+    return in_pipeline
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default="ddpm-cifar10", choices=sorted(REFERENCE_UNETS))
-    ap.add_argument("--steps", type=int, default=20, help="DDIM steps (the paper uses 100)")
-    ap.add_argument("--interval", type=int, default=5)
-    ap.add_argument("--branches", default="1,2,3")
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=1, help="runs per schedule; the best counts")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
-    ap.add_argument("--out", default="bench_executor.json")
-    args = ap.parse_args()
-    if REFERENCE_UNETS[args.config]["_class_name"] != "UNet2DModel":
-        ap.error("--config must be a UNet2DModel config")
+def timed(fn: Callable[[], torch.Tensor], device: str) -> tuple[float, float, torch.Tensor]:
+    """(wall seconds, process CPU seconds, output) of one call."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = fn()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - wall, time.process_time() - cpu, out
 
-    pipe = build_pipeline(args.config, args.device, getattr(torch, args.dtype))
-    profile = count_macs(REFERENCE_UNETS[args.config])
-    with torch.no_grad():  # warm-up: one full U-Net call at the benchmark's batch size
-        x = torch.randn(args.batch_size, 3, 32, 32, device=args.device, dtype=pipe.unet.dtype)
-        pipe.unet(x, 500)
 
-    schedules = {"full": Schedule.full(args.steps)}
-    for b in (int(v) for v in args.branches.split(",")):
-        schedules[f"branch {b}"] = Schedule.uniform(args.steps, args.interval, b)
+def bench_config(name: str, args: argparse.Namespace, log: Callable[[str], None]
+                 ) -> list[dict[str, Any]]:
+    """Rows for one config: every case timed in each of --repeats interleaved rounds."""
+    dtype = getattr(torch, dtype_name(args.dtype))
+    pipe = build(name, args.tiny, args.device, dtype)
+    conditional = isinstance(pipe, SimpleNamespace)
+    batch = args.sd_batch_size if conditional else args.batch_size
+    profile = count_macs(pipe.unet)
+    loop = make_loop(pipe, args.steps, batch, args.device)
+    full = Schedule.full(args.steps)
+    cases: dict[str, tuple[Schedule, Callable[[], torch.Tensor]]] = {
+        "stock": (full, loop), "flexopt full": (full, flexopt(pipe, loop, full, batch))}
+    for b in args.branches:
+        schedule = Schedule.uniform(args.steps, args.interval, b)
+        cases[f"helper b={b}"] = (schedule, deepcache(pipe, loop, args.interval, b))
+        cases[f"flexopt b={b}"] = (schedule, flexopt(pipe, loop, schedule, batch))
+    best = {k: [float("inf"), float("inf")] for k in cases}
+    outputs: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        for _ in range(args.warmup):
+            for _, fn in cases.values():
+                fn()
+        for r in range(args.repeats):
+            for key, (_, fn) in cases.items():
+                wall, cpu, out = timed(fn, args.device)
+                best[key] = [min(best[key][0], wall), min(best[key][1], cpu)]
+                outputs[key] = out
+                log(f"  {name} round {r + 1}: {key} {wall:.3f} s")
     rows = []
-    start = time.perf_counter()
-    for name, schedule in schedules.items():
-        seconds = time_schedule(pipe, schedule, args.batch_size, args.repeats, args.device)
+    base_wall, base_cpu = best["stock"]
+    for key, (schedule, _) in cases.items():
         cost = schedule_cost(schedule, profile)
-        rows.append({"schedule": name, "nfe": schedule.nfe, "avg_macs": cost.avg_macs,
-                     "macs_speedup": cost.speedup, "seconds": seconds})
-    for row in rows:
-        row["wall_speedup"] = rows[0]["seconds"] / row["seconds"]
-        b = int(row["schedule"].split()[1]) if row["schedule"] != "full" else None
-        row["h100_deepcache_wall_speedup"] = H100_DEEPCACHE.get(b) if b else 1.0
+        wall, cpu = best[key]
+        row: dict[str, Any] = {
+            "config": name, "case": key, "nfe": schedule.nfe, "avg_macs": cost.avg_macs,
+            "macs_speedup": cost.speedup, "seconds": wall, "cpu_seconds": cpu,
+            "wall_speedup": base_wall / wall, "cpu_speedup": base_cpu / cpu,
+            "wall_over_macs": base_wall / wall / cost.speedup, "batch": batch,
+        }
+        if key.startswith("flexopt b="):
+            helper = key.replace("flexopt", "helper")
+            row["vs_helper"] = best[helper][0] / wall  # > 1: flexopt faster
+            row["max_abs_diff_vs_helper"] = float(
+                (outputs[key].float() - outputs[helper].float()).abs().max())
+        if key == "flexopt full":
+            row["max_abs_diff_vs_stock"] = float(
+                (outputs[key].float() - outputs["stock"].float()).abs().max())
+        rows.append(row)
+    return rows
 
-    print(f"{args.config} U-Net, random weights, DDIM {args.steps} steps, interval "
-          f"{args.interval}, batch {args.batch_size}, {args.dtype} on {args.device} "
-          f"({torch.get_num_threads()} threads)")
-    print(f"{'schedule':10} {'NFE':>4} {'avg MACs':>9} {'MACs x':>7} {'seconds':>8} "
-          f"{'wall x':>7} {'H100 DeepCache wall x':>22}")
+
+def table(rows: list[dict[str, Any]]) -> str:
+    head = (f"{'config':13} {'case':13} {'NFE':>4} {'MACs x':>7} {'seconds':>8} {'wall x':>7} "
+            f"{'wall/MACs':>9} {'CPU x':>6} {'vs helper':>9} {'max|diff|':>9}")
+    lines = [head, "-" * len(head)]
     for r in rows:
-        ref = r["h100_deepcache_wall_speedup"]
-        print(f"{r['schedule']:10} {r['nfe']:>4} {r['avg_macs'] / 1e9:>8.2f}G "
-              f"{r['macs_speedup']:>7.2f} {r['seconds']:>8.1f} {r['wall_speedup']:>7.2f} "
-              f"{(f'{ref:.2f}' if ref else '-'):>22}")
+        diff = r.get("max_abs_diff_vs_helper", r.get("max_abs_diff_vs_stock"))
+        vs = r.get("vs_helper")
+        lines.append(
+            f"{r['config']:13} {r['case']:13} {r['nfe']:>4} {r['macs_speedup']:>7.2f} "
+            f"{r['seconds']:>8.3f} {r['wall_speedup']:>7.2f} {r['wall_over_macs']:>9.2f} "
+            f"{r['cpu_speedup']:>6.2f} {(f'{vs:.3f}' if vs else '-'):>9} "
+            f"{(f'{diff:.1e}' if diff is not None else '-'):>9}")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--configs", default=",".join(CONFIGS),
+                    help=f"comma-separated, of: {', '.join((*CONFIGS, EMBEDDED))} (the last: the "
+                         "embedded teacher with its trained weights, always at its own size)")
+    ap.add_argument("--steps", type=int, default=50, help="DDIM steps (T_ref)")
+    ap.add_argument("--interval", type=int, default=5, help="DeepCache interval N")
+    ap.add_argument("--branches", default="1,2,3")
+    ap.add_argument("--batch-size", type=int, default=64, help="images per run (CIFAR-10)")
+    ap.add_argument("--sd-batch-size", type=int, default=2,
+                    help="prompts per run (SD 1.5; the U-Net sees twice that, with guidance)")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the min counts")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--dtype", default="fp32", help="U-Net dtype: fp32, bf16 or fp16")
+    ap.add_argument("--tiny", action="store_true", help="toy widths (a CPU check, not a number)")
+    ap.add_argument("--quiet", action="store_true", help="no per-run lines")
+    ap.add_argument("--out", default="bench_executor.json")
+    args = ap.parse_args(argv)
+    args.configs = [c for c in args.configs.split(",") if c]
+    bad = [c for c in args.configs if c not in (*CONFIGS, EMBEDDED)]
+    if bad:
+        ap.error(f"--configs: {bad[0]!r} is not one of {', '.join((*CONFIGS, EMBEDDED))}")
+    try:
+        args.branches = [int(b) for b in args.branches.split(",")]
+        dtype_name(args.dtype)
+    except ValueError:
+        ap.error("--branches: comma-separated integers, e.g. 1,2,3")
+    except Exception as err:  # FlexoptError: a bad --dtype
+        ap.error(str(err))
+    if args.steps % args.interval:
+        ap.error(f"--interval {args.interval} must divide --steps {args.steps}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    log = (lambda _: None) if args.quiet else (lambda s: print(s, flush=True))
+    start = time.perf_counter()
+    rows = [row for name in args.configs for row in bench_config(name, args, log)]
+    print(f"DDIM {args.steps} steps, interval {args.interval}, {dtype_name(args.dtype)} on "
+          f"{args.device} ({torch.get_num_threads()} threads), random weights (the embedded "
+          "teacher: trained)"
+          f"{' (tiny widths)' if args.tiny else ''}; min of {args.repeats} interleaved rounds; "
+          "x = speedup over stock, vs helper > 1 = flexopt faster")
+    print(table(rows))
+    result = {"benchmark": "executor", "date": datetime.datetime.now(datetime.UTC).isoformat(
+        timespec="seconds"), "machine": machine(), "command": " ".join(sys.argv),
+        "args": vars(args), "total_seconds": time.perf_counter() - start, "rows": rows}
     with open(args.out, "w") as f:
-        json.dump({"machine": platform.platform(), "cpus": os.cpu_count(),
-                   "threads": torch.get_num_threads(), "torch": torch.__version__,
-                   "args": vars(args), "total_seconds": time.perf_counter() - start,
-                   "rows": rows}, f, indent=2)
+        json.dump(result, f, indent=2)
     print(f"wrote {args.out}")
+    return result
 
 
 if __name__ == "__main__":

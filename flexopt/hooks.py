@@ -172,6 +172,25 @@ _CONDITION_INPUTS = frozenset(
 )
 
 
+def _on_device(
+    timestep: torch.Tensor | float | int, sample: torch.Tensor
+) -> torch.Tensor | float | int:
+    """A host timestep (pipelines that `set_timesteps` without a device: DDPM, DDIM) as a
+    batch of it on the sample's device, filled there: the model's own `.to(device)` of a 0-d
+    CPU tensor is a blocking copy, one host sync per step. Same values and dtype, so the same
+    embedding; on the CPU nothing changes."""
+    if (
+        sample.device.type == "cpu"
+        or not torch.is_tensor(timestep)
+        or timestep.device.type != "cpu"
+        or timestep.numel() != 1
+    ):
+        return timestep
+    return torch.full(
+        (sample.shape[0],), timestep.item(), dtype=timestep.dtype, device=sample.device
+    )
+
+
 def _lora_scale(inputs: dict[str, Any]) -> tuple[float, dict[str, Any]]:
     """(LoRA scale, inputs without it): `cross_attention_kwargs["scale"]`, as the forward reads."""
     kwargs = inputs.get("cross_attention_kwargs")
@@ -214,6 +233,11 @@ class UNetExecutor:
             )
         self.dtype = next(p.dtype for p in unet.parameters() if p.is_floating_point())
         self._cache: dict[int, torch.Tensor] = {}
+        # Looked up once, not per call: the hook runs once per denoising step.
+        from diffusers.utils import USE_PEFT_BACKEND, scale_lora_layers, unscale_lora_layers
+
+        self._peft = USE_PEFT_BACKEND
+        self._scale_lora, self._unscale_lora = scale_lora_layers, unscale_lora_layers
 
     @property
     def max_branch(self) -> int:
@@ -273,15 +297,13 @@ class UNetExecutor:
                 )
         n_down = self.layout.n_down[branch - 1] if start is not None else len(self.layout.down)
         scale, inputs = _lora_scale(inputs)
-        from diffusers.utils import USE_PEFT_BACKEND, scale_lora_layers, unscale_lora_layers
-
-        if USE_PEFT_BACKEND:  # as the model's forward does (`apply_lora_scale`)
-            scale_lora_layers(self.unet, scale)
+        if not self._peft or scale == 1.0:  # nothing to scale (the common case: no LoRA scale)
+            return self._run(sample, timestep, n_down, start, keep, inputs)
+        self._scale_lora(self.unet, scale)  # as the model's forward does (`apply_lora_scale`)
         try:
             return self._run(sample, timestep, n_down, start, keep, inputs)
         finally:
-            if USE_PEFT_BACKEND:
-                unscale_lora_layers(self.unet, scale)
+            self._unscale_lora(self.unet, scale)
 
     def has_cache(self, branch: int) -> bool:
         """Whether a partial step with `branch` can run (a full step kept its feature)."""
@@ -341,6 +363,7 @@ class UNetExecutor:
     ) -> tuple[torch.Tensor, _Context]:
         """Time/class/text embeddings, as the model's forward computes them before `conv_in`."""
         unet = self.unet
+        timestep = _on_device(timestep, sample)
         if self.conditional:
             factor = 2**unet.num_upsamplers
             upsample = any(dim % factor != 0 for dim in sample.shape[-2:])
@@ -513,13 +536,31 @@ class ScheduleHook:
         self.on_call = on_call
         self.stats = RunStats()
         self._signature = inspect.signature(type(unet).forward)
+        params = list(self._signature.parameters.values())[1:]  # without `self`
+        plain = all(p.kind == p.POSITIONAL_OR_KEYWORD for p in params)
+        self._names = tuple(p.name for p in params) if plain else None
+        self._output = _output_class(self.executor.conditional)
         self._last: int | None = None
         self.saved_forward: Any = _MISSING
         self.saved_scheduler: Any = None
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def _inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The call's arguments by name. A plain zip when the forward's parameters are all
+        positional-or-keyword and the call is unambiguous (the per-step path: `inspect`'s bind
+        costs tens of µs a call); otherwise `bind`, which also raises the model's own TypeError."""
+        names = self._names
+        if (
+            names is not None
+            and len(args) <= len(names)
+            and all(k in names[len(args) :] for k in kwargs)
+            and {"sample", "timestep"} <= {*names[: len(args)], *kwargs}
+        ):
+            return {**dict(zip(names, args, strict=False)), **kwargs}
         bound = self._signature.bind(self.executor.unet, *args, **kwargs)
-        inputs = {k: v for k, v in bound.arguments.items() if k != "self"}
+        return {k: v for k, v in bound.arguments.items() if k != "self"}
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        inputs = self._inputs(args, kwargs)
         sample, timestep = inputs.pop("sample"), inputs.pop("timestep")
         return_dict = inputs.pop("return_dict", True)
         for key, value in self.unet_kwargs.items():
@@ -547,15 +588,18 @@ class ScheduleHook:
         self.stats.calls[kind.name.lower()] += 1
         if self.on_call is not None:
             self.on_call()
-        if not return_dict:
-            return (out,)
-        if self.executor.conditional:
-            from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+        return self._output(sample=out) if return_dict else (out,)
 
-            return UNet2DConditionOutput(sample=out)
-        from diffusers.models.unets.unet_2d import UNet2DOutput
 
-        return UNet2DOutput(sample=out)
+def _output_class(conditional: bool) -> type:
+    """The output dataclass the model's own forward returns."""
+    if conditional:
+        from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+
+        return UNet2DConditionOutput
+    from diffusers.models.unets.unet_2d import UNet2DOutput
+
+    return UNet2DOutput
 
 
 def _parts(pipe: Any) -> tuple[nn.Module, Any]:

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 UNET_CLASSES = ("UNet2DModel", "UNet2DConditionModel")
 DTYPES = ("float32", "float16", "bfloat16")
+# Short names accepted wherever a dtype is given (`--dtype bf16`), mapped to the torch names.
+DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 _ACCEPTED = (
     "a diffusers pipeline directory (model_index.json), a model directory (config.json), "
     "a U-Net config.json, or a hub id"
@@ -326,6 +328,15 @@ def load_pipeline(
         pipe = pipe.to(dtype=dtype)
     if device is not None:
         pipe = pipe.to(device)
+    import torch
+
+    if pipe.device.type == "cpu" and pipe.unet.dtype != torch.float32:
+        import warnings
+
+        warnings.warn(
+            f"{str(pipe.unet.dtype).removeprefix('torch.')} on CPU runs, but slowly (few CPU "
+            "kernels for it); float32 is the fast choice on CPU", RuntimeWarning, stacklevel=2,
+        )
     return pipe
 
 
@@ -386,12 +397,20 @@ def _from_pretrained(cls: type, where: str, source: str, **extra: Any):
         raise FlexoptError(f"{source} cannot be loaded as a diffusers model: {first}") from None
 
 
+def dtype_name(name: str) -> str:
+    """The torch name of a dtype given as `fp32` / `bf16` / `fp16` or `float32` / ...; or raise."""
+    canonical = DTYPE_ALIASES.get(name, name)
+    if canonical not in DTYPES:
+        raise FlexoptError(
+            f"dtype {name!r} is not supported; allowed: fp32, bf16, fp16 (or {', '.join(DTYPES)})"
+        )
+    return canonical
+
+
 def parse_dtype(name: str) -> torch.dtype:
     import torch
 
-    if name not in DTYPES:
-        raise FlexoptError(f"dtype {name!r} is not supported; allowed: {', '.join(DTYPES)}")
-    return getattr(torch, name)
+    return getattr(torch, dtype_name(name))
 
 
 def parse_device(name: str | None) -> torch.device:

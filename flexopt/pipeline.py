@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from flexopt.batching import in_batches
 from flexopt.errors import FlexoptError
 from flexopt.hooks import RunStats, prepare, scheduled
 from flexopt.schedule import Schedule
@@ -190,28 +191,40 @@ def generate_images(
         bar = tqdm(total=n_batches * run.calls_per_run, unit="call", desc="generate",
                    disable=not progress, leave=False)
         progress = bar.update
-    out, seconds, calls = [], 0.0, 0
+    seconds, calls = 0.0, 0
+
+    def batch_of(first: int, n: int) -> np.ndarray:
+        """Images first .. first + n - 1 (a smaller batch on out-of-memory: same images)."""
+        nonlocal seconds, calls
+        gens = [torch.Generator("cpu").manual_seed(seed + first + i) for i in range(n)]
+        kwargs: dict[str, Any] = {"generator": gens, "output_type": "np", "progress": progress}
+        if prefix is not None:
+            kwargs["resume"], kwargs["on_boundary"] = prefix.batch(first, n)
+        if run.kind != "unconditional":
+            texts = [prompts[(first + i) % len(prompts)] if prompts else "" for i in range(n)]
+            for key, given in (("image", images), ("mask_image", masks)):
+                if given:
+                    kwargs[key] = [given[(first + i) % len(given)] for i in range(n)]
+            batch = run(texts, guidance_scale=guidance_scale, **kwargs).images
+        else:
+            if class_labels:
+                labels = [class_labels[(first + i) % len(class_labels)] for i in range(n)]
+                kwargs["class_labels"] = torch.tensor(labels, device=run.device)
+            # Tensors where the pipeline returns them (DDPM, DDIM): its own numpy conversion
+            # fails on a bfloat16 U-Net's images; in float32 both give the same numbers.
+            batch = run(batch_size=n, **{**kwargs, "output_type": "pt"}).images
+            if isinstance(batch, torch.Tensor):
+                batch = batch.float().cpu().permute(0, 2, 3, 1).numpy()
+        seconds += run.stats.seconds
+        calls += run.stats.nfe
+        return np.asarray(batch, dtype=np.float32)
+
+    def recount(first: int, size: int) -> None:
+        if bar is not None:  # the calls left, in batches of the new size
+            bar.total = bar.n + -(-(num_images - first) // size) * run.calls_per_run
+
     try:
-        for first in range(0, num_images, batch_size):
-            n = min(batch_size, num_images - first)
-            gens = [torch.Generator("cpu").manual_seed(seed + first + i) for i in range(n)]
-            kwargs: dict[str, Any] = {"generator": gens, "output_type": "np", "progress": progress}
-            if prefix is not None:
-                kwargs["resume"], kwargs["on_boundary"] = prefix.batch(first, n)
-            if run.kind != "unconditional":
-                texts = [prompts[(first + i) % len(prompts)] if prompts else "" for i in range(n)]
-                for key, given in (("image", images), ("mask_image", masks)):
-                    if given:
-                        kwargs[key] = [given[(first + i) % len(given)] for i in range(n)]
-                batch = run(texts, guidance_scale=guidance_scale, **kwargs).images
-            else:
-                if class_labels:
-                    labels = [class_labels[(first + i) % len(class_labels)] for i in range(n)]
-                    kwargs["class_labels"] = torch.tensor(labels, device=run.device)
-                batch = run(batch_size=n, **kwargs).images
-            seconds += run.stats.seconds
-            calls += run.stats.nfe
-            out.append(np.asarray(batch, dtype=np.float32))
+        out = list(in_batches(batch_of, num_images, batch_size, on_halve=recount))
     finally:
         if bar is not None:
             bar.close()

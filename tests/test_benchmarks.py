@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import tiny
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,3 +61,50 @@ def test_search_benchmark_on_a_tiny_model(tmp_path, inception_weights, monkeypat
     assert reuse["unet_calls"] + reuse["unet_calls_skipped"] == scratch["unet_calls"]
     assert set(reuse["seconds_per_candidate"]) == {"generate", "features", "metric"}
     assert {"machine", "date", "args"} <= set(data) and data["args"]["candidates"] == 8
+
+
+def test_executor_benchmark_on_tiny_configs(tmp_path):
+    """Benchmark (1) runs both configs side by side with DeepCache's helper; flexopt's outputs
+    equal the helper's and the stock loop's (the benchmark compares like with like)."""
+    pytest.importorskip("DeepCache")
+    out = tmp_path / "be.json"
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_executor.py"), "--tiny", "--steps", "4",
+         "--interval", "2", "--branches", "1,3", "--batch-size", "2", "--sd-batch-size", "1",
+         "--repeats", "1", "--warmup", "0", "--device", "cpu", "--out", str(out)],
+        capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    data = json.loads(out.read_text())
+    assert {"machine", "date", "args", "rows"} <= set(data)
+    cases = [(r["config"], r["case"]) for r in data["rows"]]
+    assert cases == [(c, k) for c in ("ddpm-cifar10", "sd15") for k in (
+        "stock", "flexopt full", "helper b=1", "flexopt b=1", "helper b=3", "flexopt b=3")]
+    for r in data["rows"]:
+        assert r.get("max_abs_diff_vs_helper", 0) <= 1e-5
+        assert r.get("max_abs_diff_vs_stock", 0) == 0
+        assert r["macs_speedup"] >= 1 and r["seconds"] > 0
+    assert "vs helper" in p.stdout
+
+
+def test_gpu_suite_tiny_mode(tmp_path, inception_weights):
+    """The GPU suite's plumbing on CPU at toy sizes: every part runs (host syncs only on CUDA),
+    and a missing benchmark (2) script is reported, not fatal."""
+    pytest.importorskip("DeepCache")
+    out = tmp_path / "suite.json"
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_suite.py"), "--tiny", "--device", "cpu",
+         "--inception-weights", inception_weights, "--out", str(out)],
+        capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout + p.stderr
+    data = json.loads(out.read_text())
+    assert {"machine", "date", "args", "floor", "executor", "features", "search"} <= set(data)
+    assert data["floor"]["image_steps_per_s"] > 0
+    assert {r["config"] for r in data["executor"]["rows"]} == {"ddpm-cifar10", "sd15"}
+    assert data["host_syncs"] is None  # CUDA only
+    f = data["features"]
+    assert f["float32"]["rfid"] > 0 and "rfid_diff" in f and f["max_abs_feature_diff"] > 0
+    if (ROOT / "benchmarks" / "bench_search.py").exists():
+        assert data["search"]["returncode"] == 0
+    else:
+        assert "MISSING" in p.stdout and "missing" in data["search"]
+    assert "total" in p.stdout

@@ -161,7 +161,8 @@ def test_generate_stable_diffusion_with_prompts(tmp_path, schedules):
         ((), "deep", "branch 13 is beyond this UNet2DModel; allowed: 1..12 (the maximum is 12)"),
         (("--t-ref", 50), "uniform", "schedule t_ref 6 disagrees with the requested 50"),
         (("--sampler", "plms"), "uniform", "sampler 'ddim' disagrees with the requested sampler"),
-        (("--dtype", "float8"), "uniform", "Invalid value for '--dtype'"),
+        (("--dtype", "float8"), "uniform",
+         "dtype 'float8' is not supported; allowed: fp32, bf16, fp16 (or float32"),
     ],
 )
 def test_generate_errors(ddim_dir, schedules, tmp_path, extra, schedule, message):
@@ -200,3 +201,19 @@ def test_unet_directory_needs_a_scheduler(tmp_path):
     assert type(pipe.scheduler).__name__ == "DDIMScheduler"
     with pytest.raises(FlexoptError, match="bare UNet2DConditionModel; allowed: its pipeline"):
         load_pipeline(str(tiny.save(tiny.unet_cond(), tmp_path / "cond")))
+
+
+def test_generate_in_bf16_by_its_short_name(ddim_dir, schedules, tmp_path):
+    """--dtype bf16 runs the U-Net in bfloat16 (on CPU it works, slowly, and says so)."""
+    from flexopt.models import dtype_name, parse_dtype
+
+    assert [dtype_name(n) for n in ("fp32", "bf16", "fp16", "float16")] == [
+        "float32", "bfloat16", "float16", "float16"]
+    assert parse_dtype("bf16") == torch.bfloat16
+    with pytest.warns(RuntimeWarning, match="bfloat16 on CPU runs, but slowly"):
+        result = invoke(
+            "generate", ddim_dir, "--schedule", schedules["uniform"], "--num-images", 2,
+            "--out", tmp_path, "--device", "cpu", "--dtype", "bf16",
+        )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert len(list(tmp_path.glob("*.png"))) == 2

@@ -323,3 +323,37 @@ def test_unsupported_pipeline_and_scheduler():
     flow = DDPMPipeline(unet=tiny.unet2d(), scheduler=FlowMatchEulerDiscreteScheduler())
     with pytest.raises(FlexoptError, match="FlowMatchEulerDiscreteScheduler is not supported; al"):
         apply_schedule(flow, Schedule.full(4))
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [
+        ((), {"sample": 1, "timestep": 2, "encoder_hidden_states": 3}),
+        ((1, 2, 3), {}),
+        ((1, 2), {"encoder_hidden_states": 3, "return_dict": False}),
+        ((1,), {"timestep": 2, "encoder_hidden_states": 3, "class_labels": 4}),
+        ((1, 2, 3, 4), {}),
+    ],
+)
+def test_hook_reads_call_arguments_like_bind(args, kwargs):
+    """The per-step fast path names arguments exactly as `inspect.Signature.bind` does."""
+    import inspect
+
+    from flexopt.hooks import prepare
+
+    pipe = tiny.ddim_pipeline(tiny.unet_cond())
+    hook = prepare(pipe, Schedule.uniform(T, 3, 2))
+    bound = inspect.signature(type(pipe.unet).forward).bind(pipe.unet, *args, **kwargs)
+    assert hook._inputs(args, kwargs) == {k: v for k, v in bound.arguments.items() if k != "self"}
+
+
+def test_hook_argument_errors_are_the_models():
+    from flexopt.hooks import prepare
+
+    hook = prepare(tiny.ddim_pipeline(), Schedule.uniform(T, 3, 2))
+    with pytest.raises(TypeError, match="multiple values for argument 'timestep'"):
+        hook._inputs((1, 2), {"timestep": 2})
+    with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
+        hook._inputs((1, 2), {"bogus": 2})
+    with pytest.raises(TypeError, match="missing a required argument: 'timestep'"):
+        hook._inputs((1,), {})

@@ -105,3 +105,15 @@ def test_to_uint8_rounds_like_diffusers() -> None:
 def test_bad_images(images, match: str) -> None:
     with pytest.raises(FlexoptError, match=match):
         to_uint8(images)
+
+
+def test_lower_precision_features_only_on_request(cache: Path) -> None:
+    """float32 unless asked; bf16 autocast is close to it, not equal; other dtypes refused."""
+    assert load_inception(cache_dir=cache, allow_download=False).dtype is None
+    assert load_inception(cache_dir=cache, allow_download=False, dtype=torch.float32).dtype is None
+    images = np.random.default_rng(0).random((2, 3, 16, 16), dtype=np.float32)
+    exact = load_inception(cache_dir=cache, allow_download=False)(images)
+    low = load_inception(cache_dir=cache, allow_download=False, dtype=torch.bfloat16)(images)
+    assert low.dtype == np.float32 and 0 < np.abs(low - exact).max() < 0.5
+    with pytest.raises(FlexoptError, match=r"features dtype torch\.int8 is not supported"):
+        load_inception(cache_dir=cache, allow_download=False, dtype=torch.int8)

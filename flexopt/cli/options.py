@@ -107,6 +107,13 @@ def _keep_in_context(ctx: click.Context, param: click.Parameter, value: Any) -> 
         ctx.meta[f"flexopt.{param.name}"] = value
 
 
+def _dtype(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """--dtype as its torch name; a bad value is one line naming the allowed ones."""
+    from flexopt.models import dtype_name
+
+    return dtype_name(value)
+
+
 def generation_options(
     default_batch: int = 16, num_images_default: int | None = None, min_images: int = 1,
     num_images_required: bool = True, num_images_help: str = "Number of images.",
@@ -116,8 +123,6 @@ def generation_options(
 
     Shared by every command that generates images, so they all draw image i from seed + i.
     """
-    from flexopt.models import DTYPES
-
     seed_help = "Image i starts from the noise of seed + i (independent of batching)" + (
         "; default: the config's [rfid] seed, else 0." if seed_from_config else ".")
 
@@ -136,7 +141,9 @@ def generation_options(
         click.option("--batch-size", type=click.IntRange(min=1), default=default_batch,
                      show_default=True),
         click.option("--device", default=None, help="Torch device (default: cuda if available)."),
-        click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True),
+        click.option("--dtype", default="fp32", show_default=True, callback=_dtype,
+                     help="U-Net dtype: fp32, bf16 or fp16 (float32, bfloat16, float16); "
+                          "bf16/fp16 are for GPUs (on CPU they run, slowly)."),
         click.option("--prompt", "prompts", multiple=True,
                      help="Text pipelines: a prompt (repeat for several; cycled over images)."),
         click.option("--prompt-file", type=click.Path(dir_okay=False), default=None,

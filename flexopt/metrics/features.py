@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from flexopt.batching import in_batches
 from flexopt.errors import FlexoptError
 from flexopt.metrics import _fidelity
 from flexopt.metrics.weights import (
@@ -74,22 +75,35 @@ class InceptionExtractor:
     device: torch.device
     weights: InceptionWeights
     batch_size: int = DEFAULT_BATCH_SIZE
+    # None: float32, the features rFID is defined on. bfloat16 / float16: autocast, faster on
+    # GPUs but not the same numbers (benchmarks/gpu_suite.py reports the rFID difference), so it
+    # is only ever an explicit choice.
+    dtype: torch.dtype | None = None
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor | np.ndarray, progress: bool = False) -> np.ndarray:
         """Features of all images; `progress` shows a bar (thousands of images take minutes
         on a CPU)."""
+        if self.dtype is None:
+            return self._features(images, progress)
+        with torch.autocast(self.device.type, dtype=self.dtype):
+            return self._features(images, progress)
+
+    def _features(self, images: torch.Tensor | np.ndarray, progress: bool) -> np.ndarray:
         from tqdm.auto import tqdm
 
         x = to_uint8(images)
         out = np.empty((x.shape[0], FEATURE_DIM), dtype=np.float32)
         with tqdm(total=x.shape[0], disable=not progress, desc="inception features",
                   unit="img", leave=False) as bar:
-            for i in range(0, x.shape[0], self.batch_size):
-                batch = x[i : i + self.batch_size].to(self.device, non_blocking=True)
-                (feats,) = self.model(batch)
-                out[i : i + len(batch)] = feats.float().cpu().numpy()
-                bar.update(len(batch))
+
+            def batch(first: int, n: int) -> None:
+                (feats,) = self.model(x[first : first + n].to(self.device, non_blocking=True))
+                out[first : first + n] = feats.float().cpu().numpy()
+                bar.update(n)
+
+            for _ in in_batches(batch, x.shape[0], self.batch_size):  # halves on out-of-memory
+                pass
         return out
 
 
@@ -100,8 +114,13 @@ def load_inception(
     device: str | torch.device | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     allow_download: bool = True,
+    dtype: torch.dtype | None = None,
 ) -> InceptionExtractor:
-    """The FID network, built once per (weights sha256, device) in this process."""
+    """The FID network, built once per (weights sha256, device) in this process; `dtype`
+    (bfloat16 / float16) runs it under autocast — not the float32 features rFID is defined on."""
+    if dtype not in (None, torch.float32, torch.bfloat16, torch.float16):
+        raise FlexoptError(f"features dtype {dtype} is not supported; allowed: float32, "
+                           "bfloat16, float16")
     dev = torch.device(device) if device is not None else default_device()
     found = resolve_inception_weights(weights, cache=cache_dir, allow_download=allow_download)
     key = (found.sha256, str(dev))
@@ -110,7 +129,8 @@ def load_inception(
         model = _build(load_inception_state_dict(found)).to(dev, memory_format=MEMORY_FORMAT)
         _MODELS.clear()  # one network at a time: each is ~90 MB
         _MODELS[key] = model
-    return InceptionExtractor(model, dev, found, batch_size)
+    return InceptionExtractor(model, dev, found, batch_size,
+                              None if dtype == torch.float32 else dtype)
 
 
 def inception_features(

@@ -104,8 +104,9 @@ def main() -> None:
                         args.cache_dir, args.inception_weights, progress=False)
     ref_ev = dataclasses.replace(ev, settings=EvalSettings(
         args.reference_images, args.reference_seed, args.batch_size))
-    todo = (schedules(ev, args.sampled, seed=0) + searched(args.study, args.per_study)
-            )[:args.schedules]
+    todo = schedules(ev, args.sampled, seed=0) + searched(args.study, args.per_study)
+    # A fixed shuffle: the rows written so far (after every schedule) span all the kinds.
+    todo = [todo[i] for i in np.random.default_rng(0).permutation(len(todo))][:args.schedules]
     print(f"{len(todo)} schedules; reference rFID on {args.reference_images} images from seed "
           f"{args.reference_seed}; search metrics on n = {counts} from seed 0", flush=True)
 
@@ -127,7 +128,41 @@ def main() -> None:
     teacher_stats = [FeatureStats.from_features(teacher_feats[:n]) for n in counts]
     for t in teacher_stats:  # once, as a search's cached teacher has them
         _ = t.sqrt_sigma, t.trace_sigma
-    rows = []
+    rows: list[dict] = []
+
+    def summarize(final: bool) -> None:
+        """The table so far, written to --out after every schedule (a long run keeps its rows)."""
+        ref = [r["reference_rfid"] for r in rows]
+        table = []
+        for metric in METRICS:
+            for n in counts:
+                tau = kendalltau([r[f"{metric}@{n}"] for r in rows], ref).statistic
+                secs = float(np.median([r["seconds_to_n"][str(n)] + r[f"seconds_{metric}@{n}"]
+                                        for r in rows]))
+                table.append({"metric": metric, "n": n, "kendall_tau": float(tau),
+                              "seconds_per_candidate": secs})
+        halves = np.array([r["reference_halves"] for r in rows])
+        split_tau = float(kendalltau(halves[:, 0], halves[:, 1]).statistic)
+        with open(args.out, "w") as f:
+            json.dump({"machine": platform.platform(), "model": args.model, "t_ref": args.t_ref,
+                       "reference_images": args.reference_images,
+                       "reference_seed": args.reference_seed, "counts": counts, "table": table,
+                       "reference_split_half_tau": split_tau, "complete": final,
+                       "schedules": len(todo), "rows": rows,
+                       "seconds": time.perf_counter() - t_start}, f, indent=2)
+        if not final:
+            return
+        print(f"\nKendall tau against rFID-{args.reference_images} on unseen seeds "
+              f"({len(rows)} schedules); seconds per candidate = median over schedules")
+        print(f"reference noise: tau between its two disjoint halves "
+              f"(rFID-{args.reference_images // 2} each) = {split_tau:.3f}")
+        print(f"{'metric':8} " + " ".join(f"{'n=' + str(n):>14}" for n in counts))
+        for metric in METRICS:
+            cells = [next(t for t in table if t["metric"] == metric and t["n"] == n)
+                     for n in counts]
+            print(f"{metric:8} " + " ".join(
+                f"{c['kendall_tau']:6.3f} {c['seconds_per_candidate']:5.1f}s  " for c in cells))
+
     for i, (name, schedule) in enumerate(todo):
         t0 = time.perf_counter()
         feats, seconds = chunked(schedule)
@@ -148,33 +183,10 @@ def main() -> None:
         print(f"[{i + 1}/{len(todo)}] {name:34} {row['speedup']:5.2f}x ref rFID "
               f"{row['reference_rfid']:7.2f}  rFID@{counts[-1]} {row[f'rfid@{counts[-1]}']:7.2f}  "
               f"({time.perf_counter() - t0:.0f} s)", flush=True)
+        if len(rows) >= 2:
+            summarize(final=False)
 
-    ref = [r["reference_rfid"] for r in rows]
-    table = []
-    for metric in METRICS:
-        for n in counts:
-            tau = kendalltau([r[f"{metric}@{n}"] for r in rows], ref).statistic
-            secs = float(np.median([r["seconds_to_n"][str(n)] + r[f"seconds_{metric}@{n}"]
-                                    for r in rows]))
-            table.append({"metric": metric, "n": n, "kendall_tau": float(tau),
-                          "seconds_per_candidate": secs})
-    halves = np.array([r["reference_halves"] for r in rows])
-    split_tau = float(kendalltau(halves[:, 0], halves[:, 1]).statistic)
-    print(f"\nKendall tau against rFID-{args.reference_images} on unseen seeds "
-          f"({len(rows)} schedules); seconds per candidate = median over schedules")
-    print(f"reference noise: tau between its two disjoint halves "
-          f"(rFID-{args.reference_images // 2} each) = {split_tau:.3f}")
-    print(f"{'metric':8} " + " ".join(f"{'n=' + str(n):>14}" for n in counts))
-    for metric in METRICS:
-        cells = [next(t for t in table if t["metric"] == metric and t["n"] == n) for n in counts]
-        print(f"{metric:8} " + " ".join(
-            f"{c['kendall_tau']:6.3f} {c['seconds_per_candidate']:5.1f}s  " for c in cells))
-    with open(args.out, "w") as f:
-        json.dump({"machine": platform.platform(), "model": args.model, "t_ref": args.t_ref,
-                   "reference_images": args.reference_images,
-                   "reference_seed": args.reference_seed, "counts": counts, "table": table,
-                   "reference_split_half_tau": split_tau,
-                   "rows": rows, "seconds": time.perf_counter() - t_start}, f, indent=2)
+    summarize(True)
     print(f"wrote {args.out}")
 
 

@@ -25,9 +25,12 @@ def test_metric_fidelity_script_on_a_tiny_model(tmp_path, inception_weights):
         capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stdout + p.stderr
     data = json.loads(out.read_text())
-    assert [r["schedule"] for r in data["rows"]] == ["teacher T=9", "teacher T=11"]
-    speedups = [r["speedup"] for r in data["rows"]]
-    assert speedups == sorted(speedups, reverse=True) and speedups[0] == 50 / 9
+    names = [r["schedule"] for r in data["rows"]]
+    assert len(set(names)) == 2 and data["complete"] and data["schedules"] == 2
+    for r in data["rows"]:  # a fewer-step teacher's speedup is t_ref / T exactly
+        if r["schedule"].startswith("teacher T="):
+            assert r["speedup"] == pytest.approx(50 / int(r["schedule"].split("=")[1]))
+        assert 1.5 <= r["speedup"] <= 6 and len(r["reference_halves"]) == 2
     cells = {(c["metric"], c["n"]) for c in data["table"]}
     assert cells == {(m, 16) for m in ("rfid", "kid", "paired")}
     assert "Kendall tau" in p.stdout

@@ -14,6 +14,8 @@ import contextlib
 import logging
 import random
 import re
+import signal
+import threading
 import time
 import uuid
 import warnings
@@ -159,14 +161,31 @@ def _grpc_storage(url: str, timeout: float = 10.0) -> optuna.storages.BaseStorag
 
 
 def serve_proxy(storage: optuna.storages.BaseStorage, host: str, port: int) -> None:
-    """Serve `storage` over gRPC until interrupted (Optuna's proxy; workers use grpc://)."""
+    """Serve `storage` over gRPC until SIGINT or SIGTERM (Optuna's proxy; workers use grpc://).
+
+    Optuna's `run_grpc_proxy_server` never stops its server: after Ctrl-C, once a client has
+    connected, the process hung instead of exiting. So the server is built with Optuna's own
+    `make_server`, and a signal stops it (2 s grace for requests in flight) and returns.
+    """
     try:
         import grpc  # noqa: F401  (Optuna imports it lazily, deep inside the server)
+        from optuna.storages._grpc.server import make_server
     except ImportError as err:
         raise storage_error(f"grpc://{host}:{port}", err) from None
+    stop = threading.Event()
+    handlers = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.run_grpc_proxy_server(storage, host=host, port=port)
+        server = make_server(storage, host, port)
+    server.start()
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.stop(grace=2).wait()
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
 
 
 def check_storage(storage: optuna.storages.BaseStorage, url: str) -> None:

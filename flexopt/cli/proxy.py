@@ -26,7 +26,5 @@ def storage_proxy(storage, host, port):
     db = make_storage(storage, heartbeat=None)  # Optuna's proxy carries no heartbeats
     check_listen(host, port)  # a taken port is one line, not a traceback after the banner
     click.echo(f"storage proxy for {mask_url(storage)} on grpc://{host}:{port} (Ctrl-C to stop)")
-    try:
-        serve_proxy(db, host, port)
-    except KeyboardInterrupt:
-        click.echo("storage proxy stopped")
+    serve_proxy(db, host, port)  # returns on Ctrl-C or SIGTERM
+    click.echo("storage proxy stopped")

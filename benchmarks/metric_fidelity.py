@@ -78,6 +78,37 @@ def searched(storages: list[str], per_study: int) -> list[tuple[str, Schedule]]:
     return out
 
 
+def summarize(rows: list[dict], counts: list[int], meta: dict, out: str, final: bool) -> None:
+    """Kendall tau of every (metric, n) against the reference over `rows`, written to `out`
+    (after every schedule, so a long run keeps what it measured); the table printed when final."""
+    ref = [r["reference_rfid"] for r in rows]
+    table = []
+    for metric in METRICS:
+        for n in counts:
+            tau = kendalltau([r[f"{metric}@{n}"] for r in rows], ref).statistic
+            secs = float(np.median([r["seconds_to_n"][str(n)] + r[f"seconds_{metric}@{n}"]
+                                    for r in rows]))
+            table.append({"metric": metric, "n": n, "kendall_tau": float(tau),
+                          "seconds_per_candidate": secs})
+    halves = np.array([r["reference_halves"] for r in rows])
+    split_tau = float(kendalltau(halves[:, 0], halves[:, 1]).statistic)
+    with open(out, "w") as f:
+        json.dump({**meta, "counts": counts, "table": table, "reference_split_half_tau": split_tau,
+                   "complete": final, "rows": rows}, f, indent=2)
+    if not final:
+        return
+    r_images = meta["reference_images"]
+    print(f"\nKendall tau against rFID-{r_images} on unseen seeds ({len(rows)} schedules); "
+          "seconds per candidate = median over schedules")
+    print(f"reference noise: tau between its two disjoint halves (rFID-{r_images // 2} each) = "
+          f"{split_tau:.3f}")
+    print(f"{'metric':8} " + " ".join(f"{'n=' + str(n):>14}" for n in counts))
+    for metric in METRICS:
+        cells = [next(t for t in table if t["metric"] == metric and t["n"] == n) for n in counts]
+        print(f"{metric:8} " + " ".join(
+            f"{c['kendall_tau']:6.3f} {c['seconds_per_candidate']:5.1f}s  " for c in cells))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="flexopt:fashion-mnist")
@@ -95,6 +126,11 @@ def main() -> None:
                     help="A finished search's storage URL (one study in it); its best searched "
                          "schedules join the set. Repeatable.")
     ap.add_argument("--per-study", type=int, default=2)
+    ap.add_argument("--reverse", action="store_true",
+                    help="Measure the schedules last to first (a second process, in parallel).")
+    ap.add_argument("--rows-from", action="append", default=[], metavar="JSON",
+                    help="Rows another run of the same settings measured (its --out): those "
+                         "schedules are not measured again and join the table. Repeatable.")
     ap.add_argument("--out", default="metric_fidelity.json")
     args = ap.parse_args()
     counts = [n for n in COUNTS if n <= args.max_count]
@@ -107,8 +143,20 @@ def main() -> None:
     todo = schedules(ev, args.sampled, seed=0) + searched(args.study, args.per_study)
     # A fixed shuffle: the rows written so far (after every schedule) span all the kinds.
     todo = [todo[i] for i in np.random.default_rng(0).permutation(len(todo))][:args.schedules]
-    print(f"{len(todo)} schedules; reference rFID on {args.reference_images} images from seed "
-          f"{args.reference_seed}; search metrics on n = {counts} from seed 0", flush=True)
+    total = len(todo)
+    rows: list[dict] = []
+    for path in args.rows_from:
+        with open(path) as f:
+            rows += [r for r in json.load(f)["rows"] if r["schedule"] not in
+                     {x["schedule"] for x in rows}]
+    done_names = {r["schedule"] for r in rows}
+    todo = [t for t in (todo[::-1] if args.reverse else todo) if t[0] not in done_names]
+    meta = {"machine": platform.platform(), "model": args.model, "t_ref": args.t_ref,
+            "reference_images": args.reference_images, "reference_seed": args.reference_seed,
+            "schedules": total}
+    print(f"{total} schedules ({len(rows)} measured before); reference rFID on "
+          f"{args.reference_images} images from seed {args.reference_seed}; search metrics on "
+          f"n = {counts} from seed 0", flush=True)
 
     def chunked(schedule: Schedule) -> tuple[np.ndarray, list[float]]:
         """Features of the first counts[-1] search-seed images, and the seconds to each n."""
@@ -123,47 +171,16 @@ def main() -> None:
         return np.concatenate(feats), elapsed
 
     t_start = time.perf_counter()
+    if not todo:  # every row measured before: the table of the merged rows
+        summarize(rows, counts, {**meta, "seconds": 0.0}, args.out, final=True)
+        print(f"wrote {args.out}")
+        return
     teacher_feats, _ = chunked(ev.teacher_schedule)
     teacher_ref = ref_ev.teacher().stats
     teacher_stats = [FeatureStats.from_features(teacher_feats[:n]) for n in counts]
     for t in teacher_stats:  # once, as a search's cached teacher has them
         _ = t.sqrt_sigma, t.trace_sigma
-    rows: list[dict] = []
-
-    def summarize(final: bool) -> None:
-        """The table so far, written to --out after every schedule (a long run keeps its rows)."""
-        ref = [r["reference_rfid"] for r in rows]
-        table = []
-        for metric in METRICS:
-            for n in counts:
-                tau = kendalltau([r[f"{metric}@{n}"] for r in rows], ref).statistic
-                secs = float(np.median([r["seconds_to_n"][str(n)] + r[f"seconds_{metric}@{n}"]
-                                        for r in rows]))
-                table.append({"metric": metric, "n": n, "kendall_tau": float(tau),
-                              "seconds_per_candidate": secs})
-        halves = np.array([r["reference_halves"] for r in rows])
-        split_tau = float(kendalltau(halves[:, 0], halves[:, 1]).statistic)
-        with open(args.out, "w") as f:
-            json.dump({"machine": platform.platform(), "model": args.model, "t_ref": args.t_ref,
-                       "reference_images": args.reference_images,
-                       "reference_seed": args.reference_seed, "counts": counts, "table": table,
-                       "reference_split_half_tau": split_tau, "complete": final,
-                       "schedules": len(todo), "rows": rows,
-                       "seconds": time.perf_counter() - t_start}, f, indent=2)
-        if not final:
-            return
-        print(f"\nKendall tau against rFID-{args.reference_images} on unseen seeds "
-              f"({len(rows)} schedules); seconds per candidate = median over schedules")
-        print(f"reference noise: tau between its two disjoint halves "
-              f"(rFID-{args.reference_images // 2} each) = {split_tau:.3f}")
-        print(f"{'metric':8} " + " ".join(f"{'n=' + str(n):>14}" for n in counts))
-        for metric in METRICS:
-            cells = [next(t for t in table if t["metric"] == metric and t["n"] == n)
-                     for n in counts]
-            print(f"{metric:8} " + " ".join(
-                f"{c['kendall_tau']:6.3f} {c['seconds_per_candidate']:5.1f}s  " for c in cells))
-
-    for i, (name, schedule) in enumerate(todo):
+    for name, schedule in todo:
         t0 = time.perf_counter()
         feats, seconds = chunked(schedule)
         row = {"schedule": name, "steps": schedule.step_string(), "nfe": schedule.nfe,
@@ -180,13 +197,15 @@ def main() -> None:
         row["reference_halves"] = [float(teacher_ref.frechet_to(ref_feats[:half])),
                                    float(teacher_ref.frechet_to(ref_feats[half:]))]
         rows.append(row)
-        print(f"[{i + 1}/{len(todo)}] {name:34} {row['speedup']:5.2f}x ref rFID "
+        print(f"[{len(rows)}/{total}] {name:34} {row['speedup']:5.2f}x ref rFID "
               f"{row['reference_rfid']:7.2f}  rFID@{counts[-1]} {row[f'rfid@{counts[-1]}']:7.2f}  "
               f"({time.perf_counter() - t0:.0f} s)", flush=True)
         if len(rows) >= 2:
-            summarize(final=False)
+            summarize(rows, counts, {**meta, "seconds": time.perf_counter() - t_start},
+                      args.out, final=False)
 
-    summarize(True)
+    summarize(rows, counts, {**meta, "seconds": time.perf_counter() - t_start}, args.out,
+              final=True)
     print(f"wrote {args.out}")
 
 

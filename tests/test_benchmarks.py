@@ -17,12 +17,11 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_metric_fidelity_script_on_a_tiny_model(tmp_path, inception_weights):
     model = tiny.save(tiny.ddim_pipeline(tiny.unet2d(sample_size=16, seed=0)), tmp_path / "m")
     out = tmp_path / "mf.json"
-    p = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "metric_fidelity.py"), "--model", str(model),
-         "--reference-images", "4", "--max-count", "16", "--sampled", "1", "--schedules", "2",
-         "--batch-size", "16", "--cache-dir", str(tmp_path / "cache"), "--inception-weights",
-         inception_weights, "--out", str(out)],
-        capture_output=True, text=True, timeout=900)
+    args = [sys.executable, str(ROOT / "benchmarks" / "metric_fidelity.py"), "--model",
+            str(model), "--reference-images", "4", "--max-count", "16", "--sampled", "1",
+            "--schedules", "2", "--batch-size", "16", "--cache-dir", str(tmp_path / "cache"),
+            "--inception-weights", inception_weights, "--out", str(out)]
+    p = subprocess.run(args, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stdout + p.stderr
     data = json.loads(out.read_text())
     names = [r["schedule"] for r in data["rows"]]
@@ -34,6 +33,13 @@ def test_metric_fidelity_script_on_a_tiny_model(tmp_path, inception_weights):
     cells = {(c["metric"], c["n"]) for c in data["table"]}
     assert cells == {(m, 16) for m in ("rfid", "kid", "paired")}
     assert "Kendall tau" in p.stdout
+    # Rows measured by another run (a parallel --reverse one) are merged, not measured again.
+    merged = tmp_path / "merged.json"
+    q = subprocess.run([*args[:-2], "--rows-from", str(out), "--out", str(merged)],
+                       capture_output=True, text=True, timeout=900)
+    assert q.returncode == 0, q.stdout + q.stderr
+    assert "2 schedules (2 measured before)" in q.stdout and "Kendall tau" in q.stdout
+    assert json.loads(merged.read_text())["rows"] == data["rows"]
 
 
 def test_search_benchmark_on_a_tiny_model(tmp_path, inception_weights, monkeypatch):

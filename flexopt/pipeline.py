@@ -197,9 +197,23 @@ def generate_images(
         """Images first .. first + n - 1 (a smaller batch on out-of-memory: same images)."""
         nonlocal seconds, calls
         gens = [torch.Generator("cpu").manual_seed(seed + first + i) for i in range(n)]
-        kwargs: dict[str, Any] = {"generator": gens, "output_type": "np", "progress": progress}
-        if prefix is not None:
+        kwargs: dict[str, Any] = {"generator": gens, "output_type": "np", "progress": progress,
+                                  "_first": first}
+        if prefix is not None:  # a batch that fails (out-of-memory, retried smaller) skips nothing
+            counted = prefix.skipped, len(prefix.resumed)
             kwargs["resume"], kwargs["on_boundary"] = prefix.batch(first, n)
+        try:
+            batch = _run_batch(kwargs)
+        except BaseException:
+            if prefix is not None:
+                prefix.skipped, prefix.resumed[:] = counted[0], prefix.resumed[:counted[1]]
+            raise
+        seconds += run.stats.seconds
+        calls += run.stats.nfe
+        return np.asarray(batch, dtype=np.float32)
+
+    def _run_batch(kwargs: dict[str, Any]) -> Any:
+        first, n = kwargs.pop("_first"), len(kwargs["generator"])
         if run.kind != "unconditional":
             texts = [prompts[(first + i) % len(prompts)] if prompts else "" for i in range(n)]
             for key, given in (("image", images), ("mask_image", masks)):
@@ -215,9 +229,7 @@ def generate_images(
             batch = run(batch_size=n, **{**kwargs, "output_type": "pt"}).images
             if isinstance(batch, torch.Tensor):
                 batch = batch.float().cpu().permute(0, 2, 3, 1).numpy()
-        seconds += run.stats.seconds
-        calls += run.stats.nfe
-        return np.asarray(batch, dtype=np.float32)
+        return batch
 
     def recount(first: int, size: int) -> None:
         if bar is not None:  # the calls left, in batches of the new size

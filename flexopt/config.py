@@ -11,12 +11,17 @@ import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flexopt.conditioning import parse_class_labels
 from flexopt.errors import FlexoptError
 from flexopt.schedule import check_sampler
-from flexopt.space import SearchSpace
+from flexopt.space import SearchSpace, parse_choices
+
+if TYPE_CHECKING:
+    from flexopt.timestep_space import TimestepSpace
+
+    Space = SearchSpace | TimestepSpace
 
 _UNITS = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
 _BUDGET_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([KMGTkmgt]?|[xX])\s*$")
@@ -74,32 +79,65 @@ class EvolutionConfig:
     n_u: int = 300  # population kept (best by score)
     n_m: int = 1  # segments mutated per child
     max_tries: int = 200  # mutation attempts per parent to find feasible children
+    # timestep / hybrid spaces (AutoDiffusion's Alg. 1): parents are the population's top_k;
+    # a child is a crossover with crossover_prob, else a mutation (each timestep moves with
+    # mutation_prob)
+    top_k: int = 10
+    crossover_prob: float = 0.5
+    mutation_prob: float = 0.1
 
 
 AUTO = "auto"
+# The search spaces: Flexiffusion's segments, AutoDiffusion's timestep placement, and both.
+SPACE_KINDS = ("segments", "timesteps", "hybrid")
+
+
+def check_space_kind(kind: Any) -> str:
+    if kind not in SPACE_KINDS:
+        raise FlexoptError(f"space {kind!r} is not supported; allowed: {', '.join(SPACE_KINDS)}")
+    return kind
 
 
 @dataclass(frozen=True)
 class SpaceChoices:
-    """A space's choices as a config or flags give them; `segments=None` is `"auto"`: the
+    """A space's choices as a config or flags give them.
+
+    `kind` "segments": N-segment / branch / interval choices; `segments=None` is `"auto"`: the
     N-segment choices are derived from the model's MACs and the budget (`flexopt.cost.fit_space`),
-    which are known only once the model is loaded."""
+    which are known only once the model is loaded. `kind` "timesteps" / "hybrid": `steps` are
+    the step-count choices K (None: "auto", fitted to the budget), `branches` the hybrid's
+    partial-step branches; `intervals` and `segments` are not used.
+    """
 
     segments: tuple[int, ...] | None
     branches: tuple[int, ...]
     intervals: tuple[int, ...]
     t_ref: int = 100
+    kind: str = "segments"
+    steps: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         # Validates every choice now (one clear error), with a stand-in for auto segments.
+        check_space_kind(self.kind)
         SearchSpace(self.segments or (1,), self.branches, self.intervals, self.t_ref)
+        if self.steps is not None:
+            parse_choices("step-count", self.steps)
 
     @property
     def auto(self) -> bool:
-        return self.segments is None
+        return self.segments is None if self.kind == "segments" else self.steps is None
 
-    def space(self) -> SearchSpace:
-        """The space; auto segments need a budget and a model first (`fit_space`)."""
+    def space(self, train_timesteps: int = 1000, offset: int = 0) -> Space:
+        """The space; auto choices need a budget and a model first (`fit_space`). A timestep
+        space needs the model's training timesteps and `steps_offset` (for its baselines)."""
+        if self.kind != "segments":
+            from flexopt.timestep_space import TimestepSpace
+
+            if self.steps is None:
+                raise FlexoptError("steps = \"auto\" needs a budget and a model to fit the "
+                                   "step-count choices to; give them, or explicit --steps")
+            return TimestepSpace(self.steps, self.branches if self.kind == "hybrid" else (),
+                                 self.t_ref, train_timesteps, offset)
         if self.segments is None:
             raise FlexoptError("segments = \"auto\" needs a budget and a model to fit the "
                                "N-segment choices to; give them, or explicit --segments")
@@ -159,12 +197,19 @@ class StudyConfig:
                 "description",
             },
         )
-        space = _take(
-            top.get("space", {}), f"{source} [space]", {"segments", "branches", "intervals"}
-        )
-        for key in ("segments", "branches", "intervals"):
+        space = _take(top.get("space", {}), f"{source} [space]",
+                      {"kind", "segments", "branches", "intervals", "steps"})
+        kind = space.get("kind", "segments")
+        try:
+            check_space_kind(kind)
+        except FlexoptError as err:
+            raise FlexoptError(f"{source} [space]: {err}") from None
+        required = {"segments": ("segments", "branches", "intervals"), "timesteps": (),
+                    "hybrid": ("branches",)}[kind]
+        for key in required:
             if key not in space:
                 raise FlexoptError(f"{source} [space]: missing key {key!r}")
+        steps = space.get("steps", AUTO)
         rfid = _take(top.get("rfid", {}), f"{source} [rfid]",
                      {"num_images", "seed", "prompt_file", "guidance_scale", "class_labels"})
         evo = _take(
@@ -176,11 +221,13 @@ class StudyConfig:
         try:
             cfg = cls(
                 choices=SpaceChoices(
-                    None if space["segments"] == AUTO else tuple(
+                    None if space.get("segments", AUTO) == AUTO else tuple(
                         _list(space["segments"], "segments", auto=True)),
-                    tuple(_list(space["branches"], "branches")),
-                    tuple(_list(space["intervals"], "intervals")),
+                    tuple(_list(space.get("branches", [1, 2, 3]), "branches")),
+                    tuple(_list(space.get("intervals", [1, 2, 3]), "intervals")),
                     _int(top.get("t_ref", 100), "t_ref"),
+                    kind,
+                    None if steps == AUTO else tuple(_list(steps, "steps", auto=True)),
                 ),
                 model=top.get("model"),
                 sampler=check_sampler(top.get("sampler", "ddim")),
@@ -191,7 +238,9 @@ class StudyConfig:
                 prompt_file=_path(rfid.get("prompt_file"), "rfid.prompt_file", source),
                 guidance_scale=_float(rfid.get("guidance_scale"), "rfid.guidance_scale"),
                 class_labels=parse_class_labels(rfid.get("class_labels")),
-                evolution=EvolutionConfig(**{k: _int(v, f"evolution.{k}") for k, v in evo.items()}),
+                evolution=EvolutionConfig(**{
+                    k: _probability(v, f"evolution.{k}") if k.endswith("_prob")
+                    else _int(v, f"evolution.{k}") for k, v in evo.items()}),
                 storage=study.get("storage"),
                 study_name=study.get("name"),
                 source=source,
@@ -201,7 +250,7 @@ class StudyConfig:
         return cfg
 
     @property
-    def space(self) -> SearchSpace:
+    def space(self) -> Space:
         return self.choices.space()
 
     def with_overrides(self, **changes: Any) -> StudyConfig:
@@ -231,6 +280,12 @@ def _int(value: Any, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise FlexoptError(f"{name} {value!r} is invalid; allowed: an integer >= {minimum}")
     return value
+
+
+def _probability(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise FlexoptError(f"{name} {value!r} is invalid; allowed: a number in 0..1")
+    return float(value)
 
 
 def _path(value: Any, name: str, source: str) -> str | None:

@@ -13,7 +13,7 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -24,6 +24,9 @@ from flexopt.hooks import UNetExecutor
 from flexopt.models import unet_class
 from flexopt.schedule import Schedule
 from flexopt.space import Candidate, SearchSpace, Segment, StepType
+
+if TYPE_CHECKING:
+    from flexopt.timestep_space import TimestepSpace
 
 TEXT_TOKENS = 77  # CLIP's sequence length: the cross-attention context of SD-style U-Nets
 
@@ -313,9 +316,9 @@ def fitted_segments(profile: MacsProfile, t_ref: int, max_avg_macs: float,
 class SpaceFit:
     """A space for a budget and what it costs; `warning` when it cannot come near the budget."""
 
-    space: SearchSpace
+    space: SearchSpace | TimestepSpace
     costs: CostRange
-    suggested: tuple[int, ...]  # the N-segment choices `fitted_segments` derives
+    suggested: tuple[int, ...]  # the N-segment (or step-count) choices fitted to the budget
     warning: str | None = None
 
 
@@ -344,3 +347,71 @@ def fit_space(profile: MacsProfile, t_ref: int, max_avg_macs: float,
             f"{format_macs(costs.heaviest)} avg MACs, under 0.9x the budget "
             f"{format_macs(max_avg_macs)}, so the search cannot spend it; try {hint}")
     return SpaceFit(space, costs, suggested, warning)
+
+
+# ------------------------------------------------------------- placed-step spaces (issue 16)
+def placed_avg_macs(space: TimestepSpace, candidate: Any, profile: MacsProfile) -> float:
+    """Avg MACs of a timestep / hybrid candidate (its placed-step schedule's cost)."""
+    return schedule_cost(space.schedule(candidate), profile).avg_macs
+
+
+def fitted_steps(profile: MacsProfile, t_ref: int, max_avg_macs: float, kind: str,
+                 branches: Sequence[int] = ()) -> tuple[int, ...]:
+    """Step-count choices K for a timestep or hybrid space under a budget.
+
+    All-full K steps cost `K · M_full / t_ref`: `K_full`, the most full steps under the budget,
+    is what the budget affords. The timestep space places `K_full - 2 … K_full` steps (fewer
+    full steps are rarely better; the search may still take them). The hybrid adds cheap partial
+    steps between full ones: from `K_full` up to the teacher's `t_ref` U-Net calls, or fewer
+    when even the lightest candidate of that many steps (one full step, the rest partial with
+    the smallest branch) is at the budget.
+    """
+    total = max_avg_macs * t_ref
+    k_full = math.ceil(total / profile.full) - 1
+    if k_full < 1:
+        raise FlexoptError(
+            f"the budget {format_macs(max_avg_macs)} avg MACs affords not even one full step over "
+            f"t_ref {t_ref} (a full step costs {format_macs(profile.full / t_ref)} avg); allowed: "
+            "a budget above that, or a larger t_ref")
+    if kind == "timesteps":
+        return tuple(range(max(1, k_full - 2), k_full + 1))
+    light = min(profile.partial_macs(b) for b in branches)
+    k_light = math.ceil((total - profile.full) / light) if light else t_ref
+    upper = max(k_full, min(t_ref, k_light))
+    return tuple(range(k_full, upper + 1))
+
+
+def fit_placed(profile: MacsProfile, t_ref: int, max_avg_macs: float, kind: str,
+               branches: Sequence[int] = (), steps: Sequence[int] | None = None,
+               train_timesteps: int = 1000, offset: int = 0, draws: int = 500) -> SpaceFit:
+    """`fit_space` for the timestep and hybrid spaces: `steps=None` derives the K choices
+    (`fitted_steps`); explicit ones are kept and checked like explicit N-segment choices."""
+    from flexopt.timestep_space import TimestepSpace
+
+    hybrid = kind == "hybrid"
+    for b in branches if hybrid else ():
+        profile.partial_macs(b)  # a branch beyond the model: one clear error
+    suggested = fitted_steps(profile, t_ref, max_avg_macs, kind, branches)
+    if suggested[-1] > train_timesteps:
+        raise FlexoptError(f"{suggested[-1]} steps exceed the model's {train_timesteps} training "
+                           "timesteps; allowed: a smaller t_ref or budget")
+    space = TimestepSpace(tuple(steps) if steps else suggested,
+                          tuple(branches) if hybrid else (), t_ref, train_timesteps, offset)
+    rng = random.Random(0)
+    costs = sorted(placed_avg_macs(space, space.sample(rng), profile) for _ in range(draws))
+    k_max = space.steps[-1]
+    heaviest = k_max * profile.full / t_ref
+    cheapest = placed_avg_macs(space, space.lightest(), profile)
+    costs_ = CostRange(cheapest, costs[len(costs) // 2], heaviest)
+    hint = f"--steps {suggested[0]}-{suggested[-1]}"
+    if cheapest >= max_avg_macs:
+        raise FlexoptError(
+            f"no candidate fits the budget: even the lightest ({space.lightest()}, "
+            f"{format_macs(cheapest)} avg MACs) is not under {format_macs(max_avg_macs)}; "
+            f"raise the budget or place fewer steps, e.g. {hint}")
+    warning = None
+    if heaviest < 0.9 * max_avg_macs:
+        warning = (f"the space cannot come near the budget: its heaviest candidate costs "
+                   f"{format_macs(heaviest)} avg MACs, under 0.9x the budget "
+                   f"{format_macs(max_avg_macs)}; try {hint}")
+    return SpaceFit(space, costs_, suggested, warning)

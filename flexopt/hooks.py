@@ -529,7 +529,7 @@ class ScheduleHook:
     ) -> None:
         self.executor = UNetExecutor(unet)
         for step in scheduler.steps:
-            for b in {step.branch, *step.keep} - {None}:  # partial steps, the full ones feeding them
+            for b in {step.branch, *step.keep} - {None}:  # partial steps, full ones feeding them
                 self.executor.check_branch(b)
         self.scheduler = scheduler
         self.unet_kwargs = dict(unet_kwargs or {})

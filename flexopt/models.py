@@ -235,6 +235,18 @@ def load_unet_config(model: str) -> dict[str, Any]:
     return config
 
 
+def load_scheduler_config(model: str) -> dict[str, Any]:
+    """The scheduler config of a local MODEL (pipeline or U-Net directory), reading no weights;
+    {} when it has none here (then DDPM's defaults apply: 1000 training timesteps, offset 0)."""
+    path = Path(resolve_model(model)).expanduser()
+    for candidate in (path / "scheduler" / "scheduler_config.json",
+                      path / "scheduler_config.json",
+                      path.parent / "scheduler" / "scheduler_config.json"):
+        if candidate.is_file():
+            return _read_json(candidate, f"scheduler config {str(candidate)!r}")
+    return {}
+
+
 def load_controlnet_config(model: str) -> dict[str, Any] | None:
     """The ControlNet config of a local pipeline directory that has one (else None)."""
     path = Path(resolve_model(model)).expanduser() / "controlnet" / "config.json"

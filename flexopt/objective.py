@@ -10,7 +10,7 @@ records its settings on the study, so `flexopt report`/`export` read the study l
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import FrozenTrial
@@ -19,7 +19,9 @@ from flexopt.config import Budget, SpaceChoices, format_macs
 from flexopt.errors import FlexoptError
 from flexopt.sampler import CostLimit
 from flexopt.schedule import Schedule
-from flexopt.space import SearchSpace
+
+if TYPE_CHECKING:
+    from flexopt.config import Space
 from flexopt.study import Objective as TrialObjective
 from flexopt.study import (
     ScheduleEvaluator,
@@ -50,7 +52,7 @@ class Objective(TrialObjective):
 
     # ---------------------------------------------------------------------------- building
     @classmethod
-    def from_model(cls, model: str, space: SearchSpace | SpaceChoices,
+    def from_model(cls, model: str, space: Space | SpaceChoices,
                    budget: Budget | str | float | None, *,
                    device: str | None = None, dtype: str = "float32", **kwargs: Any) -> Objective:
         """Load `model` on `device` (default: cuda when available) and build the objective."""
@@ -61,7 +63,7 @@ class Objective(TrialObjective):
 
     @classmethod
     def from_pipeline(
-        cls, pipe: Any, space: SearchSpace | SpaceChoices, budget: Budget | str | float | None, *,
+        cls, pipe: Any, space: Space | SpaceChoices, budget: Budget | str | float | None, *,
         num_images: int = 1000, seed: int = 0, sampler: str = "ddim", batch_size: int = 64,
         metric: str = "rfid", prompts: tuple[str, ...] = (), guidance_scale: float | None = None,
         class_labels: tuple[int, ...] = (), multi_objective: bool = False,
@@ -73,7 +75,9 @@ class Objective(TrialObjective):
         steps, and a candidate scores the rFID of `num_images` images (image i: seed + i).
 
         `space` may be `SpaceChoices` with `segments=None`: the N-segment choices are then fitted
-        to the budget (`flexopt.cost.fit_space`); `objective.space` is the space searched and
+        to the budget (`flexopt.cost.fit_space`); `SpaceChoices(kind="timesteps" | "hybrid")`
+        searches placed steps (K choices fitted when `steps` is None, `fit_placed`), as does a
+        `TimestepSpace`. `objective.space` is the space searched and
         `objective.space_fit` its cost range against the budget. `prefix_cache_mb`: CPU memory
         for shared-prefix reuse (default `flexopt.prefix.DEFAULT_PREFIX_CACHE_MB`; 0: off)."""
         from flexopt.conditioning import DEFAULT_GUIDANCE
@@ -92,6 +96,11 @@ class Objective(TrialObjective):
             raise FlexoptError("no budget: give one (e.g. 3G or 2.5x), or multi_objective=True")
         limit = budget_.max_avg_macs(ev.full_macs) if budget_ else None
         fit = None
+        if getattr(space, "kind", "segments") != "segments":
+            space, fit = _placed_space(ev, pipe, space, limit)
+            check_model(ev, space, sampler, budget_, limit)
+            return cls._build(pipe, ev, space, sampler, budget_, limit, fit, multi_objective,
+                              metric, model, num_images, seed, settings)
         auto = getattr(space, "auto", False)
         if not auto:  # explicit: grid, branches and budget checked first, in one line each
             space = space.space() if isinstance(space, SpaceChoices) else space
@@ -104,8 +113,15 @@ class Objective(TrialObjective):
             space = space.space()  # auto segments without a budget: one clear error
         if auto:
             check_model(ev, space, sampler, budget_, limit)
+        return cls._build(pipe, ev, space, sampler, budget_, limit, fit, multi_objective, metric,
+                          model, num_images, seed, settings)
+
+    @classmethod
+    def _build(cls, pipe: Any, ev: Any, space: Space, sampler: str, budget: Budget | None,
+               limit: float | None, fit: Any, multi_objective: bool, metric: str,
+               model: str | None, num_images: int, seed: int, settings: Any) -> Objective:
         name = model or getattr(pipe, "name_or_path", None) or type(pipe).__name__
-        search = SearchSettings(space, sampler, budget_, multi_objective, metric, name,
+        search = SearchSettings(space, sampler, budget, multi_objective, metric, name,
                                 num_images, seed, settings.conditioning())
         return cls(space, ev, sampler, limit, multi_objective, settings=search, space_fit=fit)
 
@@ -134,7 +150,27 @@ class Objective(TrialObjective):
         return super().__call__(trial)
 
 
-def check_model(ev: ScheduleEvaluator, space: SearchSpace, sampler: str, budget: Budget | None,
+def noise_schedule(pipe: Any) -> tuple[int, int]:
+    """(training timesteps, steps_offset) of a pipeline's scheduler: where placed steps go."""
+    config = pipe.scheduler.config
+    return int(config.get("num_train_timesteps", 1000)), int(config.get("steps_offset", 0) or 0)
+
+
+def _placed_space(ev: Any, pipe: Any, choices: Any, limit: float | None) -> tuple[Space, Any]:
+    """A timestep / hybrid space for this model: K choices fitted to the budget when "auto"."""
+    from flexopt.cost import fit_placed
+
+    total, offset = noise_schedule(pipe)
+    if not isinstance(choices, SpaceChoices):  # a TimestepSpace built by the caller
+        return choices, None
+    if limit is None:
+        return choices.space(total, offset), None
+    fit = fit_placed(ev.profile, choices.t_ref, limit, choices.kind, choices.branches,
+                     choices.steps, total, offset)
+    return fit.space, fit
+
+
+def check_model(ev: ScheduleEvaluator, space: Space, sampler: str, budget: Budget | None,
                 limit: float | None) -> None:
     """Refuse, before anything runs, a space or budget this model cannot serve: one line."""
     profile = getattr(ev, "profile", None)

@@ -20,16 +20,15 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import TrialState
 
 from flexopt.config import Budget, EvolutionConfig, SpaceChoices, StudyConfig, format_macs
 from flexopt.errors import FlexoptError
-from flexopt.objective import Objective, as_budget
+from flexopt.objective import Objective, as_budget, noise_schedule
 from flexopt.prefix import DEFAULT_PREFIX_CACHE_MB
-from flexopt.space import SearchSpace
 from flexopt.storage import StudyLock, check_storage, make_storage, mask_url
 from flexopt.study import (
     baseline_schedules,
@@ -40,6 +39,9 @@ from flexopt.study import (
     make_sampler,
     open_study,
 )
+
+if TYPE_CHECKING:
+    from flexopt.config import Space
 
 BASELINES_ATTR = "flexopt:baselines"  # study system attr: the baselines were enqueued (names)
 WORKER_ATTR = "flexopt:worker"  # trial system attr: host:pid of the worker that ran it
@@ -52,7 +54,7 @@ class SearchJob:
     """Everything `flexopt search` takes: the model, the space and budget, the study, rFID."""
 
     model: str
-    space: SearchSpace | SpaceChoices  # SpaceChoices with segments None: fitted to the budget
+    space: Space | SpaceChoices  # SpaceChoices with auto choices: fitted to the budget
     budget: Budget | None
     n_trials: int = 100
     storage: str | None = None  # default: sqlite:///STUDY_NAME.db in the working directory
@@ -176,10 +178,15 @@ def run_search(job: SearchJob, log: Log = print) -> SearchResult:
             f"({ev.full_macs / limit:.2f}x fewer than the teacher)")
     fit = objective.space_fit
     if fit is not None:
-        log(f"space: N-segment {','.join(map(str, space.segments))}"
-            + (" (fitted to the budget)" if getattr(job.space, "auto", False) else "")
-            + f", branches {','.join(map(str, space.branches))}, intervals "
-            f"{','.join(map(str, space.intervals))}; cost {fit.costs}")
+        fitted = " (fitted to the budget)" if getattr(job.space, "auto", False) else ""
+        if space.kind == "segments":
+            log(f"space: N-segment {','.join(map(str, space.segments))}{fitted}, branches "
+                f"{','.join(map(str, space.branches))}, intervals "
+                f"{','.join(map(str, space.intervals))}; cost {fit.costs}")
+        else:
+            log(f"space: {space.kind}, step counts {','.join(map(str, space.steps))}{fitted}"
+                + (f", branches {','.join(map(str, space.branches))}" if space.branches else "")
+                + f"; cost {fit.costs}")
         if fit.warning:
             log(f"warning: {fit.warning}")
     smp = make_sampler(job.search_sampler, space, objective.feasible, job.evolution,
@@ -190,11 +197,13 @@ def run_search(job: SearchJob, log: Log = print) -> SearchResult:
     entry = objective.teacher()
     log(f"teacher cache {'reused' if entry.status == 'hit' else entry.status}: {entry.path}")
     if job.baselines != "none":
+        total, offset = noise_schedule(ev.pipe)
         bl = baseline_schedules(space, job.sampler, ev.full_macs, ev.avg_macs, limit,
-                                mode=job.baselines)
+                                mode=job.baselines, train_timesteps=total, offset=offset)
         added = enqueue_baselines_once(study, lock, bl, space)
         if added:
-            log(f"enqueued {added} baselines (DeepCache uniform, fewer-step teacher)")
+            log(f"enqueued {added} baselines (DeepCache uniform, fewer-step teacher, DDIM "
+                "quadratic)")
     if grids is not None:
         grids.teacher(study, entry.preview)
         objective.sample_grids = grids
@@ -206,7 +215,7 @@ def run_search(job: SearchJob, log: Log = print) -> SearchResult:
 
 
 def enqueue_baselines_once(study: optuna.Study, lock: StudyLock,
-                           baselines: list[tuple[str, Any]], space: SearchSpace | None = None
+                           baselines: list[tuple[str, Any]], space: Space | None = None
                            ) -> int:
     """Enqueue the baselines once per study, whichever worker comes first.
 

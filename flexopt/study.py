@@ -15,7 +15,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -25,6 +25,9 @@ from flexopt.errors import FlexoptError
 from flexopt.sampler import KEY_ATTR, CostLimit, FlexEvolutionSampler, candidate_key
 from flexopt.schedule import Schedule
 from flexopt.space import Candidate, SearchSpace
+
+if TYPE_CHECKING:
+    from flexopt.config import Space
 from flexopt.storage import make_storage, mask_url, storage_error, study_names
 
 SAMPLER_NAMES = ("evo", "random", "tpe", "nsga2")
@@ -49,7 +52,7 @@ class ScheduleEvaluator(Protocol):
 class SearchSettings:
     """Everything that defines a study: resuming with different values is refused."""
 
-    space: SearchSpace
+    space: Space
     sampler: str = "ddim"  # the diffusion sampler of the schedules
     budget: Budget | None = None
     multi_objective: bool = False
@@ -60,12 +63,18 @@ class SearchSettings:
     conditioning: str | None = None  # EvalSettings.conditioning(): prompts, class labels
 
     def identity(self) -> dict[str, Any]:
-        """The values stored on the study and compared when it is resumed."""
+        """The values stored on the study and compared when it is resumed (a segment-wise
+        study's as before timestep spaces existed, so old studies still resume)."""
+        sp = self.space
+        if sp.kind == "segments":
+            shape: dict[str, Any] = {"segments": list(sp.segments), "branches": list(sp.branches),
+                                     "intervals": list(sp.intervals)}
+        else:
+            shape = {"space": sp.kind, "steps": list(sp.steps), "branches": list(sp.branches),
+                     "train_timesteps": sp.train_timesteps, "offset": sp.offset}
         return {
-            "segments": list(self.space.segments),
-            "branches": list(self.space.branches),
-            "intervals": list(self.space.intervals),
-            "t_ref": self.space.t_ref,
+            **shape,
+            "t_ref": sp.t_ref,
             "sampler": self.sampler,
             "budget": (
                 {"macs": self.budget.macs, "speedup": self.budget.speedup} if self.budget else None
@@ -114,7 +123,7 @@ def load_study(storage: str, study_name: str | None) -> optuna.Study:
 
 def make_sampler(
     name: str,
-    space: SearchSpace,
+    space: Space,
     feasible: Callable[[Candidate], bool],
     evolution: EvolutionConfig,
     seed: int | None,
@@ -124,7 +133,8 @@ def make_sampler(
         return FlexEvolutionSampler(
             space, feasible, population_size=evolution.population, n_p=evolution.n_p,
             n_c=evolution.n_c, n_u=evolution.n_u, n_m=evolution.n_m,
-            max_tries=evolution.max_tries, seed=seed,
+            max_tries=evolution.max_tries, seed=seed, top_k=evolution.top_k,
+            crossover_prob=evolution.crossover_prob, mutation_prob=evolution.mutation_prob,
         )
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
@@ -189,10 +199,21 @@ def settings_of(study: optuna.Study) -> dict[str, Any]:
     return stored
 
 
-def space_of(study: optuna.Study) -> SearchSpace:
-    s = settings_of(study)
-    return SearchSpace(tuple(s["segments"]), tuple(s["branches"]), tuple(s["intervals"]),
-                       s["t_ref"])
+def space_of(study: optuna.Study) -> Space:
+    """The search space a study was made with (any kind)."""
+    return space_from_identity(settings_of(study))
+
+
+def space_from_identity(s: dict[str, Any]) -> Space:
+    """Inverse of the space part of `SearchSettings.identity`."""
+    kind = s.get("space", "segments")
+    if kind == "segments":
+        return SearchSpace(tuple(s["segments"]), tuple(s["branches"]), tuple(s["intervals"]),
+                           s["t_ref"])
+    from flexopt.timestep_space import TimestepSpace
+
+    return TimestepSpace(tuple(s["steps"]), tuple(s["branches"]), s["t_ref"],
+                         s["train_timesteps"], s["offset"])
 
 
 def trial_schedule(study: optuna.Study, trial: FrozenTrial) -> Schedule:
@@ -200,22 +221,26 @@ def trial_schedule(study: optuna.Study, trial: FrozenTrial) -> Schedule:
     return schedule_of(trial, space_of(study), settings_of(study)["sampler"])
 
 
-def schedule_of(trial: FrozenTrial, space: SearchSpace, sampler: str) -> Schedule:
+def schedule_of(trial: FrozenTrial, space: Space, sampler: str) -> Schedule:
     """The schedule of a trial of `space`: a baseline's stored one, else its params decoded."""
     if SCHEDULE_ATTR in trial.user_attrs:
         return Schedule.from_dict(trial.user_attrs[SCHEDULE_ATTR], source=f"trial {trial.number}")
-    return Schedule.from_candidate(space.from_params(trial.params), space, sampler=sampler)
+    return space.schedule(space.from_params(trial.params), sampler)
 
 
 # --------------------------------------------------------------------------------- baselines
 def baseline_schedules(
-    space: SearchSpace, sampler: str, full_macs: float, avg_macs: Callable[[Schedule], float],
-    max_avg_macs: float | None, mode: str = "all",
+    space: Space, sampler: str, full_macs: float, avg_macs: Callable[[Schedule], float],
+    max_avg_macs: float | None, mode: str = "all", train_timesteps: int | None = None,
+    offset: int = 0,
 ) -> list[tuple[str, Schedule]]:
     """DeepCache uniform (the space's branches × intervals 2, 3, 5, 10) and fewer-step teachers.
 
     A fewer-step teacher runs `T' < t_ref` full steps; one is made at the MACs of each DeepCache
-    baseline and one at the budget, so every baseline has a plain-DDIM/PLMS counterpart.
+    baseline and one at the budget, so every baseline has a plain-DDIM/PLMS counterpart. With the
+    model's `train_timesteps` (and `steps_offset`), each `T'` also gets DDIM's quadratic spacing
+    (`ddim-quad T=…`, the DDIM paper's CIFAR-10 choice). In a timestep / hybrid space the
+    teachers are placed-step schedules on the same timesteps (they then join its population).
     `mode="all"`: all of them, those under the budget first (heaviest first), so a time limit
     spends itself on what the search is judged against; `"best"`: only the heaviest under the
     budget of each kind (fewer-step teacher, DeepCache-uniform); `"none"`: no baseline.
@@ -225,7 +250,8 @@ def baseline_schedules(
                            f"{', '.join(BASELINE_MODES)}")
     if mode == "none":
         return []
-    out = _baseline_candidates(space, sampler, full_macs, avg_macs, max_avg_macs)
+    out = _baseline_candidates(space, sampler, full_macs, avg_macs, max_avg_macs,
+                               train_timesteps, offset)
     limit = math.inf if max_avg_macs is None else max_avg_macs
     under = sorted((b for b in out if avg_macs(b[1]) < limit), key=lambda b: -avg_macs(b[1]))
     over = sorted((b for b in out if avg_macs(b[1]) >= limit), key=lambda b: avg_macs(b[1]))
@@ -236,8 +262,8 @@ def baseline_schedules(
 
 
 def _baseline_candidates(
-    space: SearchSpace, sampler: str, full_macs: float, avg_macs: Callable[[Schedule], float],
-    max_avg_macs: float | None,
+    space: Space, sampler: str, full_macs: float, avg_macs: Callable[[Schedule], float],
+    max_avg_macs: float | None, train_timesteps: int | None = None, offset: int = 0,
 ) -> list[tuple[str, Schedule]]:
     out: list[tuple[str, Schedule]] = []
     t_ref = space.t_ref
@@ -251,14 +277,23 @@ def _baseline_candidates(
         under = math.ceil(max_avg_macs * t_ref / full_macs) - 1  # largest T' strictly under
         if under >= 1:
             steps.add(under)
+    placed = space.kind != "segments" and train_timesteps is not None
     for t in sorted(steps):
-        if t < t_ref:
+        if t >= t_ref:
+            continue
+        if placed:
+            out.append((f"teacher T={t}", Schedule.spaced(t_ref, t, "uniform", sampler,
+                                                          train_timesteps, offset)))
+        else:
             out.append((f"teacher T={t}", Schedule(sampler, t_ref, 1, ((1, 1),) * t)))
+        if train_timesteps is not None and t > 1:
+            out.append((f"ddim-quad T={t}", Schedule.spaced(t_ref, t, "quadratic", sampler,
+                                                            train_timesteps, offset)))
     return out
 
 
 def enqueue_baselines(study: optuna.Study, baselines: Sequence[tuple[str, Schedule]],
-                      space: SearchSpace | None = None) -> int:
+                      space: Space | None = None) -> int:
     """Enqueue baselines not yet in the study (so re-running never duplicates them).
 
     A baseline the space runs exactly (same sampler grid: its segment length is the space's `L`
@@ -285,13 +320,9 @@ def enqueue_baselines(study: optuna.Study, baselines: Sequence[tuple[str, Schedu
     return n
 
 
-def representable(space: SearchSpace | None, schedule: Schedule) -> Candidate | None:
+def representable(space: Space | None, schedule: Schedule) -> Any:
     """The candidate of `space` that runs exactly `schedule`'s steps, if there is one."""
-    if space is None or schedule.segment_length != space.segment_length \
-            or schedule.t_ref != space.t_ref:
-        return None
-    cand = schedule.candidate
-    return cand if space.contains(cand) else None
+    return None if space is None else space.represent(schedule)
 
 
 # --------------------------------------------------------------------------------- objective
@@ -299,7 +330,7 @@ def representable(space: SearchSpace | None, schedule: Schedule) -> Candidate | 
 class Objective:
     """Optuna objective: params → schedule → cost check → score."""
 
-    space: SearchSpace
+    space: Space
     evaluator: ScheduleEvaluator
     sampler: str = "ddim"
     max_avg_macs: float | None = None
@@ -316,7 +347,7 @@ class Objective:
             key = None
         else:
             candidate = self.space.suggest(trial)
-            schedule = Schedule.from_candidate(candidate, self.space, sampler=self.sampler)
+            schedule = self.space.schedule(candidate, self.sampler)
             key = candidate_key(self.space, candidate)
             trial.storage.set_trial_system_attr(trial._trial_id, KEY_ATTR, key)
         avg = self.evaluator.avg_macs(schedule)
@@ -381,22 +412,27 @@ def feasible_trials(study: optuna.Study) -> list[FrozenTrial]:
 
 # ------------------------------------------------------------------------------------ running
 def feasibility(
-    space: SearchSpace, sampler: str, evaluator: ScheduleEvaluator, max_avg_macs: float | None
+    space: Space, sampler: str, evaluator: ScheduleEvaluator, max_avg_macs: float | None
 ) -> CostLimit:
     """`candidate -> bool`: strictly under the avg-MACs budget (always True without one); it
     carries the cost, so the sampler can spread its first population up to the budget."""
 
     def cost(c: Candidate) -> float:
-        return evaluator.avg_macs(Schedule.from_candidate(c, space, sampler=sampler))
+        return evaluator.avg_macs(space.schedule(c, sampler))
 
     return CostLimit(cost, max_avg_macs)
 
 
-def check_space_fits(space: SearchSpace, sampler: str, evaluator: ScheduleEvaluator,
+def check_space_fits(space: Space, sampler: str, evaluator: ScheduleEvaluator,
                      max_avg_macs: float | None, total: int | None = None) -> None:
     """Refuse, before a study is made or a teacher built, a space the model cannot run (`total`:
     its training timesteps) or the budget cannot afford: one line now, not failed trials later."""
-    if total is not None:
+    if total is not None and space.kind != "segments":
+        if space.train_timesteps != total or space.steps[-1] > total:
+            raise FlexoptError(f"the space places steps among {space.train_timesteps} training "
+                               f"timesteps, up to {space.steps[-1]} of them; the model has "
+                               f"{total}; allowed: a space built for this model")
+    elif total is not None:
         longest = max(space.grid_lengths.values())
         if space.t_ref > total:
             raise FlexoptError(f"t_ref {space.t_ref} exceeds the model's {total} training "
@@ -407,13 +443,13 @@ def check_space_fits(space: SearchSpace, sampler: str, evaluator: ScheduleEvalua
                 f" = {longest} steps, exceeds the model's {total} training timesteps; allowed: "
                 f"segments x L <= {total}")
     if max_avg_macs is not None:
-        lightest = evaluator.avg_macs(Schedule.from_candidate(space.lightest(), space,
-                                                              sampler=sampler))
+        lightest = evaluator.avg_macs(space.schedule(space.lightest(), sampler))
         if lightest >= max_avg_macs:
+            fewer = "segments" if space.kind == "segments" else "steps"
             raise FlexoptError(
                 f"no candidate fits the budget: even the lightest ({space.lightest()}, "
                 f"{format_macs(lightest)} avg MACs) is not under {format_macs(max_avg_macs)}; "
-                "raise the budget or allow fewer/lighter segments")
+                f"raise the budget or allow fewer/lighter {fewer}")
 
 
 def finished(study: optuna.Study) -> int:

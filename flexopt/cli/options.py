@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from flexopt.config import AUTO, SpaceChoices, StudyConfig
+from flexopt.config import AUTO, SPACE_KINDS, SpaceChoices, StudyConfig
 from flexopt.errors import FlexoptError
 from flexopt.space import parse_choices
 
@@ -33,15 +33,33 @@ def choice_list(flag: str, text: str | None) -> tuple[int, ...] | None:
 
 
 def space_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """`--segments/--branches/--intervals/--t-ref`: the search-space choices (override a config)."""
+    """`--space/--segments/--branches/--intervals/--steps/--t-ref`: the search-space choices
+    (override a config)."""
     opts = [
+        click.option(
+            "--space",
+            "space_kind",
+            type=click.Choice(SPACE_KINDS),
+            default=None,
+            help="What the search chooses: segments (Flexiffusion: per segment a branch and an "
+                 "interval on a uniform grid), timesteps (AutoDiffusion: which timesteps run, "
+                 "all full steps) or hybrid (which timesteps run, each full or partial with a "
+                 "branch). Default: the config's, else segments.",
+        ),
         click.option(
             "--segments",
             metavar="LIST",
             help="N-segment choices, e.g. 19,20,21 (or a range 19-21), or 'auto': fitted to "
                  "the budget so that it sits inside the space's cost range.",
         ),
-        click.option("--branches", metavar="LIST", help="Branch choices (1-based), e.g. 1,2,3."),
+        click.option("--branches", metavar="LIST",
+                     help="Branch choices (1-based), e.g. 1,2,3 (hybrid: of its partial steps)."),
+        click.option(
+            "--steps",
+            metavar="LIST",
+            help="timesteps / hybrid spaces: the step-count choices K, e.g. 22-24, or 'auto' "
+                 "(default): fitted to the budget.",
+        ),
         click.option(
             "--intervals",
             metavar="LIST",
@@ -67,16 +85,24 @@ def resolve_space(
     branches: str | None,
     intervals: str | None,
     t_ref: int | None,
+    kind: str | None = None,
+    steps: str | None = None,
 ) -> SpaceChoices:
     """The space's choices from a config with flags overriding it, or from the flags alone
-    (`segments` may be "auto": `SpaceChoices.segments` is then None)."""
+    (`segments` / `steps` may be "auto": the `SpaceChoices` field is then None)."""
+    base = config.choices if config is not None else None
+    kind = kind or (base.kind if base is not None else "segments")
+    if kind != "segments":
+        return _placed_choices(base, kind, branches, steps, t_ref)
+    if steps is not None:
+        raise FlexoptError("--steps applies to --space timesteps or hybrid; the segments space "
+                           "takes --segments")
     auto = segments is not None and segments.strip().lower() == AUTO
     seg = None if auto else choice_list("--segments", segments)
     br = choice_list("--branches", branches)
     it = choice_list("--intervals", intervals)
     if t_ref is not None and t_ref < 1:
         raise FlexoptError(f"--t-ref {t_ref} is invalid; allowed: an integer >= 1")
-    base = config.choices if config is not None else None
     missing = [
         flag
         for flag, v in (("--segments", seg or auto), ("--branches", br), ("--intervals", it))
@@ -92,6 +118,24 @@ def resolve_space(
         it if it is not None else base.intervals,
         t_ref if t_ref is not None else (base.t_ref if base is not None else 100),
     )
+
+
+def _placed_choices(base: SpaceChoices | None, kind: str, branches: str | None,
+                    steps: str | None, t_ref: int | None) -> SpaceChoices:
+    """Choices of a timestep / hybrid space: K choices ("auto" unless given) and, for the
+    hybrid, branch choices (default: the config's, else 1,2,3)."""
+    if t_ref is not None and t_ref < 1:
+        raise FlexoptError(f"--t-ref {t_ref} is invalid; allowed: an integer >= 1")
+    auto = steps is None or steps.strip().lower() == AUTO
+    k = None if auto else choice_list("--steps", steps)
+    if auto and steps is None and base is not None and base.kind == kind:
+        k = base.steps
+    br = choice_list("--branches", branches) or (base.branches if base is not None else (1, 2, 3))
+    return SpaceChoices(
+        base.segments if base is not None else None, br,
+        base.intervals if base is not None else (1, 2, 3),
+        t_ref if t_ref is not None else (base.t_ref if base is not None else 100),
+        kind, k)
 
 
 def load_config(path: str | None) -> StudyConfig | None:

@@ -71,11 +71,15 @@ from flexopt.study import BASELINE_MODES, SAMPLER_NAMES
 @metric_options
 def search(config, model, budget, n_trials, timeout, storage, study_name, search_sampler,
            schedule_sampler, multi_objective, baselines_mode, no_baselines, search_seed, artifacts,
-           no_artifacts, workers, heartbeat, prefix_cache_mb, segments, branches, intervals,
-           t_ref, num_images, seed, batch_size,
+           no_artifacts, workers, heartbeat, prefix_cache_mb, space_kind, segments, branches,
+           steps, intervals, t_ref, num_images, seed, batch_size,
            device, dtype, prompts, prompt_file,
            guidance_scale, class_labels, metric, cache_dir, inception_weights):
-    """Search segment-wise schedules for MODEL under a MACs budget (an Optuna study).
+    """Search fast schedules for MODEL under a MACs budget (an Optuna study).
+
+    --space picks what is searched: segments (Flexiffusion's segment-wise full / partial / null
+    steps, the default), timesteps (AutoDiffusion: which timesteps run) or hybrid (which
+    timesteps run, each full or partial).
 
     CONFIG is a study TOML (see studies/); flags override it. Each candidate is checked against
     the budget before anything runs, then scored by rFID of NUM_IMAGES images against the
@@ -96,7 +100,7 @@ def search(config, model, budget, n_trials, timeout, storage, study_name, search
     job = SearchJob.from_config(
         cfg, model=model, budget=budget, n_trials=n_trials, storage=storage,
         study_name=study_name, search_sampler=search_sampler, sampler=schedule_sampler,
-        space=resolve_space(cfg, segments, branches, intervals, t_ref),
+        space=resolve_space(cfg, segments, branches, intervals, t_ref, space_kind, steps),
         multi_objective=multi_objective, baselines="none" if no_baselines else baselines_mode,
         search_seed=search_seed,
         artifacts=artifacts, upload_artifacts=not no_artifacts, num_images=num_images, seed=seed,

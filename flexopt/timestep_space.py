@@ -234,7 +234,7 @@ class TimestepSpace:
         branch (its timesteps: uniform spacing; timesteps do not change the cost)."""
         k = self.steps[0]
         b = self.types[0]
-        ts = _spaced(k, self.train_timesteps, "uniform", 0)
+        ts = [i * (self.train_timesteps // k) for i in range(k - 1, -1, -1)]
         return Placement(tuple(PlacedStep(t, FULL if i == 0 else b) for i, t in enumerate(ts)))
 
     # -------------------------------------------------------------------------- sampling
@@ -299,6 +299,7 @@ class TimestepSpace:
         modes = tuple(modes)
         if modes in (("lighter",), ("heavier",)):
             return self._directed(candidate, rng, n_mutations, modes[0])
+        fallback: tuple[Placement, list[StepMutation]] | None = None
         for _ in range(100):
             steps = list(candidate.steps)
             record: list[StepMutation] = []
@@ -314,7 +315,11 @@ class TimestepSpace:
                 self._apply(steps, op, rng, record)
             child = Placement(tuple(steps))
             if record and child != candidate:
-                return child, record
+                if len(record) >= n_mutations:
+                    return child, record
+                fallback = fallback or (child, record)  # an earlier move took a later's room
+        if fallback is not None:
+            return fallback
         raise FlexoptError("the search space has a single candidate; nothing to mutate")
 
     def _general_ops(self, steps: list[PlacedStep]) -> list[tuple[str, int]]:

@@ -9,6 +9,7 @@ import random
 
 import optuna
 import pytest
+from optuna.testing.pytest_samplers import BasicSamplerTestCase
 
 from flexopt.errors import FlexoptError
 from flexopt.sampler import CostLimit, FlexEvolutionSampler, candidate_key
@@ -21,6 +22,14 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 TIMESTEPS = TimestepSpace((4, 6, 8), t_ref=20, train_timesteps=100)
 HYBRID = TimestepSpace((4, 6, 8), branches=(1, 2, 3), t_ref=20, train_timesteps=100)
 SPACES = pytest.mark.parametrize("space", [TIMESTEPS, HYBRID], ids=["timesteps", "hybrid"])
+
+
+class TestOptunaBasic(BasicSamplerTestCase):
+    """Optuna's sampler test-suite over a hybrid space: other params still work."""
+
+    @pytest.fixture
+    def sampler(self):
+        return lambda: FlexEvolutionSampler(HYBRID, seed=0, population_size=3)
 
 
 def cost(c: Placement) -> float:

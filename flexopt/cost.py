@@ -76,8 +76,13 @@ class ScheduleCost:
 
 
 def schedule_cost(schedule: Schedule, profile: MacsProfile) -> ScheduleCost:
-    """`total = Σ_i [M_full + (k_i - 1) · M_partial(b_i)]` over the schedule's segments."""
-    total = total_macs(schedule.segments, profile)
+    """`total = Σ_i [M_full + (k_i - 1) · M_partial(b_i)]` over the schedule's segments; for a
+    placed-step schedule, `M_full` per full step plus `M_partial(b)` per partial step."""
+    if schedule.steps is not None:
+        total = sum(profile.partial_macs(s.branch) if s.branch else profile.full
+                    for s in schedule.steps)
+    else:
+        total = total_macs(schedule.segments, profile)
     avg = total / schedule.t_ref
     return ScheduleCost(total, avg, schedule.nfe, profile.full / avg, profile.full, schedule.t_ref)
 

@@ -529,8 +529,8 @@ class ScheduleHook:
     ) -> None:
         self.executor = UNetExecutor(unet)
         for step in scheduler.steps:
-            if step.branch is not None:  # partial steps and the full steps feeding them
-                self.executor.check_branch(step.branch)
+            for b in {step.branch, *step.keep} - {None}:  # partial steps, the full ones feeding them
+                self.executor.check_branch(b)
         self.scheduler = scheduler
         self.unet_kwargs = dict(unet_kwargs or {})
         self.on_call = on_call
@@ -580,7 +580,10 @@ class ScheduleHook:
         kind, branch = call.kind, call.branch
         if kind == StepType.PARTIAL and not self.executor.has_cache(branch):
             kind = StepType.FULL  # nothing cached yet: this run started at this step
-        keep = (branch,) if kind == StepType.FULL and branch else ()
+        if call.kind == StepType.FULL:
+            keep = call.keep
+        else:  # a partial step run full: nothing cached yet (this run started at this step)
+            keep = (branch,) if kind == StepType.FULL and branch else ()
         with torch.no_grad():
             out = self.executor(
                 sample, timestep, kind, branch=branch, cache_branches=keep, **inputs

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flexopt.errors import FlexoptError
 from flexopt.schedule import Schedule
@@ -48,7 +48,7 @@ class PrefixKey:
     """Everything the state at a segment boundary depends on."""
 
     context: str  # the model, seed and conditioning (`ModelEvaluator.prefix_context`)
-    grid: tuple[str, int, int]  # the schedule's sampler, segment length and grid length
+    grid: tuple[Any, ...]  # sampler, segment length, grid length, placed timesteps (or None)
     first: int  # the batch's first image index
     count: int  # the batch's image count
     segments: tuple[Segment, ...]  # the prefix: the segments done
@@ -112,7 +112,8 @@ class PrefixReuse:
     def key(self, first: int, count: int) -> PrefixKey:
         """The key of the whole schedule for batch `first..first+count-1`."""
         s = self.schedule
-        grid = (s.sampler, s.segment_length, s.grid_length)
+        # a placed-step schedule has no segment boundaries: nothing is stored or found for it
+        grid = (s.sampler, s.segment_length, s.grid_length, s.timesteps)
         return PrefixKey(self.context, grid, first, count, s.segments)
 
     def batch(self, first: int, count: int) -> tuple[Resume | None, BoundaryFn]:

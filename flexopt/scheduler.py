@@ -63,8 +63,9 @@ class Step:
     """One U-Net call of a schedule on the grid.
 
     `branch`: for a partial step, its branch; for a full step, the branch the following partial
-    steps use (the executor keeps that feature), or None. `order`: the DPM-Solver order (the
-    segment's interval).
+    steps use (the executor keeps that feature), or None. `keep`: for a full step, the branches
+    of all partial steps up to the next full step (placed-step schedules may mix branches there;
+    in a segment it is `(branch,)`). `order`: the DPM-Solver order (the segment's interval).
     """
 
     slot: int
@@ -74,6 +75,7 @@ class Step:
     kind: StepType
     branch: int | None = None
     order: int = 1
+    keep: tuple[int, ...] = ()  # a full step: every branch the partial steps after it use
 
 
 ModelFn = Callable[[torch.Tensor, Step], torch.Tensor]
@@ -102,14 +104,22 @@ def plan(grid: Grid, schedule: Schedule) -> list[Step]:
         raise ValueError(f"grid has {len(grid)} slots, schedule needs {schedule.grid_length}")
     kinds = schedule.step_types()
     branches = schedule.slot_branches()
-    L = schedule.segment_length
+    orders = schedule.slot_orders()
     active = [i for i, k in enumerate(kinds) if k != StepType.NULL]
     steps = []
     for n, i in enumerate(active):
         nxt = active[n + 1] if n + 1 < len(active) else len(grid)
+        keep: tuple[int, ...] = ()
         if kinds[i] == StepType.FULL:
             follows = i + 1 < len(kinds) and kinds[i + 1] == StepType.PARTIAL
             branch = branches[i + 1] if follows else None
+            run = []
+            for j in range(i + 1, len(kinds)):
+                if kinds[j] == StepType.FULL:
+                    break
+                if kinds[j] == StepType.PARTIAL:
+                    run.append(branches[j])
+            keep = tuple(sorted(set(run)))
         else:
             branch = branches[i]
         steps.append(
@@ -120,10 +130,55 @@ def plan(grid: Grid, schedule: Schedule) -> list[Step]:
                 end=grid.ends[nxt - 1],
                 kind=kinds[i],
                 branch=branch,
-                order=schedule.segments[i // L].interval,
+                order=orders[i],
+                keep=keep,
             )
         )
     return steps
+
+
+SPACINGS = ("uniform", "quadratic")
+
+
+def spaced_timesteps(k: int, train_timesteps: int, spacing: str = "uniform",
+                     offset: int = 0) -> tuple[int, ...]:
+    """`k` model timesteps, descending. "uniform": diffusers' "leading" spacing (DDPM / DDIM /
+    PNDM's default), the grid of the plain k-step teacher; "quadratic": the DDIM paper's CIFAR-10
+    spacing, `int((i · sqrt(0.8 T) / (k-1))²)`, dense near the data (made strictly increasing
+    where rounding would repeat a timestep)."""
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= train_timesteps:
+        raise FlexoptError(f"step count {k!r} is invalid; allowed: 1..{train_timesteps}")
+    if spacing == "uniform":
+        ts = [i * (train_timesteps // k) for i in range(k)]
+    elif spacing == "quadratic":
+        top = (0.8 * train_timesteps) ** 0.5
+        ts = [int((i * top / (k - 1)) ** 2) if k > 1 else 0 for i in range(k)]
+        for i in range(1, k):
+            ts[i] = max(ts[i], ts[i - 1] + 1)
+    else:
+        raise FlexoptError(f"spacing {spacing!r} is not supported; allowed: {', '.join(SPACINGS)}")
+    ts = [t + offset for t in ts]
+    if ts[-1] >= train_timesteps:
+        raise FlexoptError(f"{k} {spacing} steps with offset {offset} pass the model's "
+                           f"{train_timesteps} training timesteps")
+    return tuple(reversed(ts))
+
+
+def _check_timesteps(timesteps: Sequence[int], total: int) -> None:
+    bad = [t for t in timesteps if not 0 <= t < total]
+    if bad:
+        raise FlexoptError(f"timestep {bad[0]} is outside the model's training timesteps; "
+                           f"allowed: 0..{total - 1}")
+
+
+def _alpha_placed(scheduler: Any, timesteps: Sequence[int]) -> Grid:
+    """Grid of placed steps for DDIM/PLMS: a step lands at the next placed timestep, the last
+    one where the sampler's last step lands (`final_alpha_cumprod`)."""
+    _check_timesteps(timesteps, scheduler.config.num_train_timesteps)
+    ac = scheduler.alphas_cumprod
+    starts = tuple(ac[t] for t in timesteps)
+    ends = (*starts[1:], scheduler.final_alpha_cumprod)
+    return Grid(tuple(timesteps), starts, ends)
 
 
 def _alpha_schedule(scheduler: Any, n: int) -> Grid:
@@ -197,6 +252,16 @@ class BaseSampler:
     def grid(self, n: int) -> Grid:
         raise NotImplementedError
 
+    def placed_grid(self, timesteps: Sequence[int]) -> Grid:
+        """The grid of a placed-step schedule: one slot per given timestep."""
+        raise NotImplementedError
+
+    def grid_for(self, schedule: Schedule) -> Grid:
+        """The grid `schedule` runs on: its own timesteps, or the sampler's `N·L` spacing."""
+        if schedule.timesteps is not None:
+            return self.placed_grid(schedule.timesteps)
+        return self.grid(schedule.grid_length)
+
     def calls(self, steps: Sequence[Step]) -> list[Step]:
         """The U-Net calls that run `steps` (one per step unless the sampler adds some)."""
         return list(steps)
@@ -227,6 +292,9 @@ class DDIMSampler(BaseSampler):
 
     def grid(self, n: int) -> Grid:
         return _alpha_schedule(self.scheduler, n)
+
+    def placed_grid(self, timesteps: Sequence[int]) -> Grid:
+        return _alpha_placed(self.scheduler, timesteps)
 
     def update(
         self, x: torch.Tensor, out: torch.Tensor, a_t: torch.Tensor, a_prev: torch.Tensor
@@ -268,6 +336,9 @@ class PLMSSampler(BaseSampler):
 
     def grid(self, n: int) -> Grid:
         return _alpha_schedule(self.scheduler, n)
+
+    def placed_grid(self, timesteps: Sequence[int]) -> Grid:
+        return _alpha_placed(self.scheduler, timesteps)
 
     def update(
         self, x: torch.Tensor, out: torch.Tensor, a_t: torch.Tensor, a_prev: torch.Tensor
@@ -341,6 +412,17 @@ class DPMSolverSampler(BaseSampler):
         if len(timesteps) != n:
             raise FlexoptError(f"cannot space {n} DPM-Solver steps: got {len(timesteps)}")
         return Grid(timesteps, tuple(sigmas[:-1]), tuple(sigmas[1:]))
+
+    def placed_grid(self, timesteps: Sequence[int]) -> Grid:
+        """Sigmas at the placed timesteps (diffusers' `((1 - ᾱ) / ᾱ)^½`), the last step to
+        sigma 0 (or to the smallest sigma, as the scheduler's `final_sigmas_type` says)."""
+        ac = self.scheduler.alphas_cumprod.to(torch.float64)
+        _check_timesteps(timesteps, len(ac))
+        sigma = ((1 - ac) / ac) ** 0.5
+        starts = tuple(sigma[t].to(torch.float32) for t in timesteps)
+        final = (sigma[0] if self.scheduler.config.final_sigmas_type == "sigma_min"
+                 else torch.zeros((), dtype=torch.float64)).to(torch.float32)
+        return Grid(tuple(timesteps), starts, (*starts[1:], final))
 
     @staticmethod
     def _alpha_sigma(sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -442,7 +524,7 @@ class FlexScheduler(SchedulerMixin, ConfigMixin):
             **{k: v for k, v in base.items() if not k.startswith("_") and k not in ("schedule",)}
         )
         self.sampler = make_sampler(self.schedule.sampler, base)
-        self.steps = plan(self.sampler.grid(self.schedule.grid_length), self.schedule)
+        self.steps = plan(self.sampler.grid_for(self.schedule), self.schedule)
         self.calls = self.sampler.calls(self.steps)
         self.init_noise_sigma = 1.0
         self.num_inference_steps = len(self.steps)
@@ -475,7 +557,10 @@ class FlexScheduler(SchedulerMixin, ConfigMixin):
     def _find_boundaries(self) -> dict[int, int]:
         """{call index: segments done before it} for each segment boundary after the first
         segment: the first call at slot `j·L` (always full), so the state there is only the
-        latents and the sampler's history. The last segment's end is not one (nothing to run)."""
+        latents and the sampler's history. The last segment's end is not one (nothing to run).
+        A placed-step schedule has no segments, so none."""
+        if self.schedule.is_placed:
+            return {}
         L = self.schedule.segment_length
         out: dict[int, int] = {}
         for c in range(1, len(self.calls)):

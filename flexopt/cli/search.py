@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 
 from flexopt.cli.options import (
@@ -125,7 +127,6 @@ def export(storage, study_name, trial_number, best, out):
     """Write a trial's schedule to a file that `generate`, `rfid` and `apply_schedule` read."""
     from optuna.trial import TrialState
 
-    from flexopt.schedule import Schedule
     from flexopt.study import feasible_trials, load_study, trial_schedule
 
     if (trial_number is None) == (not best):
@@ -161,8 +162,7 @@ def export(storage, study_name, trial_number, best, out):
             **{k: trial.user_attrs[k] for k in ("avg_macs", "speedup", "nfe", "baseline")
                if k in trial.user_attrs}}
     try:
-        Schedule(schedule.sampler, schedule.t_ref, schedule.segment_length, schedule.segments,
-                 meta).save(make_parent(out))
+        dataclasses.replace(schedule, meta=meta).save(make_parent(out))
     except OSError as err:
         raise write_error(out, err) from None
     click.echo(f"wrote trial {trial.number} ({schedule.step_string()}) to {out}")

@@ -51,8 +51,8 @@ class TrialRow:
     @property
     def segments(self) -> str:
         """`b/k` per segment, runs compressed (`3/5×20` for DeepCache n=5 b=3 over 100 steps)."""
-        if self.schedule is None:
-            return ""
+        if self.schedule is None or self.schedule.is_placed:
+            return ""  # a placed-step schedule has no segments: `steps` shows it
         out: list[str] = []
         names = (f"{s.branch}/{s.interval}" for s in self.schedule.segments)
         for key, run in itertools.groupby(names):

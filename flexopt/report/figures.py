@@ -150,10 +150,11 @@ def strip_figure(report: StudyReport) -> go.Figure:
         width = s.t_ref / s.grid_length
         y = strip_label(r, metric)
         for j, (t, b) in enumerate(zip(s.step_types(), s.slot_branches(), strict=True)):
-            seg = j // s.segment_length
             cat = "full" if t is StepType.FULL else ("null" if t is StepType.NULL
                                                      else f"partial b={b}")
-            tip = f"{y}<br>slot {j} (segment {seg}): {cat}"
+            where = (f"step {j} (t={s.timesteps[j]})" if s.is_placed
+                     else f"slot {j} (segment {j // s.segment_length})")
+            tip = f"{y}<br>{where}: {cat}"
             add(cat, y, j * width, width, str(b) if t is StepType.PARTIAL else "", tip)
     colours = {"full": FULL_COLOUR, "null": NULL_COLOUR}
     for i, b in enumerate(branches):

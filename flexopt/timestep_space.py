@@ -22,20 +22,11 @@ from typing import TYPE_CHECKING, Any
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 
 from flexopt.errors import FlexoptError
+from flexopt.schedule import PlacedStep
 from flexopt.space import parse_choices
 
 if TYPE_CHECKING:
     from flexopt.schedule import Schedule
-
-try:
-    from flexopt.schedule import PlacedStep
-except ImportError:  # pragma: no cover - until flexopt.schedule/2 is merged (issue 16)
-
-    @dataclass(frozen=True, order=True)
-    class PlacedStep:  # type: ignore[no-redef]
-        timestep: int
-        branch: int = 0
-
 
 N_STEPS_PARAM = "n_steps"
 FULL = 0  # the branch value of a full step
@@ -60,7 +51,7 @@ def _step(s: Any) -> PlacedStep:
 
 
 def _type_str(branch: int) -> str:
-    return "F" if branch == FULL else f"P{branch}"
+    return PlacedStep(0, branch).label()
 
 
 @dataclass(frozen=True)
@@ -92,10 +83,8 @@ class Placement:
         return len(self.steps)
 
     def __str__(self) -> str:
-        # Unique per candidate: it is also the duplicate key (`sampler.candidate_key`).
-        return " ".join(
-            str(s.timestep) if s.branch == FULL else f"{s.timestep}P{s.branch}" for s in self.steps
-        )
+        # "999F 950P2 ...": unique per candidate, it is also the duplicate key (`candidate_key`).
+        return " ".join(map(str, self.steps))
 
 
 @dataclass(frozen=True)
@@ -119,18 +108,8 @@ class StepMutation:
 
 
 def _spaced(k: int, train_timesteps: int, spacing: str, offset: int) -> tuple[int, ...]:
-    try:
-        from flexopt.scheduler import spaced_timesteps
-    except ImportError:  # pragma: no cover - until the lead's spaced_timesteps is merged
-        import numpy as np
+    from flexopt.scheduler import spaced_timesteps  # torch and diffusers: import when needed
 
-        if spacing == "uniform":
-            ts = [i * (train_timesteps // k) + offset for i in range(k)]
-        else:
-            ts = [int(v) + offset for v in np.linspace(0, math.sqrt(0.8 * train_timesteps), k) ** 2]
-            for i in range(1, k):
-                ts[i] = max(ts[i], ts[i - 1] + 1)
-        return tuple(sorted(ts, reverse=True))
     return tuple(int(t) for t in spaced_timesteps(k, train_timesteps, spacing, offset))
 
 

@@ -13,9 +13,10 @@ from optuna.testing.pytest_samplers import BasicSamplerTestCase
 
 from flexopt.errors import FlexoptError
 from flexopt.sampler import CostLimit, FlexEvolutionSampler, candidate_key
+from flexopt.schedule import PlacedStep, Schedule
 from flexopt.space import SearchSpace
 from flexopt.testing import SyntheticPlacementProblem
-from flexopt.timestep_space import PlacedStep, Placement, TimestepSpace
+from flexopt.timestep_space import Placement, TimestepSpace
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -54,7 +55,7 @@ def test_kind_sizes_placement_basics():
     assert HYBRID.sizes == (4, 6, 8)
     p = Placement([(99, 0), (50, 2), PlacedStep(10), 3])
     assert p.k == p.nfe == 4 and p.timesteps == (99, 50, 10, 3)
-    assert str(p) == "99 50P2 10 3"
+    assert str(p) == "99F 50P2 10F 3F"
     with pytest.raises(FlexoptError, match="step count K choice 0 is below 1"):
         TimestepSpace((0, 4))
     with pytest.raises(FlexoptError, match="exceeds"):
@@ -195,9 +196,8 @@ def test_crossover_stays_valid_and_takes_from_both_parents(space):
 
 
 def test_baselines_equal_spaced_timesteps():
-    scheduler = pytest.importorskip("flexopt.scheduler")
-    if not hasattr(scheduler, "spaced_timesteps"):
-        pytest.skip("spaced_timesteps lands with flexopt.schedule/2")
+    from flexopt import scheduler
+
     space = TimestepSpace((5, 10, 20), t_ref=50, train_timesteps=1000, offset=1)
     base = space.baselines()
     assert list(base) == [f"{f} K={k}" for f in ("ddim", "ddim-quad") for k in (5, 10, 20)]
@@ -218,10 +218,6 @@ def test_default_seeds_are_the_heaviest_feasible_of_each_family():
 def test_describe_and_schedule_round_trip():
     d = HYBRID.describe()
     assert d["kind"] == "hybrid" and d["size"] == HYBRID.size and d["branches"] == [1, 2, 3]
-    from flexopt.schedule import Schedule
-
-    if not hasattr(Schedule, "placed"):
-        pytest.skip("Schedule.placed lands with flexopt.schedule/2")
     c = HYBRID.sample(random.Random(5))
     sched = HYBRID.schedule(c, sampler="ddim", note="x")
     assert sched.steps == c.steps and sched.t_ref == HYBRID.t_ref

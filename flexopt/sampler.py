@@ -94,7 +94,7 @@ class FlexEvolutionSampler(BaseSampler):
             feasible candidates are ever proposed (checked before any evaluation).
         population_size: random feasible candidates that start the search.
         n_p, n_c, n_u: tournament size, children per parent, population kept (paper: 25, 5, 300).
-        n_m: segments changed per mutation.
+        n_m: segments changed per mutation (over a `TimestepSpace`: the fewest changes).
         max_tries: mutation attempts per parent to find `n_c` new feasible children.
         seed: seed of this worker's random generator.
         seeds: candidates that open the first population before the random ones, by name

@@ -7,6 +7,7 @@ __version__ = "0.1.0"
 from flexopt.errors import FlexoptError
 from flexopt.schedule import Schedule
 from flexopt.space import Candidate, SearchSpace, Segment, StepType
+from flexopt.timestep_space import Placement, TimestepSpace
 
 # Lazy: these need torch, diffusers or Optuna, which `flexopt --help` should not load.
 _LAZY = {
@@ -37,11 +38,13 @@ __all__ = [
     "FlexScheduler",
     "FlexoptError",
     "Objective",
+    "Placement",
     "Schedule",
     "SearchJob",
     "SearchSpace",
     "Segment",
     "StepType",
+    "TimestepSpace",
     "__version__",
     "apply_schedule",
     "disable",

@@ -10,6 +10,10 @@ One iteration of Alg. 1 picks a parent by tournament (the best of `n_p` random m
 population, the best `n_u` complete trials) and makes up to `n_c` feasible children within
 `max_tries` mutations. The first child is proposed to the asking trial; the others are enqueued
 (`study.enqueue_trial`) with their parent and mutation recorded, so any worker evaluates them next.
+
+Over a `TimestepSpace` (issue 16) an iteration is AutoDiffusion's instead (seed 004, Alg. 1): the
+parents are the population's top `top_k`; each child is, with probability `crossover_prob`, the
+crossover of two of them, else the mutation of one (each timestep moves with `mutation_prob`).
 """
 
 from __future__ import annotations
@@ -28,11 +32,14 @@ from optuna.trial import FrozenTrial, TrialState
 
 from flexopt.errors import FlexoptError
 from flexopt.space import Candidate, Mutation, SearchSpace
+from flexopt.timestep_space import Placement, StepMutation, TimestepSpace
 
 PROPOSAL_ATTR = "flexopt:params"  # system attr: the candidate proposed for a trial
 KEY_ATTR = "flexopt:key"  # system attr: canonical candidate key, for duplicate detection
 
-Feasible = Callable[[Candidate], bool]
+AnySpace = SearchSpace | TimestepSpace
+AnyCandidate = Candidate | Placement
+Feasible = Callable[[Any], bool]
 
 
 @dataclass(frozen=True)
@@ -43,14 +50,14 @@ class CostLimit:
     budget (where good candidates are) instead of piling at the space's median cost.
     """
 
-    cost: Callable[[Candidate], float]
+    cost: Callable[[Any], float]
     limit: float | None = None
 
-    def __call__(self, candidate: Candidate) -> bool:
+    def __call__(self, candidate: AnyCandidate) -> bool:
         return self.limit is None or self.cost(candidate) < self.limit
 
 
-def candidate_key(space: SearchSpace, candidate: Candidate) -> str:
+def candidate_key(space: AnySpace, candidate: AnyCandidate) -> str:
     """A string naming the steps a candidate runs (equal for equivalent candidates)."""
     return str(space.canonical(candidate))
 
@@ -78,27 +85,32 @@ def _pareto_ranks(values: Sequence[Sequence[float]]) -> list[int]:
 
 
 class FlexEvolutionSampler(BaseSampler):
-    """Flexiffusion's evolutionary search over a `SearchSpace`, under a feasibility check.
+    """Flexiffusion's evolutionary search over a `SearchSpace` (or AutoDiffusion's over a
+    `TimestepSpace`), under a feasibility check.
 
     Args:
-        space: the segment-wise search space.
+        space: the segment-wise or a timestep search space.
         feasible: `candidate -> bool`, True when the candidate is under the MACs budget. Only
             feasible candidates are ever proposed (checked before any evaluation).
         population_size: random feasible candidates that start the search.
         n_p, n_c, n_u: tournament size, children per parent, population kept (paper: 25, 5, 300).
-        n_m: segments changed per mutation.
+        n_m: segments changed per mutation (over a `TimestepSpace`: the fewest changes).
         max_tries: mutation attempts per parent to find `n_c` new feasible children.
         seed: seed of this worker's random generator.
         seeds: candidates that open the first population before the random ones, by name
             (recorded as the trial's `baseline` user attr). Default: the baselines the space runs
             exactly (`SearchSpace.baselines`), the heaviest feasible of each family, so the
-            search starts at least as good as the fewer-step teacher and DeepCache-uniform.
-            `{}`: none.
+            search starts at least as good as the fewer-step teacher and DeepCache-uniform
+            (DDIM with uniform and quadratic spacing over a `TimestepSpace`). `{}`: none.
+        top_k, crossover_prob, mutation_prob: AutoDiffusion's parents (the population's best
+            `top_k`), share of crossover children, per-timestep move probability; used over a
+            space with `crossover` (a `TimestepSpace`). Defaults: AutoDiffusion's released
+            search (10 parents, 25 crossover + 25 mutation children, p = 0.1).
     """
 
     def __init__(
         self,
-        space: SearchSpace,
+        space: AnySpace,
         feasible: Feasible | None = None,
         *,
         population_size: int = 50,
@@ -108,12 +120,19 @@ class FlexEvolutionSampler(BaseSampler):
         n_m: int = 1,
         max_tries: int = 200,
         seed: int | None = None,
-        seeds: Mapping[str, Candidate] | None = None,
+        seeds: Mapping[str, AnyCandidate] | None = None,
+        top_k: int = 10,
+        crossover_prob: float = 0.5,
+        mutation_prob: float = 0.1,
     ) -> None:
         for name, v in (("population_size", population_size), ("n_p", n_p), ("n_c", n_c),
-                        ("n_u", n_u), ("n_m", n_m), ("max_tries", max_tries)):
+                        ("n_u", n_u), ("n_m", n_m), ("max_tries", max_tries), ("top_k", top_k)):
             if v < 1:
                 raise FlexoptError(f"{name} {v} is invalid; allowed: an integer >= 1")
+        for name, p in (("crossover_prob", crossover_prob), ("mutation_prob", mutation_prob)):
+            if not 0.0 <= p <= 1.0:
+                raise FlexoptError(f"{name} {p} is invalid; allowed: a number in 0..1")
+        self.top_k, self.crossover_prob, self.mutation_prob = top_k, crossover_prob, mutation_prob
         self.space = space
         self.feasible: Feasible = feasible or (lambda c: True)
         self.population_size = population_size
@@ -129,12 +148,14 @@ class FlexEvolutionSampler(BaseSampler):
             if not self.feasible(cand):
                 raise FlexoptError(f"seed candidate {name!r} ({cand}) is not feasible")
 
-    def default_seeds(self) -> dict[str, Candidate]:
-        """The heaviest feasible baseline of each family the space runs exactly."""
-        out: dict[str, Candidate] = {}
-        for family in ("teacher", "deepcache"):
-            fits = [(n, c) for n, c in self.space.baselines().items()
-                    if n.startswith(family) and self.feasible(c)]
+    def default_seeds(self) -> dict[str, AnyCandidate]:
+        """The heaviest feasible baseline of each family the space runs exactly (a family: the
+        baselines' names up to the first space, "teacher", "deepcache", "ddim", "ddim-quad")."""
+        out: dict[str, AnyCandidate] = {}
+        baselines = self.space.baselines()
+        for family in dict.fromkeys(n.split(" ")[0] for n in baselines):
+            fits = [(n, c) for n, c in baselines.items()
+                    if n.split(" ")[0] == family and self.feasible(c)]
             cost = getattr(self.feasible, "cost", None)
             if fits:
                 name, cand = max(fits, key=lambda nc: cost(nc[1]) if cost else nc[1].nfe)
@@ -199,7 +220,7 @@ class FlexEvolutionSampler(BaseSampler):
         self._proposals.pop(trial._trial_id, None)
 
     # ---------------------------------------------------------------------- algorithm
-    def _decode(self, trial: FrozenTrial) -> Candidate | None:
+    def _decode(self, trial: FrozenTrial) -> AnyCandidate | None:
         try:
             return self.space.from_params(trial.params)
         except FlexoptError:
@@ -244,7 +265,7 @@ class FlexEvolutionSampler(BaseSampler):
 
     def _propose(
         self, study: Study, trials: Sequence[FrozenTrial], current: FrozenTrial
-    ) -> tuple[Candidate, dict[str, Any]]:
+    ) -> tuple[AnyCandidate, dict[str, Any]]:
         seen = self._seen_keys([t for t in trials if t.number != current.number])
         population = self.population(study, trials)
         proposed = sum(
@@ -256,6 +277,8 @@ class FlexEvolutionSampler(BaseSampler):
                 if candidate_key(self.space, cand) not in seen:
                     return cand, {"origin": "seed", "baseline": name}
             return self.random_feasible(seen, self._spread(proposed)), {"origin": "random"}
+        if hasattr(self.space, "crossover"):
+            return self._propose_autodiffusion(study, seen, population)
         # Tournament: the best of n_p random members is the parent.
         contenders = self._rng.sample(range(len(population)), min(self.n_p, len(population)))
         parent_trial = population[min(contenders)]  # population is sorted best first
@@ -282,8 +305,42 @@ class FlexEvolutionSampler(BaseSampler):
         child, record = children[0]
         return child, self._child_attrs(parent_trial, record)
 
+    def _propose_autodiffusion(
+        self, study: Study, seen: set[str], population: list[FrozenTrial]
+    ) -> tuple[AnyCandidate, dict[str, Any]]:
+        """AutoDiffusion's iteration: crossover and mutation children of the top-k parents."""
+        space = self.space
+        assert isinstance(space, TimestepSpace)
+        parents = [(t, self._decode(t)) for t in population[: self.top_k]]
+        children: list[tuple[AnyCandidate, dict[str, Any]]] = []
+        keys = set(seen)
+        for _ in range(self.max_tries):
+            if len(children) >= self.n_c:
+                break
+            if len(parents) >= 2 and self._rng.random() < self.crossover_prob:
+                (ta, a), (tb, b) = self._rng.sample(parents, 2)
+                child = space.crossover(a, b, self._rng)
+                attrs: dict[str, Any] = {"origin": "crossover", "parents": [ta.number, tb.number]}
+            else:
+                tp, p = self._rng.choice(parents)
+                child, record = space.mutate(p, self._rng, self.n_m, prob=self.mutation_prob)
+                attrs = self._child_attrs(tp, record)
+            key = candidate_key(space, child)
+            if key in keys or not self.feasible(child):
+                continue
+            keys.add(key)
+            children.append((child, attrs))
+        if not children:  # the parents' neighbourhood is exhausted: explore elsewhere
+            return self.random_feasible(seen), {"origin": "random", "stalled_parent":
+                                                parents[0][0].number}
+        for child, attrs in children[1:]:
+            study.enqueue_trial(space.to_params(child), user_attrs=attrs)
+        return children[0]
+
     @staticmethod
-    def _child_attrs(parent: FrozenTrial, record: list[Mutation]) -> dict[str, Any]:
+    def _child_attrs(
+        parent: FrozenTrial, record: Sequence[Mutation | StepMutation]
+    ) -> dict[str, Any]:
         return {"origin": "mutation", "parent": parent.number, "mutation": [str(m) for m in record]}
 
     def _spread(self, i: int) -> float | None:
@@ -295,18 +352,18 @@ class FlexEvolutionSampler(BaseSampler):
         lo = max(self.feasible.cost(self.space.lightest()), 0.6 * limit)
         return lo + (limit - lo) * ((0.5 + i * 0.6180339887498949) % 1.0)
 
-    def near_cost(self, target: float, seen: set[str] = frozenset()) -> Candidate | None:
+    def near_cost(self, target: float, seen: set[str] = frozenset()) -> AnyCandidate | None:
         """A new feasible candidate whose cost is near `target` (at most the budget).
 
-        Draws the N-segment uniformly (a uniform draw over candidates nearly always takes the
-        largest N), then makes the draw lighter or heavier one mutation at a time towards the
-        target. None when no new feasible candidate was found.
+        Draws the size (N-segment, or K) uniformly (a uniform draw over candidates nearly
+        always takes the largest), then makes the draw lighter or heavier one mutation at a
+        time towards the target. None when no new feasible candidate was found.
         """
         cost, limit = self.feasible.cost, self.feasible.limit
-        best: tuple[float, Candidate] | None = None
+        best: tuple[float, AnyCandidate] | None = None
         for _ in range(self.max_tries // 10 or 1):
-            cand = self.space.sample(self._rng, self._rng.choice(self.space.segments))
-            for _ in range(4 * self.space.segments[-1]):
+            cand = self.space.sample(self._rng, self._rng.choice(self.space.sizes))
+            for _ in range(4 * self.space.sizes[-1]):
                 c = cost(cand)
                 if c < limit and abs(c - target) <= 0.03 * limit:
                     break
@@ -324,7 +381,7 @@ class FlexEvolutionSampler(BaseSampler):
         return None if best is None else best[1]
 
     def random_feasible(self, seen: set[str] = frozenset(),
-                        target: float | None = None) -> Candidate:
+                        target: float | None = None) -> AnyCandidate:
         """A random feasible candidate, new if possible; near `target` avg MACs when given (and
         the sampler's `feasible` is a `CostLimit`).
 

@@ -14,11 +14,14 @@ import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from optuna.distributions import CategoricalDistribution
 
 from flexopt.errors import FlexoptError
+
+if TYPE_CHECKING:
+    from flexopt.schedule import Schedule
 
 N_SEGMENTS_PARAM = "n_segments"
 
@@ -164,6 +167,16 @@ class SearchSpace:
             raise FlexoptError(f"t_ref {self.t_ref!r} is invalid; allowed: an integer >= 1")
 
     # ----------------------------------------------------------------------------- shape
+    @property
+    def kind(self) -> str:
+        return "segments"
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """The candidate-size choices (here N-segment), what the sampler draws a size from;
+        `TimestepSpace.sizes` are its step counts."""
+        return self.segments
+
     @property
     def segment_length(self) -> int:
         """`L`: the largest interval choice; every segment spans `L` base-grid slots."""
@@ -434,6 +447,23 @@ class SearchSpace:
             "grid_length": self.grid_lengths,
             "size": self.size,
         }
+
+
+    # -------------------------------------------------------------------------- schedules
+    def schedule(self, candidate: Candidate, sampler: str = "ddim", **meta: Any) -> Schedule:
+        """The runnable schedule of a candidate."""
+        from flexopt.schedule import Schedule  # schedule imports this module
+
+        return Schedule.from_candidate(candidate, self, sampler, **meta)
+
+    def represent(self, schedule: Schedule) -> Candidate | None:
+        """The candidate of this space that runs exactly `schedule`'s steps, if there is one."""
+        if getattr(schedule, "steps", None) is not None:  # a placed (schedule/2) schedule
+            return None
+        if schedule.segment_length != self.segment_length or schedule.t_ref != self.t_ref:
+            return None
+        cand = schedule.candidate
+        return cand if self.contains(cand) else None
 
 
 def _fmt(values: Sequence[int]) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import optuna
 
 from flexopt.space import Candidate, SearchSpace
+from flexopt.timestep_space import Placement, TimestepSpace
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,47 @@ class SyntheticProblem:
 
     def objective(self, trial: optuna.Trial) -> float:
         """An Optuna objective over this space's trial params."""
+        c = self.space.suggest(trial)
+        trial.set_user_attr("cost", self.cost(c))
+        return self.score(c)
+
+
+@dataclass(frozen=True)
+class SyntheticPlacementProblem:
+    """`SyntheticProblem` for a `TimestepSpace`: minimise the distance to a hidden target.
+
+    Score: `|K - K*| · 60` plus, step by step (first with first), `|t - t*| / 10` and 5 per
+    differing step type. 0 exactly at the
+    target, which is feasible by construction.
+    """
+
+    space: TimestepSpace
+    target: Placement
+    budget: float
+
+    @classmethod
+    def make(
+        cls, space: TimestepSpace, seed: int, slack: float = 1.05
+    ) -> SyntheticPlacementProblem:
+        target = space.sample(random.Random(seed))
+        return cls(space, target, cls(space, target, 0.0).cost(target) * slack)
+
+    def cost(self, c: Placement) -> float:
+        """Full steps cost 1, partial steps 0.2 · branch / max branch."""
+        bmax = self.space.branches[-1] if self.space.branches else 1
+        return sum(1.0 if b == 0 else 0.2 * b / bmax for b in c.branches)
+
+    def feasible(self, c: Placement) -> bool:
+        return self.cost(c) <= self.budget
+
+    def score(self, c: Placement) -> float:
+        t = self.target
+        d = 60.0 * abs(c.k - t.k)
+        for a, b in zip(c.steps, t.steps, strict=False):
+            d += abs(a.timestep - b.timestep) / 10 + 5.0 * (a.branch != b.branch)
+        return d
+
+    def objective(self, trial: optuna.Trial) -> float:
         c = self.space.suggest(trial)
         trial.set_user_attr("cost", self.cost(c))
         return self.score(c)

@@ -150,7 +150,7 @@ class FlexEvolutionSampler(BaseSampler):
 
     def default_seeds(self) -> dict[str, AnyCandidate]:
         """The heaviest feasible baseline of each family the space runs exactly (a family: the
-        baselines' names up to the first space, "teacher", "deepcache", "ddim", "ddim-quad")."""
+        baselines' names up to the first space, "teacher", "deepcache", "ddim-quad")."""
         out: dict[str, AnyCandidate] = {}
         baselines = self.space.baselines()
         for family in dict.fromkeys(n.split(" ")[0] for n in baselines):

@@ -238,17 +238,20 @@ class TimestepSpace:
         ))
 
     def baselines(self) -> dict[str, Placement]:
-        """DDIM with uniform ("leading") and quadratic spacing, all full, for each `K` choice,
-        by name, lightest first per family (the sampler's seeds take the heaviest feasible)."""
+        """DDIM with uniform ("leading": the fewer-step teacher) and quadratic spacing, all full,
+        for each `K` choice, by name, lightest first per family (the sampler's seeds take the
+        heaviest feasible)."""
         out: dict[str, Placement] = {}
-        for family, spacing in (("ddim", "uniform"), ("ddim-quad", "quadratic")):
+        # named as `flexopt.study.baseline_schedules` names them (the uniform one is the
+        # fewer-step teacher), so a baseline enqueued by the search and a seed are one trial
+        for family, spacing in (("teacher", "uniform"), ("ddim-quad", "quadratic")):
             for k in self.steps:
                 try:
                     cand = Placement(_spaced(k, self.train_timesteps, spacing, self.offset))
                 except (FlexoptError, ValueError):
                     continue
                 if self.contains(cand):
-                    out[f"{family} K={k}"] = cand
+                    out[f"{family} T={k}"] = cand
         return out
 
     # -------------------------------------------------------------------------- mutation

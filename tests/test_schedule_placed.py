@@ -7,6 +7,7 @@ and the executor called by hand for mixed branches.
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -112,7 +113,7 @@ def test_quadratic_spacing_is_the_ddim_papers():
         ref = [int(s) for s in np.linspace(0, np.sqrt(1000 * 0.8), k) ** 2]  # DDIM's code
         assert spaced_timesteps(k, 1000, "quadratic") == tuple(reversed(ref))
     dense = spaced_timesteps(60, 1000, "quadratic")  # rounding would repeat small timesteps
-    assert all(a > b for a, b in zip(dense, dense[1:], strict=False))
+    assert all(a > b for a, b in itertools.pairwise(dense))
     assert spaced_timesteps(4, 1000, "uniform", offset=1) == (751, 501, 251, 1)
     with pytest.raises(FlexoptError, match="spacing 'cubic' is not supported; allowed: uniform"):
         spaced_timesteps(4, 1000, "cubic")

@@ -200,11 +200,11 @@ def test_baselines_equal_spaced_timesteps():
 
     space = TimestepSpace((5, 10, 20), t_ref=50, train_timesteps=1000, offset=1)
     base = space.baselines()
-    assert list(base) == [f"{f} K={k}" for f in ("ddim", "ddim-quad") for k in (5, 10, 20)]
+    assert list(base) == [f"{f} T={k}" for f in ("teacher", "ddim-quad") for k in (5, 10, 20)]
     for k in (5, 10, 20):
-        assert base[f"ddim K={k}"].timesteps == tuple(
+        assert base[f"teacher T={k}"].timesteps == tuple(
             scheduler.spaced_timesteps(k, 1000, "uniform", 1))
-        assert base[f"ddim-quad K={k}"].timesteps == tuple(
+        assert base[f"ddim-quad T={k}"].timesteps == tuple(
             scheduler.spaced_timesteps(k, 1000, "quadratic", 1))
     assert all(b == 0 for c in base.values() for b in c.branches)
 
@@ -212,7 +212,7 @@ def test_baselines_equal_spaced_timesteps():
 def test_default_seeds_are_the_heaviest_feasible_of_each_family():
     limit = CostLimit(cost, 6.5)  # K = 4 and 6 fit, K = 8 does not
     sampler = FlexEvolutionSampler(HYBRID, limit, seed=0)
-    assert list(sampler.seeds) == ["ddim K=6", "ddim-quad K=6"]
+    assert list(sampler.seeds) == ["teacher T=6", "ddim-quad T=6"]
 
 
 def test_describe_and_schedule_round_trip():

@@ -132,37 +132,49 @@ def _samples(rows: list[SampleRow], note: str) -> str:
             f'teacher\'s.</p><table class="grid">{cells}</table>')
 
 
+def _study_body(
+    report: StudyReport, samples: list[SampleRow], first_js: bool | str, samples_note: str,
+    ids: tuple[str, ...] = FIGURE_IDS, h: str = "h2",
+) -> str:
+    """One study's sections (summary to progress); `first_js` embeds/links plotly.js with the
+    first figure (False: the page already has it); `ids` are the figures' div ids."""
+    figs = {"pareto": pareto_figure(report), "strips": strip_figure(report),
+            "progress": progress_figure(report)}
+    parts = {k: _figure_html(f, div, first_js if i == 0 else False)
+             for i, ((k, f), div) in enumerate(zip(figs.items(), ids, strict=True))}
+    no_front = "<p class='note'>No feasible evaluated candidate yet.</p>"
+    return f"""{_summary(report)}
+<{h}>Pareto front</{h}>
+<p class="note">Searched candidates under the budget in blue, the front in red; baselines as
+their own series; grey points are over the budget. Hover a point for its schedule.</p>
+{parts["pareto"]}
+<{h}>Pareto trials</{h}>
+{_pareto_table(report) if report.pareto else no_front}
+<{h}>Schedules</{h}>
+{parts["strips"]}
+<{h}>Samples</{h}>
+{_samples(samples, samples_note)}
+<{h}>Search progress</{h}>
+{parts["progress"]}
+"""
+
+
+def _page(title: str, body: str) -> str:
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{_CSS}</style></head><body>
+<h1>{html.escape(title)}</h1>
+{body}<p class="note">flexopt {__version__}</p>
+</body></html>
+"""
+
+
 def render_html(
     report: StudyReport, samples: list[SampleRow], *, cdn: bool = False, samples_note: str = ""
 ) -> str:
     """The whole page as a string."""
     title = f"flexopt report: {report.study_name}"
-    figs = {"pareto": pareto_figure(report), "strips": strip_figure(report),
-            "progress": progress_figure(report)}
-    first = "cdn" if cdn else True
-    parts = {k: _figure_html(f, k, first if i == 0 else False)
-             for i, (k, f) in enumerate(figs.items())}
-    no_front = "<p class='note'>No feasible evaluated candidate yet.</p>"
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>{_CSS}</style></head><body>
-<h1>{html.escape(title)}</h1>
-{_summary(report)}
-<h2>Pareto front</h2>
-<p class="note">Searched candidates under the budget in blue, the front in red; baselines as
-their own series; grey points are over the budget. Hover a point for its schedule.</p>
-{parts["pareto"]}
-<h2>Pareto trials</h2>
-{_pareto_table(report) if report.pareto else no_front}
-<h2>Schedules</h2>
-{parts["strips"]}
-<h2>Samples</h2>
-{_samples(samples, samples_note)}
-<h2>Search progress</h2>
-{parts["progress"]}
-<p class="note">flexopt {__version__}</p>
-</body></html>
-"""
+    return _page(title, _study_body(report, samples, "cdn" if cdn else True, samples_note))
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:

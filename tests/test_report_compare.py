@@ -23,8 +23,9 @@ from test_report_data import build_study
 from flexopt.cli import main
 from flexopt.errors import FlexoptError
 from flexopt.report.compare import compare, find_studies
+from flexopt.report.data import collect, trials_frame
 from flexopt.report.figures import comparison_figure, placed_spans, strip_figure
-from flexopt.report.html import build_comparison
+from flexopt.report.html import build_comparison, build_report
 from flexopt.report.png import export_comparison_png
 from flexopt.schedule import Schedule
 from flexopt.study import load_study, settings_of
@@ -108,11 +109,11 @@ def test_cli_compares_three_studies_of_two_storages(studies, tmp_path):
     assert page.count("Plotly.newPlot(") == 1 + 3 * 3  # the joint plot, 3 figures per study
     assert page.count('src="https://cdn.plot.ly') == 1
     plot = _between(page, '<div id="compare"', "<h2>Best trial")
-    for label in ("seg-2x · segments", "ts-2x · timesteps", "hyb-3x · hybrid"):
+    for i, label in enumerate(("seg-2x · segments", "ts-2x · timesteps", "hyb-3x · hybrid"), 1):
         assert f'"name":{json.dumps(label)}' in plot, label
         assert f'"name":{json.dumps(label + " front")}' in plot, label
-        assert f"<h2 id=\"study-{1 + ('seg ts hyb'.split().index(label[:label.index('-')]))}\">" \
-               f"{label}</h2>" in page
+        assert f'<h2 id="study-{i}">{label}</h2>' in page  # then its own sections
+        assert f'<div id="s{i}-pareto"' in page and f'<div id="s{i}-strips"' in page
     # the baselines once: each deepcache/teacher label in one hover text of the plot
     base = load_study(studies.a, "seg-2x").get_trials()
     names = [t.user_attrs["baseline"] for t in base if "baseline" in t.user_attrs
@@ -130,7 +131,7 @@ def test_cli_compares_three_studies_of_two_storages(studies, tmp_path):
     assert rows[:3] == [("seg-2x · segments", "segments"), ("ts-2x · timesteps", "timesteps"),
                         ("hyb-3x · hybrid", "hybrid")]
     assert [r[0] for r in rows[3:]] == ["best baseline", "best baseline"]  # two budgets
-    assert "987F" not in table and "950F 800P2 600F 400P1 100F" in page
+    assert '<td class="steps">900F 600P1 300F</td>' in page  # hyb-3x's Pareto table
 
 
 def test_library_comparison_and_placed_strips(studies, tmp_path):
@@ -201,5 +202,29 @@ def test_highlight_needs_one_study(studies):
 
 def test_comparison_reads_studies_in_order(studies):
     c = compare([(studies.a, load_study(studies.a, n)) for n in ("seg-2x", "ts-2x")])
-    assert [x.colour for x in c.studies][0] != c.studies[1].colour
+    assert c.studies[0].colour != c.studies[1].colour
     assert [round(b[0], 6) for b in c.budgets()] == [0.3]
+
+
+def test_single_placed_study_report(studies, tmp_path):
+    """One study of a placed-step space: the ordinary report, its steps placed by timestep."""
+    path, rep = build_report(studies.a, "ts-2x", tmp_path / "ts.html", use_artifacts=False)
+    page = path.read_text()
+    assert "timesteps (placed steps)" in page and rep.pareto
+    assert all(rep.row(n).schedule.is_placed for n in rep.pareto if rep.row(n).kind == "searched")
+    frame = trials_frame(rep)
+    placed = frame[frame["steps"].str.contains("F ")]
+    assert len(placed) and placed["n_segments"].isna().all()
+
+
+def test_settings_this_version_does_not_decode(studies, tmp_path):
+    """A placed-space study without segment keys in its settings still shows its schedules."""
+    base = settings_of(load_study(studies.a, "ts-2x"))
+    bare = {k: v for k, v in base.items() if k not in ("segments", "branches", "intervals")}
+    url = f"sqlite:///{tmp_path / 'bare.db'}"
+    _write_study(url, "bare", {**bare, "steps": [3, 8]}, [_placed([(900, 0), (500, 0)])], [],
+                 0.3)
+    rep = collect(load_study(url, "bare"))
+    assert rep.rows[0].steps == "900F 500F"
+    page = build_report(url, None, tmp_path / "b.html", use_artifacts=False)[0].read_text()
+    assert "timesteps (placed steps: steps [3, 8])" in page

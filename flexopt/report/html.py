@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import html
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,7 +146,8 @@ def _pareto_table(report: StudyReport) -> str:
     frame = frame.rename(columns={"segments": "segments (branch/interval)", "avg_macs": "avg MACs",
                                   "nfe": "NFE", report.metric: metric_label(report)})
     text = frame.to_html(index=False, border=0, float_format=lambda v: f"{v:.4g}", na_rep="")
-    return text.replace("<td>F", '<td class="steps">F')
+    text = text.replace("<td>F", '<td class="steps">F')
+    return re.sub(r"<td>(\d+F)", r'<td class="steps">\1', text)  # placed: "987F 901P2 …"
 
 
 def _samples(rows: list[SampleRow], note: str) -> str:

@@ -15,21 +15,30 @@ import click
 NO_PARETO = "no Pareto trial yet: nothing was evaluated under the budget"
 
 
-def _storage_options(study: bool = True, artifacts: bool = True) -> Callable[[Any], Any]:
-    """--storage (and --study-name, --artifacts/--no-artifacts) as every command here takes them."""
+def _storage_options(study: bool = True, artifacts: bool = True, several: bool = False
+                     ) -> Callable[[Any], Any]:
+    """--storage (and --study-name, --artifacts/--no-artifacts) as every command here takes them;
+    `several`: each may be repeated (and --study-name take a comma list) to compare studies."""
 
     def wrap(func: Callable[..., Any]) -> Callable[..., Any]:
-        opts = [click.option("--storage", required=True, metavar="URL",
-                             help="Optuna storage URL of the search, e.g. sqlite:///study.db.")]
+        opts = [click.option(
+            "--storage", required=True, metavar="URL", multiple=several,
+            help="Optuna storage URL of the search, e.g. sqlite:///study.db"
+                 + (" (repeat it to compare studies of several storages)." if several else "."))]
         if study:
             opts.append(click.option(
-                "--study-name", metavar="NAME",
-                help="Study in the storage (may be left out when it holds only one)."))
+                "--study-name", metavar="NAME" + (",..." if several else ""), multiple=several,
+                help="Study in the storage (may be left out when it holds only one)"
+                     + ("; several (a comma list, or repeated) compare the studies in one "
+                        "report." if several else ".")))
         if artifacts:
             opts += [
                 click.option("--artifacts", metavar="DIR", type=click.Path(file_okay=False),
+                             multiple=several,
                              help="Artifact directory of the search (default for sqlite:///x.db: "
-                                  "x-artifacts/ beside it; required for other storages)."),
+                                  "x-artifacts/ beside it; required for other storages)"
+                                  + ("; one per --storage, in the same order, when comparing."
+                                     if several else ".")),
                 click.option("--no-artifacts", "no_artifacts", is_flag=True,
                              help="Do not read sample grids."),
             ]
@@ -50,22 +59,28 @@ def _trial_numbers(_ctx: click.Context, _param: click.Parameter, value: str | No
         raise click.BadParameter(f"{value!r}: expected trial numbers such as 3,17") from None
 
 
+def _names(values: tuple[str, ...]) -> list[str]:
+    """--study-name values, each possibly a comma list, in order."""
+    return [n.strip() for v in values for n in v.split(",") if n.strip()]
+
+
 @click.command()
-@_storage_options()
+@_storage_options(several=True)
 @click.option("--out", "-o", default="report.html", show_default=True,
               type=click.Path(dir_okay=False), help="HTML file to write.")
 @click.option("--cdn", is_flag=True,
               help="Link plotly.js from its CDN (small file, needs a network to view) instead "
                    "of embedding it (opens offline).")
 @click.option("--highlight", callback=_trial_numbers, metavar="LIST",
-              help="Trial numbers to highlight as chosen, e.g. 12,40.")
+              help="Trial numbers to highlight as chosen, e.g. 12,40 (one study only).")
 @click.option("--png", type=click.Path(dir_okay=False),
-              help="Also write the Pareto plot as a static PNG (for papers).")
+              help="Also write the Pareto plot (the comparison plot, for several studies) as a "
+                   "static PNG (for papers).")
 @click.option("--png-backend", type=click.Choice(["auto", "matplotlib", "browser"]),
               default="auto", show_default=True,
               help="matplotlib, or the plotly figure shot by a headless Chromium/Chrome.")
 def report(storage, study_name, artifacts, no_artifacts, out, cdn, highlight, png, png_backend):
-    """Write one self-contained HTML report of a search.
+    """Write one self-contained HTML report of a search, or compare several searches.
 
     It shows rFID against avg MACs (speedup on the top axis) with the Pareto front, the
     baselines (DeepCache uniform, fewer-step teacher) and over-budget trials in grey; a table of
@@ -73,23 +88,46 @@ def report(storage, study_name, artifacts, no_artifacts, out, cdn, highlight, pn
     sample grids of the teacher and the selected trials on the same noises; and the search's
     progress.
 
+    Several studies (--study-name a,b,c, or --storage repeated) make one comparison page: one
+    plot with each study's searched trials and front in its colour and the baselines once, a
+    table of each study's best trial, then each study's own sections. The studies must share
+    model, t_ref, metric, rFID images and seed; budgets may differ.
+
     \b
     Example:
       flexopt report --storage sqlite:///cifar.db --out cifar.html --png pareto.png
+      flexopt report --storage sqlite:///cifar.db --study-name seg-2x,ts-2x,hyb-2x -o cmp.html
     """
-    from flexopt.report.html import build_report
-    from flexopt.report.png import export_pareto_png, pick_backend, png_path
+    from flexopt.errors import FlexoptError
+    from flexopt.report.html import build_comparison, build_report
+    from flexopt.report.png import export_comparison_png, export_pareto_png, pick_backend, png_path
 
+    names = _names(study_name)
     if png:
         png_path(png)  # fail before the slow part, not after
         pick_backend(png_backend)
-    path, rep = build_report(storage, study_name, out, cdn=cdn, artifacts=artifacts,
-                             use_artifacts=not no_artifacts, highlight=highlight)
+    if len(storage) == 1 and len(names) <= 1 and len(artifacts) <= 1:
+        path, rep = build_report(storage[0], names[0] if names else None, out, cdn=cdn,
+                                 artifacts=artifacts[0] if artifacts else None,
+                                 use_artifacts=not no_artifacts, highlight=highlight)
+        size = path.stat().st_size / 1e6
+        click.echo(f"wrote {path} ({size:.1f} MB): {len(rep.pareto)} Pareto trials"
+                   + (f", best #{rep.best}" if rep.best is not None else ""))
+        if png:
+            click.echo(f"wrote {export_pareto_png(rep, png, png_backend)}")
+        return
+    if highlight:
+        raise FlexoptError("--highlight names trials of one study; allowed: one study only "
+                           "(not with several --study-name or --storage)")
+    path, cmp = build_comparison(storage, names, out, cdn=cdn, artifacts=artifacts,
+                                 use_artifacts=not no_artifacts)
     size = path.stat().st_size / 1e6
-    click.echo(f"wrote {path} ({size:.1f} MB): {len(rep.pareto)} Pareto trials"
-               + (f", best #{rep.best}" if rep.best is not None else ""))
+    best = ", ".join(f"{x.name} " + (f"#{x.best.number}" if x.best else "none")
+                     for x in cmp.studies)
+    click.echo(f"wrote {path} ({size:.1f} MB): {len(cmp.studies)} studies compared "
+               f"(best searched: {best})")
     if png:
-        click.echo(f"wrote {export_pareto_png(rep, png, png_backend)}")
+        click.echo(f"wrote {export_comparison_png(cmp, png, png_backend)}")
 
 
 @click.command()

@@ -19,7 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from flexopt.errors import FlexoptError
 from flexopt.schedule import Schedule
-from flexopt.study import settings_of, trial_schedule
+from flexopt.study import SCHEDULE_ATTR, settings_of, trial_schedule
 
 KINDS = ("searched", "deepcache", "teacher", "baseline")
 
@@ -79,8 +79,12 @@ def trial_row(study: optuna.Study, t: FrozenTrial) -> TrialRow:
     kind, label = _kind(t)
     ua = t.user_attrs
     schedule = None
-    with contextlib.suppress(FlexoptError):  # a trial outside the space (added by hand)
-        schedule = trial_schedule(study, t)
+    # a trial outside the space (added by hand), or a study whose settings this version does not
+    # decode (a newer space kind): the row is drawn without its schedule
+    with contextlib.suppress(FlexoptError, KeyError, TypeError, ValueError):
+        stored = t.user_attrs.get(SCHEDULE_ATTR)
+        schedule = (Schedule.from_dict(stored, source=f"trial {t.number}") if stored is not None
+                    else trial_schedule(study, t))
     evaluated = t.state == TrialState.COMPLETE and t.values is not None
     nfe = ua.get("nfe", schedule.nfe if schedule else None)
     return TrialRow(
@@ -237,7 +241,8 @@ def trials_frame(report: StudyReport, numbers: Sequence[int] | None = None):
     data = [
         {
             "trial": r.number, "kind": r.kind, "label": r.label, "state": r.state,
-            "n_segments": r.schedule.n_segments if r.schedule else None,
+            "n_segments": r.schedule.n_segments if r.schedule and not r.schedule.is_placed
+            else None,
             "segments": r.segments, "steps": r.steps, "avg_macs": r.avg_macs, "nfe": r.nfe,
             "speedup": r.speedup, "rfid": r.rfid, "feasible": r.feasible, "origin": r.origin,
             "duplicate_of": r.duplicate_of, "seconds": r.seconds,

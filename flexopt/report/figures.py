@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from flexopt.config import format_macs
+from flexopt.report.compare import ComparedStudy, Comparison, comparison_series
 from flexopt.report.data import StudyReport, TrialRow
 from flexopt.report.series import (
     GREY,
     MacsUnit,
+    Series,
     log_scale,
     metric_label,
     pareto_series,
     speedup_ticks,
 )
+from flexopt.schedule import Schedule
 from flexopt.space import StepType
 
 FULL_COLOUR = "#1f3b73"
 NULL_COLOUR = "#eeeeee"
+TRAIN_TIMESTEPS = 1000  # the training steps of every model flexopt runs (DDPM, LDM, SD)
 PARTIAL_COLOURS = ("#fdd49e", "#fdbb84", "#fc8d59", "#ef6548", "#d7301f", "#990000")
 
 
@@ -42,22 +47,54 @@ def hover(row: TrialRow, metric: str) -> str:
     return "<br>".join(parts)
 
 
+def _add_series(fig: go.Figure, series: list[Series], unit: MacsUnit, metric: str,
+                prefix: dict[str, str] | None = None) -> None:
+    """One scatter trace per series; `prefix` maps a series name to a hover text head."""
+    for s in series:
+        marker: dict[str, Any] = {"color": s.colour, "symbol": s.symbol, "size": s.size}
+        if s.outline_only:
+            marker["line"] = {"color": s.colour, "width": 2}
+        head = (prefix or {}).get(s.name, "")
+        fig.add_trace(go.Scatter(
+            x=[unit(r.avg_macs) for r in s.rows], y=[r.rfid for r in s.rows], name=s.name,
+            mode="lines+markers" if s.line else "markers", marker=marker,
+            line={"shape": "hv", "color": s.colour, "width": 2} if s.line else None,
+            text=[head + hover(r, metric) for r in s.rows],
+            hovertemplate="%{text}<extra></extra>",
+        ))
+
+
+def _speedup_axis(fig: go.Figure, full: float, lo: float, hi: float) -> None:
+    """Speedup ticks on a top axis sharing the avg-MACs range."""
+    ticks = speedup_ticks(full, lo, hi)
+    fig.update_layout(xaxis2={
+        "overlaying": "x", "side": "top", "range": [lo, hi], "title": "speedup",
+        "tickvals": [t for t, _ in ticks], "ticktext": [s for _, s in ticks],
+        "showgrid": False,
+    })
+    # An invisible trace puts the top axis on the page (an axis with no data is hidden).
+    fig.add_trace(go.Scatter(x=[lo, hi], y=[None, None], xaxis="x2", showlegend=False,
+                             hoverinfo="skip", mode="markers"))
+
+
+def _layout(fig: go.Figure, title: str, metric: str, unit: MacsUnit, lo: float, hi: float,
+            values: list[float]) -> None:
+    fig.update_layout(
+        title=title, height=520, template="plotly_white",
+        xaxis={"title": unit.label, "range": [lo, hi]},
+        yaxis={"title": f"{metric} (lower is better)",
+               "type": "log" if log_scale(values) else "linear"},
+        legend={"orientation": "v", "x": 1.02, "y": 1}, margin={"t": 90},
+    )
+
+
 def pareto_figure(report: StudyReport) -> go.Figure:
     """rFID against avg MACs, speedup on the top axis, budget as a dashed line."""
     metric = metric_label(report)
     points = report.evaluated
     unit = MacsUnit.for_values([r.avg_macs for r in points] + [report.full_macs or 0.0])
     fig = go.Figure()
-    for s in pareto_series(report):
-        marker: dict[str, Any] = {"color": s.colour, "symbol": s.symbol, "size": s.size}
-        if s.outline_only:
-            marker["line"] = {"color": s.colour, "width": 2}
-        fig.add_trace(go.Scatter(
-            x=[unit(r.avg_macs) for r in s.rows], y=[r.rfid for r in s.rows], name=s.name,
-            mode="lines+markers" if s.line else "markers", marker=marker,
-            line={"shape": "hv", "color": s.colour, "width": 2} if s.line else None,
-            text=[hover(r, metric) for r in s.rows], hovertemplate="%{text}<extra></extra>",
-        ))
+    _add_series(fig, pareto_series(report), unit, metric)
     xs = [unit(r.avg_macs) for r in points]
     lo, hi = min(xs) * 0.95, max(xs) * 1.05
     if report.max_avg_macs is not None:
@@ -66,23 +103,46 @@ def pareto_figure(report: StudyReport) -> go.Figure:
         fig.add_vline(x=limit, line_dash="dash", line_color=GREY,
                       annotation_text=f"budget {format_macs(report.max_avg_macs)}",
                       annotation_position="top left")
-    fig.update_layout(
-        title=f"{metric} against avg MACs", height=520, template="plotly_white",
-        xaxis={"title": unit.label, "range": [lo, hi]},
-        yaxis={"title": f"{metric} (lower is better)",
-               "type": "log" if log_scale([r.rfid for r in points]) else "linear"},
-        legend={"orientation": "v", "x": 1.02, "y": 1}, margin={"t": 90},
-    )
+    _layout(fig, f"{metric} against avg MACs", metric, unit, lo, hi, [r.rfid for r in points])
     if report.full_macs:
-        ticks = speedup_ticks(unit(report.full_macs), lo, hi)
-        fig.update_layout(xaxis2={
-            "overlaying": "x", "side": "top", "range": [lo, hi], "title": "speedup",
-            "tickvals": [t for t, _ in ticks], "ticktext": [s for _, s in ticks],
-            "showgrid": False,
-        })
-        # An invisible trace puts the top axis on the page (an axis with no data is hidden).
-        fig.add_trace(go.Scatter(x=[lo, hi], y=[None, None], xaxis="x2", showlegend=False,
-                                 hoverinfo="skip", mode="markers"))
+        _speedup_axis(fig, unit(report.full_macs), lo, hi)
+    return fig
+
+
+def budget_label(limit: float, studies: list[ComparedStudy], several: bool) -> str:
+    """`budget 300M (a, b)`: the studies are named when the plot shows several budgets."""
+    names = f" ({', '.join(s.name for s in studies)})" if several else ""
+    return f"budget {format_macs(limit)}{names}"
+
+
+def comparison_figure(c: Comparison) -> go.Figure:
+    """Several studies on one rFID-against-avg-MACs plot: each study's searched trials and front
+    in its colour, the baselines once, each distinct budget a labelled dashed line."""
+    metric = c.metric
+    points = c.points
+    unit = MacsUnit.for_values([r.avg_macs for r in points] + [c.full_macs or 0.0])
+    fig = go.Figure()
+    heads = {}
+    for s in c.studies:
+        for name in (s.label, f"{s.label} (over budget)", f"{s.label} front"):
+            heads[name] = f"{html.escape(s.label)}<br>"
+    _add_series(fig, comparison_series(c), unit, metric, heads)
+    xs = [unit(r.avg_macs) for r in points]
+    lo, hi = min(xs) * 0.95, max(xs) * 1.05
+    budgets = c.budgets()
+    for i, (limit, studies) in enumerate(budgets):
+        x = unit(limit)
+        hi = max(hi, x * 1.02)
+        colour = studies[0].colour if len(studies) == 1 and len(c.studies) > 1 else GREY
+        fig.add_vline(x=x, line_dash="dash", line_color=colour,
+                      annotation_text=budget_label(limit, studies, len(c.studies) > 1),
+                      annotation_position="top left", annotation_yshift=-16 * i,
+                      annotation_font_color=colour if colour != GREY else None)
+    names = ", ".join(s.label for s in c.studies)
+    _layout(fig, f"{metric} against avg MACs: {names}", metric, unit, lo, hi,
+            [r.rfid for r in points])
+    if c.full_macs:
+        _speedup_axis(fig, unit(c.full_macs), lo, hi)
     return fig
 
 
@@ -129,11 +189,37 @@ def strip_label(row: TrialRow, metric: str) -> str:
     return f"{name}{speed}{score}"
 
 
+def teacher_position(timestep: int, t_ref: int, train_timesteps: int = TRAIN_TIMESTEPS) -> float:
+    """Where model timestep `t` falls on the teacher's step axis [0, t_ref]: the teacher's
+    uniform grid (t = T - T/t_ref, ..., 0) puts its step i at i; clamped to the axis."""
+    return min(max(t_ref * (1 - timestep / train_timesteps) - 1, 0.0), t_ref - 1.0)
+
+
+def placed_spans(s: Schedule) -> list[tuple[str, float, float, str, str]]:
+    """(category, start, width, text, where) of a placed-step schedule on the teacher's axis:
+    each step one teacher step wide at its timestep, the timesteps it jumps over as null."""
+    ts = s.timesteps or ()
+    starts = [teacher_position(t, s.t_ref) for t in ts] + [float(s.t_ref)]
+    out = []
+    for j, step in enumerate(s.steps or ()):
+        start, end = starts[j], max(starts[j + 1], starts[j])
+        width = min(1.0, end - start) or 1.0
+        cat = "full" if step.kind is StepType.FULL else f"partial b={step.branch}"
+        out.append((cat, start, width, str(step.branch) if step.branch else "",
+                    f"step {j} (t={step.timestep})"))
+        if end - start > width:
+            nxt = f"t={ts[j + 1]}" if j + 1 < len(ts) else "the end"
+            out.append(("null", start + width, end - start - width, "",
+                        f"skipped: from t={step.timestep} to {nxt}"))
+    return out
+
+
 def strip_figure(report: StudyReport) -> go.Figure:
     """One strip per trial: its base-grid slots coloured full / partial (by branch) / null.
 
     Slots are drawn on the teacher's step axis (slot j of a grid of G spans t_ref/G steps), so
-    grids of different lengths line up in time.
+    grids of different lengths line up in time; a placed-step schedule's steps stand at their
+    timesteps (`placed_spans`).
     """
     metric = metric_label(report)
     rows = _strip_rows(report)
@@ -147,14 +233,16 @@ def strip_figure(report: StudyReport) -> go.Figure:
 
     for r in rows:
         s = r.schedule
-        width = s.t_ref / s.grid_length
         y = strip_label(r, metric)
+        if s.is_placed:
+            for cat, start, width, text, where in placed_spans(s):
+                add(cat, y, start, width, text, f"{y}<br>{where}: {cat}")
+            continue
+        width = s.t_ref / s.grid_length
         for j, (t, b) in enumerate(zip(s.step_types(), s.slot_branches(), strict=True)):
             cat = "full" if t is StepType.FULL else ("null" if t is StepType.NULL
                                                      else f"partial b={b}")
-            where = (f"step {j} (t={s.timesteps[j]})" if s.is_placed
-                     else f"slot {j} (segment {j // s.segment_length})")
-            tip = f"{y}<br>{where}: {cat}"
+            tip = f"{y}<br>slot {j} (segment {j // s.segment_length}): {cat}"
             add(cat, y, j * width, width, str(b) if t is StepType.PARTIAL else "", tip)
     colours = {"full": FULL_COLOUR, "null": NULL_COLOUR}
     for i, b in enumerate(branches):

@@ -4,6 +4,9 @@ The page holds the Pareto plot (with the baselines), a table of the front, each 
 schedule as a strip of step types, the sample grids of teacher and selected trials on the same
 noises (when the search uploaded them), and the search's progress. plotly.js is embedded by
 default so the file opens offline (about 5 MB); `cdn=True` links it instead (small file).
+
+`build_report` draws one study; `build_comparison` several (one plot of all of them, a table of
+each study's best trial, then each study's own sections).
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import base64
 import html
 import os
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,10 +28,18 @@ from flexopt import __version__
 from flexopt.artifacts import artifact_dir, find_sample_grid, find_teacher_grid, open_store
 from flexopt.config import format_macs
 from flexopt.errors import FlexoptError
-from flexopt.report.data import StudyReport, collect, trials_frame
-from flexopt.report.figures import pareto_figure, progress_figure, strip_figure, strip_label
+from flexopt.report.compare import Comparison, compare, find_studies, space_kind
+from flexopt.report.data import StudyReport, TrialRow, collect, trials_frame
+from flexopt.report.figures import (
+    comparison_figure,
+    pareto_figure,
+    progress_figure,
+    strip_figure,
+    strip_label,
+)
 from flexopt.report.files import make_parent, write_error
 from flexopt.report.series import metric_label
+from flexopt.storage import mask_url
 from flexopt.study import load_study
 
 FIGURE_IDS = ("pareto", "strips", "progress")
@@ -73,6 +86,23 @@ def _figure_html(fig: go.Figure, div_id: str, plotlyjs: bool | str) -> str:
                        config=_PLOT_CONFIG)
 
 
+_KNOWN_SETTINGS = {"segments", "branches", "intervals", "t_ref", "sampler", "budget",
+                   "multi_objective", "metric", "model", "num_images", "seed", "conditioning",
+                   "space"}
+
+
+def _space_text(s: dict) -> str:
+    """The search space in a few words: segment choices, or a placement space's own settings."""
+    kind = space_kind(s)
+    if kind == "segments":
+        return (f"N-segment {s.get('segments')}, branch {s.get('branches')}, "
+                f"interval {s.get('intervals')}")
+    extra = [f"{k} {v}" for k, v in s.items() if k not in _KNOWN_SETTINGS]
+    if kind == "hybrid" and s.get("branches") is not None:
+        extra.append(f"branch {s.get('branches')}")
+    return f"{kind} (placed steps{': ' + ', '.join(extra) if extra else ''})"
+
+
 def _summary(report: StudyReport) -> str:
     s = report.settings
     rows = report.rows
@@ -83,8 +113,7 @@ def _summary(report: StudyReport) -> str:
     budget = s.get("budget") or {}
     items = [
         ("model", s.get("model")), ("sampler", f"{s.get('sampler')}, t_ref {s.get('t_ref')}"),
-        ("search space", f"N-segment {s.get('segments')}, branch {s.get('branches')}, "
-                         f"interval {s.get('intervals')}"),
+        ("search space", _space_text(s)),
         ("budget", (f"{format_macs(report.max_avg_macs)} avg MACs"
                     + (f" ({budget['speedup']:g}× speedup)" if budget.get("speedup") else ""))
          if report.max_avg_macs is not None else "none"),
@@ -117,7 +146,8 @@ def _pareto_table(report: StudyReport) -> str:
     frame = frame.rename(columns={"segments": "segments (branch/interval)", "avg_macs": "avg MACs",
                                   "nfe": "NFE", report.metric: metric_label(report)})
     text = frame.to_html(index=False, border=0, float_format=lambda v: f"{v:.4g}", na_rep="")
-    return text.replace("<td>F", '<td class="steps">F')
+    text = text.replace("<td>F", '<td class="steps">F')
+    return re.sub(r"<td>(\d+F)", r'<td class="steps">\1', text)  # placed: "987F 901P2 …"
 
 
 def _samples(rows: list[SampleRow], note: str) -> str:
@@ -132,37 +162,170 @@ def _samples(rows: list[SampleRow], note: str) -> str:
             f'teacher\'s.</p><table class="grid">{cells}</table>')
 
 
+def _study_body(
+    report: StudyReport, samples: list[SampleRow], first_js: bool | str, samples_note: str,
+    ids: tuple[str, ...] = FIGURE_IDS, h: str = "h2",
+) -> str:
+    """One study's sections (summary to progress); `first_js` embeds/links plotly.js with the
+    first figure (False: the page already has it); `ids` are the figures' div ids."""
+    figs = {"pareto": pareto_figure(report), "strips": strip_figure(report),
+            "progress": progress_figure(report)}
+    parts = {k: _figure_html(f, div, first_js if i == 0 else False)
+             for i, ((k, f), div) in enumerate(zip(figs.items(), ids, strict=True))}
+    no_front = "<p class='note'>No feasible evaluated candidate yet.</p>"
+    return f"""{_summary(report)}
+<{h}>Pareto front</{h}>
+<p class="note">Searched candidates under the budget in blue, the front in red; baselines as
+their own series; grey points are over the budget. Hover a point for its schedule.</p>
+{parts["pareto"]}
+<{h}>Pareto trials</{h}>
+{_pareto_table(report) if report.pareto else no_front}
+<{h}>Schedules</{h}>
+{parts["strips"]}
+<{h}>Samples</{h}>
+{_samples(samples, samples_note)}
+<{h}>Search progress</{h}>
+{parts["progress"]}
+"""
+
+
+def _page(title: str, body: str) -> str:
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{_CSS}</style></head><body>
+<h1>{html.escape(title)}</h1>
+{body}<p class="note">flexopt {__version__}</p>
+</body></html>
+"""
+
+
 def render_html(
     report: StudyReport, samples: list[SampleRow], *, cdn: bool = False, samples_note: str = ""
 ) -> str:
     """The whole page as a string."""
     title = f"flexopt report: {report.study_name}"
-    figs = {"pareto": pareto_figure(report), "strips": strip_figure(report),
-            "progress": progress_figure(report)}
-    first = "cdn" if cdn else True
-    parts = {k: _figure_html(f, k, first if i == 0 else False)
-             for i, (k, f) in enumerate(figs.items())}
-    no_front = "<p class='note'>No feasible evaluated candidate yet.</p>"
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>{_CSS}</style></head><body>
-<h1>{html.escape(title)}</h1>
-{_summary(report)}
-<h2>Pareto front</h2>
-<p class="note">Searched candidates under the budget in blue, the front in red; baselines as
-their own series; grey points are over the budget. Hover a point for its schedule.</p>
-{parts["pareto"]}
-<h2>Pareto trials</h2>
-{_pareto_table(report) if report.pareto else no_front}
-<h2>Schedules</h2>
-{parts["strips"]}
-<h2>Samples</h2>
-{_samples(samples, samples_note)}
-<h2>Search progress</h2>
-{parts["progress"]}
-<p class="note">flexopt {__version__}</p>
-</body></html>
-"""
+    return _page(title, _study_body(report, samples, "cdn" if cdn else True, samples_note))
+
+
+def _cell(v: object, cls: str = "") -> str:
+    attr = f' class="{cls}"' if cls else ""
+    return f"<td{attr}>{html.escape('' if v is None else str(v))}</td>"
+
+
+def _shared_summary(c: Comparison) -> str:
+    s = c.settings
+    samplers = sorted({str(x.report.settings.get("sampler")) for x in c.studies})
+    items = [
+        ("model", s.get("model")), ("t_ref", s.get("t_ref")),
+        ("sampler", ", ".join(samplers)),
+        ("objective", f"{c.metric} ({s.get('num_images')} images, seed {s.get('seed')})"),
+        ("studies", ", ".join(x.label for x in c.studies)),
+    ]
+    body = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>"
+                   for k, v in items)
+    return f'<table class="summary">{body}</table>'
+
+
+def _budget_text(limit: float | None) -> str:
+    return "none" if limit is None else format_macs(limit)
+
+
+def _studies_table(c: Comparison) -> str:
+    head = "".join(f"<th>{h}</th>" for h in ("study", "space", "sampler", "budget (avg MACs)",
+                                             "evaluated", "over budget", "storage"))
+    rows = []
+    for i, x in enumerate(c.studies, 1):
+        r = x.report
+        searched = [t for t in r.rows if t.kind == "searched"]
+        evaluated = sum(t.rfid is not None and t.duplicate_of is None for t in searched)
+        pruned = sum(t.state == "PRUNED" for t in searched)
+        link = f'<td><a href="#study-{i}">{html.escape(x.name)}</a></td>'
+        rows.append("<tr>" + link + _cell(x.space) + _cell(r.settings.get("sampler"))
+                    + _cell(_budget_text(r.max_avg_macs)) + _cell(evaluated) + _cell(pruned)
+                    + _cell(mask_url(x.storage), "mono") + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def _best_row(study: str, space: str, budget: str, r: TrialRow | None, metric: str) -> str:
+    if r is None:
+        return ("<tr>" + _cell(study) + _cell(space) + _cell(budget)
+                + '<td colspan="6" class="note">no feasible evaluated trial</td></tr>')
+    trial = f"#{r.number}" if r.kind == "searched" else r.label
+    return ("<tr>" + _cell(study) + _cell(space) + _cell(budget) + _cell(trial)
+            + _cell(format_macs(r.avg_macs)) + _cell(f"{r.speedup:.2f}×" if r.speedup else "")
+            + _cell(r.nfe) + _cell(f"{r.rfid:.4g}") + _cell(r.steps, "steps") + "</tr>")
+
+
+def best_table(c: Comparison) -> str:
+    """Each study's best feasible searched trial, then the best baseline under each budget."""
+    cols = ("study", "space", "budget", "trial", "avg MACs", "speedup", "NFE", c.metric, "steps")
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in cols)
+    rows = [_best_row(x.label, x.space, _budget_text(x.report.max_avg_macs), x.best, c.metric)
+            for x in c.studies]
+    budgets = c.budgets() or [(None, [])]
+    for limit, _ in budgets:
+        rows.append(_best_row("best baseline", "", _budget_text(limit), c.best_baseline(limit),
+                              c.metric))
+    return f'<table class="best"><tr>{head}</tr>{"".join(rows)}</table>'
+
+
+def render_comparison_html(
+    c: Comparison, samples: list[tuple[list[SampleRow], str]], *, cdn: bool = False
+) -> str:
+    """The comparison page: shared settings, the studies, the joint plot, the best trials, then
+    each study's own sections (`samples`: each study's sample rows and note, in order)."""
+    title = f"flexopt comparison: {', '.join(x.name for x in c.studies)}"
+    fig = _figure_html(comparison_figure(c), "compare", "cdn" if cdn else True)
+    parts = [f"""{_shared_summary(c)}
+<h2>Studies</h2>
+{_studies_table(c)}
+<h2>{html.escape(c.metric)} against avg MACs</h2>
+<p class="note">Each study's searched candidates in its colour (grey: over its budget) and the
+front of its searched candidates as a line; the baselines once, as their own series (grey: over
+every budget); each budget a dashed line. Hover a point for its schedule.</p>
+{fig}
+<h2>Best trial of each study</h2>
+{best_table(c)}
+"""]
+    for i, (x, (rows, note)) in enumerate(zip(c.studies, samples, strict=True), 1):
+        ids = tuple(f"s{i}-{k}" for k in FIGURE_IDS)
+        parts.append(f'<h2 id="study-{i}">{html.escape(x.label)}</h2>\n'
+                     + _study_body(x.report, rows, False, note, ids, h="h3"))
+    return _page(title, "".join(parts))
+
+
+def build_comparison(
+    storages: str | Sequence[str],
+    study_names: Sequence[str],
+    out: str | os.PathLike[str],
+    *,
+    cdn: bool = False,
+    artifacts: Sequence[str | None] = (),
+    use_artifacts: bool = True,
+) -> tuple[Path, Comparison]:
+    """Compare several studies in one HTML page; returns the path and what was drawn.
+
+    `storages`: one storage URL or several; `study_names`: the studies (may be empty when each
+    storage holds one; see `flexopt.report.compare.find_studies` for how names meet storages).
+    The studies must share model, `t_ref`, metric, rFID images and seed (else one clear
+    `FlexoptError` naming the setting and the values); budgets may differ. The page holds one
+    plot of every study (searched trials and front per study, baselines once), a table of each
+    study's best trial, and each study's own report sections. `artifacts`: the artifact
+    directory of each storage, in the order of `storages` (empty: each storage's default).
+    """
+    urls = [storages] if isinstance(storages, str) else list(dict.fromkeys(storages))
+    if artifacts and len(artifacts) != len(urls):
+        raise FlexoptError(f"--artifacts given {len(artifacts)} times for {len(urls)} storages; "
+                           "allowed: none, or one per --storage in the same order")
+    dirs = dict(zip(urls, artifacts or [None] * len(urls), strict=True))
+    pairs = [(url, load_study(url, name)) for url, name in find_studies(urls, study_names)]
+    c = compare(pairs)
+    samples = []
+    for x, (url, study) in zip(c.studies, pairs, strict=True):
+        store, note = open_samples_store(url, dirs[url], use_artifacts)
+        samples.append((sample_rows(study, x.report, store), note))
+    page = render_comparison_html(c, samples, cdn=cdn)
+    return write_text_atomic(out, page), c
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:

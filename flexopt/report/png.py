@@ -11,14 +11,23 @@ import os
 import tempfile
 from pathlib import Path
 
+import plotly.graph_objects as go
 import plotly.io as pio
 
 from flexopt.errors import FlexoptError
 from flexopt.report.browser import find_browser, screenshot
+from flexopt.report.compare import Comparison, comparison_series
 from flexopt.report.data import StudyReport
-from flexopt.report.figures import pareto_figure
+from flexopt.report.figures import budget_label, comparison_figure, pareto_figure
 from flexopt.report.files import make_parent, write_error
-from flexopt.report.series import GREY, MacsUnit, log_scale, metric_label, pareto_series
+from flexopt.report.series import (
+    GREY,
+    MacsUnit,
+    Series,
+    log_scale,
+    metric_label,
+    pareto_series,
+)
 
 PNG_BACKENDS = ("auto", "matplotlib", "browser")
 _SIZE = (1000, 600)  # browser backend: pixels
@@ -65,21 +74,45 @@ def export_pareto_png(
     chosen = pick_backend(backend)
     make_parent(out)
     if chosen == "matplotlib":
-        return _matplotlib(report, out, dpi)
-    return _browser(report, out)
+        unit = MacsUnit.for_values([r.avg_macs for r in report.evaluated]
+                                   + [report.full_macs or 0])
+        budgets = ([] if report.max_avg_macs is None
+                   else [(report.max_avg_macs, "budget", GREY)])
+        return _matplotlib(pareto_series(report), budgets, unit, metric_label(report),
+                           report.full_macs, [r.rfid for r in report.evaluated], out, dpi)
+    return _browser(pareto_figure(report), out)
 
 
-def _matplotlib(report: StudyReport, out: Path, dpi: int) -> Path:
+def export_comparison_png(
+    c: Comparison, path: str | os.PathLike[str], backend: str = "auto", dpi: int = 200
+) -> Path:
+    """Write the comparison plot (several studies, `html.build_comparison`) as a PNG."""
+    out = png_path(path)
+    chosen = pick_backend(backend)
+    make_parent(out)
+    if chosen == "matplotlib":
+        points = c.points
+        unit = MacsUnit.for_values([r.avg_macs for r in points] + [c.full_macs or 0])
+        several = len(c.studies) > 1
+        budgets = [(limit, budget_label(limit, studies, several),
+                    studies[0].colour if len(studies) == 1 and several else GREY)
+                   for limit, studies in c.budgets()]
+        return _matplotlib(comparison_series(c), budgets, unit, c.metric, c.full_macs,
+                           [r.rfid for r in points], out, dpi)
+    return _browser(comparison_figure(c), out)
+
+
+def _matplotlib(series: list[Series], budgets: list[tuple[float, str, str]], unit: MacsUnit,
+                metric: str, full_macs: float | None, values: list[float], out: Path,
+                dpi: int) -> Path:
     import matplotlib
 
     matplotlib.use("Agg", force=False)  # no display needed
     import matplotlib.pyplot as plt
     import numpy as np
 
-    unit = MacsUnit.for_values([r.avg_macs for r in report.evaluated] + [report.full_macs or 0])
-    metric = metric_label(report)
     fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
-    for s in pareto_series(report):
+    for s in series:
         xs = [unit(r.avg_macs) for r in s.rows]
         ys = [r.rfid for r in s.rows]
         if s.line:
@@ -87,15 +120,15 @@ def _matplotlib(report: StudyReport, out: Path, dpi: int) -> Path:
         face = "none" if s.outline_only else s.colour
         ax.scatter(xs, ys, s=s.size**2 * 0.6, marker=s.marker, facecolors=face,
                    edgecolors=s.colour, label=s.name, zorder=4 if s.line else 2)
-    if report.max_avg_macs is not None:
-        ax.axvline(unit(report.max_avg_macs), ls="--", color=GREY, lw=1, label="budget")
-    if log_scale([r.rfid for r in report.evaluated]):
+    for limit, label, colour in budgets:
+        ax.axvline(unit(limit), ls="--", color=colour, lw=1, label=label)
+    if log_scale(values):
         ax.set_yscale("log")
     ax.set_xlabel(unit.label)
     ax.set_ylabel(f"{metric} (lower is better)")
     ax.grid(alpha=0.3)
-    if report.full_macs:
-        full = unit(report.full_macs)
+    if full_macs:
+        full = unit(full_macs)
 
         def to_speedup(x):  # speedup = full / avg MACs, its own inverse
             with np.errstate(divide="ignore"):
@@ -113,8 +146,7 @@ def _matplotlib(report: StudyReport, out: Path, dpi: int) -> Path:
     return out
 
 
-def _browser(report: StudyReport, out: Path) -> Path:
-    fig = pareto_figure(report)
+def _browser(fig: go.Figure, out: Path) -> Path:
     fig.update_layout(width=_SIZE[0], height=_SIZE[1], margin={"l": 70, "r": 20, "t": 90, "b": 60})
     page = pio.to_html(fig, full_html=True, include_plotlyjs=True,
                        config={"staticPlot": True, "displayModeBar": False})

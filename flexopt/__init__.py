@@ -5,7 +5,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from flexopt.errors import FlexoptError
-from flexopt.schedule import Schedule
+from flexopt.schedule import PlacedStep, Schedule
 from flexopt.space import Candidate, SearchSpace, Segment, StepType
 from flexopt.timestep_space import Placement, TimestepSpace
 
@@ -38,6 +38,7 @@ __all__ = [
     "FlexScheduler",
     "FlexoptError",
     "Objective",
+    "PlacedStep",
     "Placement",
     "Schedule",
     "SearchJob",

@@ -197,13 +197,12 @@ def generate_images(
         """Images first .. first + n - 1 (a smaller batch on out-of-memory: same images)."""
         nonlocal seconds, calls
         gens = [torch.Generator("cpu").manual_seed(seed + first + i) for i in range(n)]
-        kwargs: dict[str, Any] = {"generator": gens, "output_type": "np", "progress": progress,
-                                  "_first": first}
+        kwargs: dict[str, Any] = {"generator": gens, "output_type": "np", "progress": progress}
         if prefix is not None:  # a batch that fails (out-of-memory, retried smaller) skips nothing
             counted = prefix.skipped, len(prefix.resumed)
             kwargs["resume"], kwargs["on_boundary"] = prefix.batch(first, n)
         try:
-            batch = _run_batch(kwargs)
+            batch = _run_batch(first, kwargs)
         except BaseException:
             if prefix is not None:
                 prefix.skipped, prefix.resumed[:] = counted[0], prefix.resumed[:counted[1]]
@@ -212,8 +211,9 @@ def generate_images(
         calls += run.stats.nfe
         return np.asarray(batch, dtype=np.float32)
 
-    def _run_batch(kwargs: dict[str, Any]) -> Any:
-        first, n = kwargs.pop("_first"), len(kwargs["generator"])
+    def _run_batch(first: int, kwargs: dict[str, Any]) -> Any:
+        """One pipeline call for images `first ..`, with each image's prompt, input and label."""
+        n = len(kwargs["generator"])
         if run.kind != "unconditional":
             texts = [prompts[(first + i) % len(prompts)] if prompts else "" for i in range(n)]
             for key, given in (("image", images), ("mask_image", masks)):

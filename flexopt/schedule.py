@@ -38,6 +38,18 @@ def _positive_int(name: str, value: Any) -> int:
     return value
 
 
+def _check_keys(data: dict[str, Any], source: str, allowed: set[str],
+                required: tuple[str, ...]) -> None:
+    """A schedule file's keys: none unknown (a typo is an error), none required missing."""
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise FlexoptError(f"{source}: unknown key(s) {', '.join(unknown)}; "
+                           f"allowed: {', '.join(sorted(allowed))}")
+    for key in required:
+        if key not in data:
+            raise FlexoptError(f"{source}: missing key {key!r}")
+
+
 def check_sampler(sampler: Any) -> str:
     """Return `sampler` if it is a supported sampler name, else raise naming the allowed ones."""
     if sampler not in SAMPLERS:
@@ -276,15 +288,7 @@ class Schedule:
             )
         if data["format"] == FORMAT_V2:
             return cls._from_dict_v2(data, source)
-        unknown = sorted(set(data) - _KEYS)
-        if unknown:
-            raise FlexoptError(
-                f"{source}: unknown key(s) {', '.join(unknown)}; "
-                f"allowed: {', '.join(sorted(_KEYS))}"
-            )
-        for key in ("sampler", "t_ref", "segment_length", "segments"):
-            if key not in data:
-                raise FlexoptError(f"{source}: missing key {key!r}")
+        _check_keys(data, source, _KEYS, ("sampler", "t_ref", "segment_length", "segments"))
         raw = data["segments"]
         if not isinstance(raw, list):
             raise FlexoptError(
@@ -308,15 +312,7 @@ class Schedule:
 
     @classmethod
     def _from_dict_v2(cls, data: dict[str, Any], source: str) -> Schedule:
-        unknown = sorted(set(data) - _KEYS_V2)
-        if unknown:
-            raise FlexoptError(
-                f"{source}: unknown key(s) {', '.join(unknown)}; "
-                f"allowed: {', '.join(sorted(_KEYS_V2))}"
-            )
-        for key in ("sampler", "t_ref", "timesteps", "step_types"):
-            if key not in data:
-                raise FlexoptError(f"{source}: missing key {key!r}")
+        _check_keys(data, source, _KEYS_V2, ("sampler", "t_ref", "timesteps", "step_types"))
         ts, types = data["timesteps"], data["step_types"]
         if not isinstance(ts, list) or not isinstance(types, list) or len(ts) != len(types):
             raise FlexoptError(f"{source}: 'timesteps' and 'step_types' must be lists of the "

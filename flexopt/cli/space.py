@@ -81,9 +81,7 @@ def space(config, space_kind, segments, branches, steps, intervals, t_ref, n_sam
             for c in samples
         ]
         if fit is not None:
-            data["budget"] = {"max_avg_macs": limit, "fits": fit.costs.fits(limit),
-                              "warning": fit.warning, "suggested_segments": list(fit.suggested),
-                              **{f"{k}_avg_macs": v for k, v in vars(fit.costs).items()}}
+            data["budget"] = _budget_json(fit, limit, "suggested_segments")
         echo_json(data)
         return
     if cfg is not None:
@@ -140,9 +138,7 @@ def _placed(cfg, choices, n_samples, seed, budget, model, as_json) -> None:
         data = sp.describe()
         data["samples"] = [sp.schedule(c).to_dict() for c in samples]
         if fit is not None:
-            data["budget"] = {"max_avg_macs": limit, "fits": fit.costs.fits(limit),
-                              "warning": fit.warning, "suggested_steps": list(fit.suggested),
-                              **{f"{k}_avg_macs": v for k, v in vars(fit.costs).items()}}
+            data["budget"] = _budget_json(fit, limit, "suggested_steps")
         echo_json(data)
         return
     if cfg is not None:
@@ -164,3 +160,10 @@ def _placed(cfg, choices, n_samples, seed, budget, model, as_json) -> None:
         schedule = sp.schedule(c)
         click.echo(f"\nsample {i}: K={schedule.nfe}")
         click.echo(f"  steps: {schedule.step_string()}")
+
+
+def _budget_json(fit, limit: float, suggested: str) -> dict:
+    """The `budget` part of `flexopt space --json`: the fit of the space to the budget."""
+    return {"max_avg_macs": limit, "fits": fit.costs.fits(limit), "warning": fit.warning,
+            suggested: list(fit.suggested),
+            **{f"{k}_avg_macs": v for k, v in vars(fit.costs).items()}}

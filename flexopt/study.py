@@ -238,8 +238,9 @@ def baseline_schedules(
 
     A fewer-step teacher runs `T' < t_ref` full steps; one is made at the MACs of each DeepCache
     baseline and one at the budget, so every baseline has a plain-DDIM/PLMS counterpart. With the
-    model's `train_timesteps` (and `steps_offset`), each `T'` also gets DDIM's quadratic spacing
-    (`ddim-quad T=…`, the DDIM paper's CIFAR-10 choice). In a timestep / hybrid space the
+    model's `train_timesteps` (and `steps_offset`), the `T'` at the budget (every `T'` without a
+    budget) also gets DDIM's quadratic spacing (`ddim-quad T=…`, the DDIM paper's CIFAR-10
+    choice). In a timestep / hybrid space the
     teachers are placed-step schedules on the same timesteps (they then join its population).
     `mode="all"`: all of them, those under the budget first (heaviest first), so a time limit
     spends itself on what the search is judged against; `"best"`: only the heaviest under the
@@ -273,6 +274,7 @@ def _baseline_candidates(
         for b in space.branches:
             out.append((f"deepcache n={n} b={b}", Schedule.uniform(t_ref, n, b, sampler=sampler)))
     steps = {max(1, round(avg_macs(s) * t_ref / full_macs)) for _, s in out}
+    under = None
     if max_avg_macs is not None:
         under = math.ceil(max_avg_macs * t_ref / full_macs) - 1  # largest T' strictly under
         if under >= 1:
@@ -286,7 +288,7 @@ def _baseline_candidates(
                                                           train_timesteps, offset)))
         else:
             out.append((f"teacher T={t}", Schedule(sampler, t_ref, 1, ((1, 1),) * t)))
-        if train_timesteps is not None and t > 1:
+        if train_timesteps is not None and t > 1 and (t == under or max_avg_macs is None):
             out.append((f"ddim-quad T={t}", Schedule.spaced(t_ref, t, "quadratic", sampler,
                                                             train_timesteps, offset)))
     return out

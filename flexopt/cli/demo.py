@@ -64,7 +64,9 @@ def demo(ctx, out_dir, minutes, n_trials, device, cache_dir, validate_images, pr
                            "--minutes or --n-trials); run `flexopt demo` again to continue it")
     ctx.invoke(export, storage=storage, study_name=cfg.study_name, best=True, out=str(best))
     html = out / "report.html"
-    ctx.invoke(report, storage=storage, study_name=cfg.study_name, out=str(html), highlight=())
+    # report takes several studies: its --storage / --study-name are tuples
+    ctx.invoke(report, storage=(storage,), study_name=(cfg.study_name,), out=str(html),
+               highlight=())
     if validate_images:
         click.echo(f"\non {validate_images} held-out images (seeds the search never used):")
         ctx.invoke(validate, storage=storage, study_name=cfg.study_name,

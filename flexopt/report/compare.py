@@ -23,7 +23,6 @@ from flexopt.report.series import _STYLE, GREY, Series, metric_label
 from flexopt.storage import mask_url, study_names
 from flexopt.study import load_study
 
-SPACE_KINDS = ("segments", "timesteps", "hybrid")
 # settings two studies must share to be compared: (key in `flexopt:settings`, name for the user)
 SHARED_SETTINGS = (("model", "model"), ("t_ref", "t_ref"), ("metric", "metric"),
                    ("num_images", "rFID images"), ("seed", "seed"),

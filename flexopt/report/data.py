@@ -21,7 +21,7 @@ from flexopt.errors import FlexoptError
 from flexopt.schedule import Schedule
 from flexopt.study import SCHEDULE_ATTR, settings_of, trial_schedule
 
-KINDS = ("searched", "deepcache", "teacher", "baseline")
+KINDS = ("searched", "deepcache", "teacher", "ddim-quad", "baseline")
 
 
 @dataclass(frozen=True)

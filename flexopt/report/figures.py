@@ -175,7 +175,7 @@ def progress_figure(report: StudyReport) -> go.Figure:
 def _strip_rows(report: StudyReport) -> list[TrialRow]:
     """The selected trials, then the best feasible baseline of each kind for comparison."""
     rows = [report.row(n) for n in report.selected()]
-    for kind in ("deepcache", "teacher"):
+    for kind in ("deepcache", "teacher", "ddim-quad"):
         ok = [r for r in report.evaluated if r.kind == kind and r.feasible]
         if ok:
             rows.append(min(ok, key=lambda r: r.rfid))

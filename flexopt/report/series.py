@@ -16,6 +16,7 @@ _STYLE = {  # kind → (legend name, colour, plotly symbol, matplotlib marker)
     "searched": ("searched", "#4c78a8", "circle", "o"),
     "deepcache": ("DeepCache uniform", "#f58518", "square", "s"),
     "teacher": ("teacher, fewer steps", "#54a24b", "triangle-up", "^"),
+    "ddim-quad": ("DDIM, quadratic spacing", "#9d755d", "diamond", "D"),
     "baseline": ("other baseline", "#b279a2", "cross", "P"),
 }
 FRONT_COLOUR = "#e45756"

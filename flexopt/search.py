@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -184,7 +184,7 @@ def run_search(job: SearchJob, log: Log = print) -> SearchResult:
                 f"{','.join(map(str, space.branches))}, intervals "
                 f"{','.join(map(str, space.intervals))}; cost {fit.costs}")
         else:
-            log(f"space: {space.kind}, step counts {','.join(map(str, space.steps))}{fitted}"
+            log(f"space: {space.kind}, step counts {_choices(space.steps)}{fitted}"
                 + (f", branches {','.join(map(str, space.branches))}" if space.branches else "")
                 + f"; cost {fit.costs}")
         if fit.warning:
@@ -212,6 +212,14 @@ def run_search(job: SearchJob, log: Log = print) -> SearchResult:
     queued = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
     timed_out = job.timeout is not None and finished(study) < job.n_trials
     return SearchResult(study, url, ran, queued, timed_out)
+
+
+def _choices(values: Sequence[int]) -> str:
+    """`24-50` for a run of consecutive choices, else `19,20,21`."""
+    vals = list(values)
+    if len(vals) > 3 and vals == list(range(vals[0], vals[-1] + 1)):
+        return f"{vals[0]}-{vals[-1]}"
+    return ",".join(map(str, vals))
 
 
 def enqueue_baselines_once(study: optuna.Study, lock: StudyLock,

@@ -53,8 +53,8 @@ def _search(model_dir, tmp_path, weights, kind, n_trials, extra=()):
 def test_search_export_rfid_resume(model_dir, tmp_path, inception_weights, kind):
     r = _search(model_dir, tmp_path, inception_weights, kind, 14)
     assert r.exit_code == 0, r.output
-    assert f"space: {kind}, step counts 7,8,9 (fitted to the budget)" in r.output \
-        or (kind == "hybrid" and "space: hybrid, step counts 9," in r.output), r.output
+    counts = "7,8,9" if kind == "timesteps" else "9-20"  # K_full-2..K_full; K_full..t_ref
+    assert f"space: {kind}, step counts {counts} (fitted to the budget)" in r.output, r.output
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     study = optuna.load_study(study_name=kind, storage=storage)
     done = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
@@ -125,7 +125,8 @@ def test_space_command_for_placed_spaces(model_dir):
     r = run("space", "--space", "hybrid", "--model", model_dir, "--t-ref", 20, "--budget",
             "2x", "--sample", 2, "--branches", "1,2")
     assert r.exit_code == 0, r.output
-    assert "space             : hybrid" in r.output and "step-count choices: 9-" not in r.output
+    assert "space             : hybrid" in r.output
+    assert "step-count choices: 9,10,11,12,13,14,15,16,17,18,19,20" in r.output
     assert "sample 2: K=" in r.output and "F" in r.output
     r = run("space", "--space", "timesteps", "--steps", "4,5", "--json", "--sample", 1)
     data = json.loads(r.output)

@@ -2,7 +2,8 @@
 
 For each U-Net config (random weights, no download: `flexopt.models.REFERENCE_UNETS`; or
 `fashion-mnist`, flexopt's embedded teacher, the model of the issue's table), runs in one process,
-interleaved round by round (min over --repeats rounds counts):
+interleaved round by round, in a shuffled order each round (min over --repeats rounds counts;
+the median is reported too):
 
 - `stock`: the plain diffusers loop (no flexopt, no DeepCache): the full schedule, the baseline;
 - `flexopt full`: the all-full schedule through flexopt (its overhead on a full run);
@@ -31,6 +32,8 @@ import datetime
 import json
 import os
 import platform
+import random
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -210,10 +213,15 @@ def bench_config(name: str, args: argparse.Namespace, log: Callable[[str], None]
         for _ in range(args.warmup):
             for _, fn in cases.values():
                 fn()
+        walls: dict[str, list[float]] = {k: [] for k in cases}
         for r in range(args.repeats):
-            for key, (_, fn) in cases.items():
-                wall, cpu, out = timed(fn, args.device)
+            order = list(cases)
+            if args.shuffle:  # a fixed order favours or handicaps whoever runs after whom
+                random.Random(r).shuffle(order)
+            for key in order:
+                wall, cpu, out = timed(cases[key][1], args.device)
                 best[key] = [min(best[key][0], wall), min(best[key][1], cpu)]
+                walls[key].append(wall)
                 outputs[key] = out
                 log(f"  {name} round {r + 1}: {key} {wall:.3f} s")
     rows = []
@@ -226,10 +234,12 @@ def bench_config(name: str, args: argparse.Namespace, log: Callable[[str], None]
             "macs_speedup": cost.speedup, "seconds": wall, "cpu_seconds": cpu,
             "wall_speedup": base_wall / wall, "cpu_speedup": base_cpu / cpu,
             "wall_over_macs": base_wall / wall / cost.speedup, "batch": batch,
+            "seconds_all": walls[key], "seconds_median": statistics.median(walls[key]),
         }
         if key.startswith("flexopt b="):
             helper = key.replace("flexopt", "helper")
             row["vs_helper"] = best[helper][0] / wall  # > 1: flexopt faster
+            row["vs_helper_median"] = statistics.median(walls[helper]) / row["seconds_median"]
             row["max_abs_diff_vs_helper"] = float(
                 (outputs[key].float() - outputs[helper].float()).abs().max())
         if key == "flexopt full":
@@ -241,15 +251,16 @@ def bench_config(name: str, args: argparse.Namespace, log: Callable[[str], None]
 
 def table(rows: list[dict[str, Any]]) -> str:
     head = (f"{'config':13} {'case':13} {'NFE':>4} {'MACs x':>7} {'seconds':>8} {'wall x':>7} "
-            f"{'wall/MACs':>9} {'CPU x':>6} {'vs helper':>9} {'max|diff|':>9}")
+            f"{'wall/MACs':>9} {'CPU x':>6} {'vs helper':>9} {'median vs':>9} {'max|diff|':>9}")
     lines = [head, "-" * len(head)]
     for r in rows:
         diff = r.get("max_abs_diff_vs_helper", r.get("max_abs_diff_vs_stock"))
-        vs = r.get("vs_helper")
+        vs, med = r.get("vs_helper"), r.get("vs_helper_median")
         lines.append(
             f"{r['config']:13} {r['case']:13} {r['nfe']:>4} {r['macs_speedup']:>7.2f} "
             f"{r['seconds']:>8.3f} {r['wall_speedup']:>7.2f} {r['wall_over_macs']:>9.2f} "
             f"{r['cpu_speedup']:>6.2f} {(f'{vs:.3f}' if vs else '-'):>9} "
+            f"{(f'{med:.3f}' if med else '-'):>9} "
             f"{(f'{diff:.1e}' if diff is not None else '-'):>9}")
     return "\n".join(lines)
 
@@ -267,6 +278,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="prompts per run (SD 1.5; the U-Net sees twice that, with guidance)")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the min counts")
     ap.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
+    ap.add_argument("--no-shuffle", dest="shuffle", action="store_false",
+                    help="run the cases in a fixed order each round (default: a shuffled order, "
+                         "seeded by the round)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default="fp32", help="U-Net dtype: fp32, bf16 or fp16")
     ap.add_argument("--tiny", action="store_true", help="toy widths (a CPU check, not a number)")
@@ -297,8 +311,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"DDIM {args.steps} steps, interval {args.interval}, {dtype_name(args.dtype)} on "
           f"{args.device} ({torch.get_num_threads()} threads), random weights (the embedded "
           "teacher: trained)"
-          f"{' (tiny widths)' if args.tiny else ''}; min of {args.repeats} interleaved rounds; "
-          "x = speedup over stock, vs helper > 1 = flexopt faster")
+          f"{' (tiny widths)' if args.tiny else ''}; min of {args.repeats} interleaved rounds"
+          f"{' (shuffled order)' if args.shuffle else ''}; x = speedup over stock, vs helper > 1 "
+          "= flexopt faster (median vs: the same from the rounds' medians)")
     print(table(rows))
     result = {"benchmark": "executor", "date": datetime.datetime.now(datetime.UTC).isoformat(
         timespec="seconds"), "machine": machine(), "command": " ".join(sys.argv),

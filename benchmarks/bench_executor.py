@@ -2,8 +2,12 @@
 
 For each U-Net config (random weights, no download: `flexopt.models.REFERENCE_UNETS`; or
 `fashion-mnist`, flexopt's embedded teacher, the model of the issue's table), runs in one process,
-interleaved round by round, in a shuffled order each round (min over --repeats rounds counts;
-the median is reported too):
+interleaved round by round (min over --repeats rounds counts; the median is reported too). Each
+round runs the cases in pairs that are compared (`stock` with `flexopt full`, each branch's helper
+with flexopt), a pair's two runs back to back in a random order and the pairs in a random order
+(seeded by the round), so slow drifts of a shared machine hit both sides of a comparison alike;
+`paired` is the median over rounds of helper seconds / flexopt seconds within a round, and `wins`
+the rounds flexopt was the faster of the pair:
 
 - `stock`: the plain diffusers loop (no flexopt, no DeepCache): the full schedule, the baseline;
 - `flexopt full`: the all-full schedule through flexopt (its overhead on a full run);
@@ -191,6 +195,19 @@ def timed(fn: Callable[[], torch.Tensor], device: str) -> tuple[float, float, to
     return time.perf_counter() - wall, time.process_time() - cpu, out
 
 
+def round_order(cases: list[str], r: int, shuffle: bool) -> list[str]:
+    """The cases' order in round `r`: compared pairs back to back, each pair and the pairs in an
+    order seeded by `r` (a fixed order favours or handicaps whoever runs after whom)."""
+    pairs = [["stock", "flexopt full"]] + [
+        [k.replace("flexopt", "helper"), k] for k in cases if k.startswith("flexopt b=")]
+    if shuffle:
+        rng = random.Random(r)
+        rng.shuffle(pairs)
+        for pair in pairs:
+            rng.shuffle(pair)
+    return [k for pair in pairs for k in pair]
+
+
 def bench_config(name: str, args: argparse.Namespace, log: Callable[[str], None]
                  ) -> list[dict[str, Any]]:
     """Rows for one config: every case timed in each of --repeats interleaved rounds."""
@@ -215,10 +232,7 @@ def bench_config(name: str, args: argparse.Namespace, log: Callable[[str], None]
                 fn()
         walls: dict[str, list[float]] = {k: [] for k in cases}
         for r in range(args.repeats):
-            order = list(cases)
-            if args.shuffle:  # a fixed order favours or handicaps whoever runs after whom
-                random.Random(r).shuffle(order)
-            for key in order:
+            for key in round_order(list(cases), r, args.shuffle):
                 wall, cpu, out = timed(cases[key][1], args.device)
                 best[key] = [min(best[key][0], wall), min(best[key][1], cpu)]
                 walls[key].append(wall)
@@ -240,6 +254,10 @@ def bench_config(name: str, args: argparse.Namespace, log: Callable[[str], None]
             helper = key.replace("flexopt", "helper")
             row["vs_helper"] = best[helper][0] / wall  # > 1: flexopt faster
             row["vs_helper_median"] = statistics.median(walls[helper]) / row["seconds_median"]
+            ratios = [h / f for h, f in zip(walls[helper], walls[key], strict=True)]
+            row["vs_helper_paired"] = statistics.median(ratios)
+            row["wins"] = sum(x > 1 for x in ratios)
+            row["rounds"] = len(ratios)
             row["max_abs_diff_vs_helper"] = float(
                 (outputs[key].float() - outputs[helper].float()).abs().max())
         if key == "flexopt full":
@@ -251,16 +269,19 @@ def bench_config(name: str, args: argparse.Namespace, log: Callable[[str], None]
 
 def table(rows: list[dict[str, Any]]) -> str:
     head = (f"{'config':13} {'case':13} {'NFE':>4} {'MACs x':>7} {'seconds':>8} {'wall x':>7} "
-            f"{'wall/MACs':>9} {'CPU x':>6} {'vs helper':>9} {'median vs':>9} {'max|diff|':>9}")
+            f"{'wall/MACs':>9} {'CPU x':>6} {'vs helper':>9} {'median vs':>9} {'paired':>6} "
+            f"{'wins':>5} {'max|diff|':>9}")
     lines = [head, "-" * len(head)]
     for r in rows:
         diff = r.get("max_abs_diff_vs_helper", r.get("max_abs_diff_vs_stock"))
-        vs, med = r.get("vs_helper"), r.get("vs_helper_median")
+        vs, med, pv = r.get("vs_helper"), r.get("vs_helper_median"), r.get("vs_helper_paired")
+        wins = f"{r['wins']}/{r['rounds']}" if "wins" in r else "-"
         lines.append(
             f"{r['config']:13} {r['case']:13} {r['nfe']:>4} {r['macs_speedup']:>7.2f} "
             f"{r['seconds']:>8.3f} {r['wall_speedup']:>7.2f} {r['wall_over_macs']:>9.2f} "
             f"{r['cpu_speedup']:>6.2f} {(f'{vs:.3f}' if vs else '-'):>9} "
             f"{(f'{med:.3f}' if med else '-'):>9} "
+            f"{(f'{pv:.3f}' if pv else '-'):>6} {wins:>5} "
             f"{(f'{diff:.1e}' if diff is not None else '-'):>9}")
     return "\n".join(lines)
 
@@ -279,8 +300,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the min counts")
     ap.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     ap.add_argument("--no-shuffle", dest="shuffle", action="store_false",
-                    help="run the cases in a fixed order each round (default: a shuffled order, "
-                         "seeded by the round)")
+                    help="run the cases in a fixed order each round (default: compared pairs "
+                         "back to back, in an order seeded by the round)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default="fp32", help="U-Net dtype: fp32, bf16 or fp16")
     ap.add_argument("--tiny", action="store_true", help="toy widths (a CPU check, not a number)")
@@ -313,7 +334,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           "teacher: trained)"
           f"{' (tiny widths)' if args.tiny else ''}; min of {args.repeats} interleaved rounds"
           f"{' (shuffled order)' if args.shuffle else ''}; x = speedup over stock, vs helper > 1 "
-          "= flexopt faster (median vs: the same from the rounds' medians)")
+          "= flexopt faster (median vs: the same from the rounds' medians; paired: median of "
+          "the per-round ratios; wins: rounds flexopt was faster)")
     print(table(rows))
     result = {"benchmark": "executor", "date": datetime.datetime.now(datetime.UTC).isoformat(
         timespec="seconds"), "machine": machine(), "command": " ".join(sys.argv),

@@ -40,6 +40,7 @@ class TrainConfig:
     num_train_timesteps: int = 1000
     seed: int = 0
     checkpoint_every: int = 500
+    init_from: str | None = None  # a pipeline/U-Net to warm-start from (same architecture)
     extra: dict = field(default_factory=dict)
 
     def unet_config(self, channels: int) -> dict:
@@ -75,7 +76,10 @@ def check_config(cfg: TrainConfig) -> None:
 
 
 def _config_json(cfg: TrainConfig) -> str:
-    return json.dumps(asdict(cfg), sort_keys=True)
+    d = asdict(cfg)
+    if d["init_from"] is None:  # so checkpoints written before warm starts existed still resume
+        del d["init_from"]
+    return json.dumps(d, sort_keys=True)
 
 
 def _config_diff(stored: str | None, cfg: TrainConfig) -> list[str]:
@@ -113,6 +117,32 @@ def _lr_at(cfg: TrainConfig, step: int) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, p))))
 
 
+def _init_weights(cfg: TrainConfig, channels: int) -> tuple[dict, dict]:
+    """The state dict of `cfg.init_from` and its training record ({} if none), refusing another
+    architecture by name: a warm start continues a model, it does not convert one."""
+    from diffusers import UNet2DModel
+
+    from flexopt.models import load_unet_config, resolve_model
+
+    src = cfg.init_from
+    have = load_unet_config(src)
+    want = json.loads(json.dumps(cfg.unet_config(channels)))
+    diff = [f"{k}: {json.dumps(have.get(k))} there, {json.dumps(v)} here"
+            for k, v in want.items() if have.get(k) != v]
+    if have.get("_class_name", "UNet2DModel") != "UNet2DModel" or diff:
+        why = "; ".join(diff) or "not a UNet2DModel"
+        raise FlexoptError(
+            f"--init-from {src!r} is not this architecture ({why}); "
+            "allowed: a UNet2DModel with the --channels, --image-size and data channels given"
+        )
+    path = Path(resolve_model(src)).expanduser()
+    sub = "unet" if (path / "model_index.json").is_file() else None
+    unet = UNet2DModel.from_pretrained(path, subfolder=sub)
+    record = path / "flexopt_training.json"
+    info = json.loads(record.read_text()) if record.is_file() else {}
+    return unet.state_dict(), info
+
+
 def _save_atomic(obj: dict, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
@@ -128,11 +158,16 @@ def train_teacher(
     log: Callable[[str], None] = print,
     time_limit: float | None = None,
     stop_at: int | None = None,
+    snapshot_every: int | None = None,
+    log_every: int = 100,
 ) -> Path:
     """Train (or resume) and write a `DDPMPipeline` directory to `out_dir`; returns its path.
 
     `time_limit` (seconds) or `stop_at` (a step) end this run early with a checkpoint, exactly
     as an interruption would; running again resumes. The pipeline holds the EMA weights so far.
+    `cfg.init_from` warm-starts model and EMA from a trained pipeline (fresh optimizer and LR
+    schedule). `snapshot_every` keeps the EMA pipeline at `OUT/snapshots/step-NNNNNN` so a
+    training curve (FID per step) can be measured afterwards; `OUT/log.csv` records the loss.
     """
     from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
     from tqdm.auto import tqdm
@@ -155,6 +190,13 @@ def train_teacher(
     gen = torch.Generator().manual_seed(cfg.seed)
     step, seconds = 0, 0.0
     ckpt = out / "checkpoint.pt"
+    prior: dict = {}
+    if cfg.init_from:
+        init, prior = _init_weights(cfg, channels)
+        if not ckpt.exists():
+            model.load_state_dict(init)
+            ema.load_state_dict(init)
+            log(f"warm start from {cfg.init_from} ({prior.get('steps', '?')} steps trained)")
     if ckpt.exists():
         state = torch.load(ckpt, map_location=device, weights_only=True)
         _check_checkpoint_config(ckpt, state.get("config"), cfg)
@@ -165,6 +207,7 @@ def train_teacher(
         step, seconds = int(state["step"]), float(state["seconds"])
         log(f"resuming from {ckpt} at step {step}")
     alphas = scheduler.alphas_cumprod.to(device)
+    curve = _Curve(out / "log.csv", step)
     bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", disable=not progress)
     t0 = time.perf_counter() - seconds
     loss_avg = None
@@ -206,9 +249,16 @@ def train_teacher(
         loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
         bar.update(1)
         bar.set_postfix(loss=f"{loss_avg:.4f}")
+        if step % log_every == 0:
+            curve.add(step, loss_avg, _lr_at(cfg, step - 1), time.perf_counter() - t0)
+        if snapshot_every and step % snapshot_every == 0:
+            DDPMPipeline(unet=ema, scheduler=scheduler).save_pretrained(
+                out / "snapshots" / f"step-{step:06d}", safe_serialization=True)
         if step % cfg.checkpoint_every == 0 or step == last:
+            curve.flush()
             save_checkpoint()
     bar.close()
+    curve.flush()
     if step % cfg.checkpoint_every and step != last:  # stopped by the time limit
         save_checkpoint()
     pipe = DDPMPipeline(unet=ema, scheduler=scheduler)
@@ -216,5 +266,36 @@ def train_teacher(
     info = {"config": asdict(cfg), "steps": step, "seconds": time.perf_counter() - t0,
             "device": device, "images": n_images, "torch": torch.__version__,
             "final_loss_ema": loss_avg, "parameters": sum(p.numel() for p in ema.parameters())}
+    if cfg.init_from:
+        info["init"] = {"from": cfg.init_from, "steps": prior.get("steps"),
+                        "seconds": prior.get("seconds"), "device": prior.get("device")}
+        if isinstance(prior.get("steps"), int):
+            info["total_steps"] = prior["steps"] + step
     (out / "pipeline" / "flexopt_training.json").write_text(json.dumps(info, indent=2))
     return out / "pipeline"
+
+
+class _Curve:
+    """`log.csv` (step, loss_ema, lr, seconds): rows past a resumed step are dropped, so a
+    resumed run's curve has each step once."""
+
+    HEADER = "step,loss_ema,lr,seconds\n"
+
+    def __init__(self, path: Path, start: int) -> None:
+        self.path, self.rows = path, []
+        kept = []
+        if path.is_file():
+            for line in path.read_text().splitlines()[1:]:
+                head = line.split(",", 1)[0]
+                if head.isdigit() and int(head) <= start:
+                    kept.append(line + "\n")
+        path.write_text(self.HEADER + "".join(kept))
+
+    def add(self, step: int, loss: float, lr: float, seconds: float) -> None:
+        self.rows.append(f"{step},{loss:.6f},{lr:.6g},{seconds:.1f}\n")
+
+    def flush(self) -> None:
+        if self.rows:
+            with self.path.open("a") as f:
+                f.writelines(self.rows)
+            self.rows = []

@@ -95,6 +95,26 @@ def test_executor_benchmark_on_tiny_configs(tmp_path):
     assert "vs helper" in p.stdout
 
 
+def test_executor_benchmark_runs_compared_pairs_back_to_back():
+    """Each round runs every case once, each compared pair adjacent, in an order that varies by
+    round in both the pairs and which side of a pair goes first."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_executor",
+                                                  ROOT / "benchmarks" / "bench_executor.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    cases = ["stock", "flexopt full", "helper b=1", "flexopt b=1", "helper b=2", "flexopt b=2"]
+    orders = [bench.round_order(cases, r, shuffle=True) for r in range(12)]
+    for order in orders:
+        assert sorted(order) == sorted(cases)
+        pairs = {frozenset(order[i:i + 2]) for i in range(0, len(order), 2)}
+        assert pairs == {frozenset(cases[i:i + 2]) for i in range(0, len(cases), 2)}
+    assert len({tuple(o) for o in orders}) > 4
+    assert {o.index("flexopt b=1") - o.index("helper b=1") for o in orders} == {-1, 1}
+    assert bench.round_order(cases, 3, shuffle=False) == cases
+
+
 def test_gpu_suite_tiny_mode(tmp_path, inception_weights):
     """The GPU suite's plumbing on CPU at toy sizes: every part runs (host syncs only on CUDA),
     and a missing benchmark (2) script is reported, not fatal."""

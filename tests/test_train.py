@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 
 import numpy as np
 import pytest
@@ -53,6 +54,45 @@ def test_checkpoint_of_other_config_is_refused(tmp_path):
     train_teacher(TrainConfig(steps=2, **TINY), tmp_path, imgs, progress=False, log=print)
     with pytest.raises(FlexoptError, match="another training config"):
         train_teacher(TrainConfig(steps=2, lr=1e-3, **TINY), tmp_path, imgs, progress=False)
+
+
+def test_warm_start_continues_the_given_weights_and_resumes_exactly(tmp_path):
+    imgs = _images()
+    quiet = dict(progress=False, log=lambda s: None)
+    base = train_teacher(TrainConfig(steps=3, **TINY), tmp_path / "base", imgs, **quiet)
+    warm = TrainConfig(steps=4, lr=1e-3, init_from=str(base), **TINY)
+    # Stopped before its first step, the warm start holds exactly the given weights.
+    start = train_teacher(warm, tmp_path / "w0", imgs, stop_at=0, **quiet)
+    a, b = _weights(base), _weights(start)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    straight = train_teacher(warm, tmp_path / "w1", imgs, snapshot_every=2, log_every=1,
+                             progress=False, log=lambda s: None)
+    train_teacher(warm, tmp_path / "w2", imgs, stop_at=3, log_every=1, **quiet)
+    resumed = train_teacher(warm, tmp_path / "w2", imgs, log_every=1, **quiet)
+    c, d = _weights(straight), _weights(resumed)
+    assert all(torch.equal(c[k], d[k]) for k in c), "a resumed warm start differs"
+    assert any(not torch.equal(a[k], c[k]) for k in a), "the warm start did not train"
+    # The loss curve has each step once, also across the interruption; snapshots are pipelines.
+    for run in ("w1", "w2"):
+        rows = (tmp_path / run / "log.csv").read_text().splitlines()
+        assert rows[0] == "step,loss_ema,lr,seconds"
+        assert [int(r.split(",")[0]) for r in rows[1:]] == [1, 2, 3, 4]
+    snap = DDPMPipeline.from_pretrained(tmp_path / "w1" / "snapshots" / "step-000004")
+    e = snap.unet.state_dict()
+    assert all(torch.equal(c[k], e[k]) for k in c)
+    assert (tmp_path / "w1" / "snapshots" / "step-000002").is_dir()
+    info = json.loads((straight / "flexopt_training.json").read_text())
+    assert info["init"]["steps"] == 3 and info["total_steps"] == 7
+
+
+def test_warm_start_from_another_architecture_is_refused(tmp_path):
+    imgs = _images()
+    base = train_teacher(TrainConfig(steps=1, **TINY), tmp_path / "base", imgs,
+                         progress=False, log=lambda s: None)
+    other = dict(TINY, block_out_channels=(16, 16))
+    with pytest.raises(FlexoptError, match=r"is not this architecture \(block_out_channels"):
+        train_teacher(TrainConfig(steps=1, init_from=str(base), **other), tmp_path / "x", imgs,
+                      progress=False)
 
 
 def test_idx_reader_and_image_folder(tmp_path):

@@ -91,3 +91,17 @@ def test_changed_setting_names_the_differing_keys(tmp_path):
     assert "batch_size" not in r.output, "only differing keys are named"
     again = _train("--data", folder, "--out", out, "--steps", "2", *TINY_CLI)
     assert again.exit_code == 0 and "resuming from" in again.output, again.output
+
+
+def test_init_from_another_architecture_names_the_difference(tmp_path):
+    folder, out = str(_folder(tmp_path / "imgs")), str(tmp_path / "out")
+    first = _train("--data", folder, "--out", out, "--steps", "1", *TINY_CLI)
+    assert first.exit_code == 0, first.output
+    r = _train("--data", folder, "--out", str(tmp_path / "warm"), "--steps", "1",
+               "--init-from", f"{out}/pipeline", *TINY_CLI[:2], "--channels", "8,8",
+               *TINY_CLI[4:])
+    _assert_user_error(r, "--init-from", "is not this architecture",
+                       "block_out_channels: [8, 16] there, [8, 8] here")
+    r = _train("--data", folder, "--out", str(tmp_path / "warm"), "--steps", "1",
+               "--init-from", str(tmp_path / "nowhere"), *TINY_CLI)
+    _assert_user_error(r, "does not exist")

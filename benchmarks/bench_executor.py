@@ -6,8 +6,8 @@ interleaved round by round (min over --repeats rounds counts; the median is repo
 round runs the cases in pairs that are compared (`stock` with `flexopt full`, each branch's helper
 with flexopt), a pair's two runs back to back in a random order and the pairs in a random order
 (seeded by the round), so slow drifts of a shared machine hit both sides of a comparison alike;
-`paired` is the median over rounds of helper seconds / flexopt seconds within a round, and `wins`
-the rounds flexopt was the faster of the pair:
+`paired` is the median over rounds of the counterpart's seconds / flexopt's within a round (the
+helper's, or stock's for `flexopt full`), and `wins` the rounds flexopt was the faster of the pair:
 
 - `stock`: the plain diffusers loop (no flexopt, no DeepCache): the full schedule, the baseline;
 - `flexopt full`: the all-full schedule through flexopt (its overhead on a full run);
@@ -250,14 +250,16 @@ def bench_config(name: str, args: argparse.Namespace, log: Callable[[str], None]
             "wall_over_macs": base_wall / wall / cost.speedup, "batch": batch,
             "seconds_all": walls[key], "seconds_median": statistics.median(walls[key]),
         }
+        if key.startswith("flexopt"):  # paired with its counterpart of the same round
+            other = "stock" if key == "flexopt full" else key.replace("flexopt", "helper")
+            ratios = [h / f for h, f in zip(walls[other], walls[key], strict=True)]
+            row["paired"] = statistics.median(ratios)  # > 1: flexopt faster
+            row["wins"] = sum(x > 1 for x in ratios)
+            row["rounds"] = len(ratios)
         if key.startswith("flexopt b="):
             helper = key.replace("flexopt", "helper")
             row["vs_helper"] = best[helper][0] / wall  # > 1: flexopt faster
             row["vs_helper_median"] = statistics.median(walls[helper]) / row["seconds_median"]
-            ratios = [h / f for h, f in zip(walls[helper], walls[key], strict=True)]
-            row["vs_helper_paired"] = statistics.median(ratios)
-            row["wins"] = sum(x > 1 for x in ratios)
-            row["rounds"] = len(ratios)
             row["max_abs_diff_vs_helper"] = float(
                 (outputs[key].float() - outputs[helper].float()).abs().max())
         if key == "flexopt full":
@@ -274,7 +276,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines = [head, "-" * len(head)]
     for r in rows:
         diff = r.get("max_abs_diff_vs_helper", r.get("max_abs_diff_vs_stock"))
-        vs, med, pv = r.get("vs_helper"), r.get("vs_helper_median"), r.get("vs_helper_paired")
+        vs, med, pv = r.get("vs_helper"), r.get("vs_helper_median"), r.get("paired")
         wins = f"{r['wins']}/{r['rounds']}" if "wins" in r else "-"
         lines.append(
             f"{r['config']:13} {r['case']:13} {r['nfe']:>4} {r['macs_speedup']:>7.2f} "

@@ -117,11 +117,9 @@ def _lr_at(cfg: TrainConfig, step: int) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, p))))
 
 
-def _init_weights(cfg: TrainConfig, channels: int) -> tuple[dict, dict]:
-    """The state dict of `cfg.init_from` and its training record ({} if none), refusing another
-    architecture by name: a warm start continues a model, it does not convert one."""
-    from diffusers import UNet2DModel
-
+def _check_init(cfg: TrainConfig, channels: int) -> dict:
+    """Refuse an `init_from` of another architecture, by name (a warm start continues a model,
+    it does not convert one), reading no weights; returns its training record ({} if none)."""
     from flexopt.models import load_unet_config, resolve_model
 
     src = cfg.init_from
@@ -135,12 +133,8 @@ def _init_weights(cfg: TrainConfig, channels: int) -> tuple[dict, dict]:
             f"--init-from {src!r} is not this architecture ({why}); "
             "allowed: a UNet2DModel with the --channels, --image-size and data channels given"
         )
-    path = Path(resolve_model(src)).expanduser()
-    sub = "unet" if (path / "model_index.json").is_file() else None
-    unet = UNet2DModel.from_pretrained(path, subfolder=sub)
-    record = path / "flexopt_training.json"
-    info = json.loads(record.read_text()) if record.is_file() else {}
-    return unet.state_dict(), info
+    record = Path(resolve_model(src)).expanduser() / "flexopt_training.json"
+    return json.loads(record.read_text()) if record.is_file() else {}
 
 
 def _save_atomic(obj: dict, path: Path) -> None:
@@ -190,13 +184,14 @@ def train_teacher(
     gen = torch.Generator().manual_seed(cfg.seed)
     step, seconds = 0, 0.0
     ckpt = out / "checkpoint.pt"
-    prior: dict = {}
-    if cfg.init_from:
-        init, prior = _init_weights(cfg, channels)
-        if not ckpt.exists():
-            model.load_state_dict(init)
-            ema.load_state_dict(init)
-            log(f"warm start from {cfg.init_from} ({prior.get('steps', '?')} steps trained)")
+    prior = _check_init(cfg, channels) if cfg.init_from else {}
+    if cfg.init_from and not ckpt.exists():  # resuming: the checkpoint has the weights
+        from flexopt.models import load_pipeline
+
+        init = load_pipeline(cfg.init_from).unet.state_dict()
+        model.load_state_dict(init)
+        ema.load_state_dict(init)
+        log(f"warm start from {cfg.init_from} ({prior.get('steps', '?')} steps trained)")
     if ckpt.exists():
         state = torch.load(ckpt, map_location=device, weights_only=True)
         _check_checkpoint_config(ckpt, state.get("config"), cfg)

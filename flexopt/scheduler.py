@@ -689,6 +689,11 @@ class FlexScheduler(SchedulerMixin, ConfigMixin):
         """The sampler's update after the current call; deterministic (`eta` must be 0)."""
         if eta:
             raise FlexoptError(f"eta {eta} is not supported; allowed: 0 (deterministic sampling)")
+        if use_clipped_model_output:  # silently ignoring it would sample unlike diffusers
+            raise FlexoptError(
+                "use_clipped_model_output=True is not supported; allowed: False (to avoid "
+                "clipping's drift, set clip_sample=False in the scheduler config)"
+            )
         index, _ = self.current_call(timestep)
         if self._resume is not None and self._step_index is None:
             self._state = self._resume.state.copy(sample.device)

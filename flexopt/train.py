@@ -179,8 +179,11 @@ def train_teacher(
     model = UNet2DModel(**cfg.unet_config(channels)).to(device)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    scheduler = DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps,
-                              beta_schedule="linear", prediction_type="epsilon")
+    # clip_sample=False in the exported config: DDIM (flexopt's and diffusers') clips x0 but keeps
+    # the unclipped epsilon, so on data whose background sits at -1 (Fashion-MNIST) each step
+    # nudges it brighter and more steps sample *worse* (docs/teacher.md, "more steps, worse").
+    scheduler = DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule="linear",
+                              prediction_type="epsilon", clip_sample=False)
     gen = torch.Generator().manual_seed(cfg.seed)
     step, seconds = 0, 0.0
     ckpt = out / "checkpoint.pt"

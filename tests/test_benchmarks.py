@@ -137,3 +137,23 @@ def test_gpu_suite_tiny_mode(tmp_path, inception_weights):
     else:
         assert "MISSING" in p.stdout and "missing" in data["search"]
     assert "total" in p.stdout
+
+
+def test_ddim_convergence_script_on_a_tiny_model(tmp_path):
+    """Both clip settings measured on the same noises; unclipped DDIM converges as steps grow."""
+    model = tiny.save(tiny.ddim_pipeline(tiny.unet2d(sample_size=8, seed=0)), tmp_path / "m")
+    out = tmp_path / "conv.json"
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ddim_convergence.py"),
+                        "--model", str(model), "--steps", "5,10,40", "--clip", "on,off",
+                        "--num-images", "3", "--batch-size", "2", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["clip_sample"], r["steps"]) for r in rows] == [
+        (c, k) for c in (True, False) for k in (5, 10, 40)]
+    off = {r["steps"]: r["distance_to_finest"] for r in rows if not r["clip_sample"]}
+    assert off[40] == 0 and 0 < off[10] < off[5]
+    assert "| false (off) | 10 |" in p.stdout
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ddim_convergence.py"),
+                          "--model", str(model), "--clip", "maybe"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "'maybe'; allowed: config, on, off" in bad.stderr

@@ -304,6 +304,10 @@ def test_apply_schedule_errors():
         run(num_inference_steps=20)
     with pytest.raises(FlexoptError, match="output_type 'latent' is not supported"):
         run(output_type="latent")
+    # DDIMPipeline passes it through to the scheduler: refused, not silently ignored.
+    with pytest.raises(FlexoptError, match="use_clipped_model_output=True is not supported"):
+        run(use_clipped_model_output=True)
+    run(batch_size=1, use_clipped_model_output=False, progress=False)
 
 
 def test_unsupported_pipeline_and_scheduler():

@@ -40,6 +40,7 @@ import random
 import statistics
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from types import SimpleNamespace
@@ -266,7 +267,47 @@ def bench_config(name: str, args: argparse.Namespace, log: Callable[[str], None]
             row["max_abs_diff_vs_stock"] = float(
                 (outputs[key].float() - outputs["stock"].float()).abs().max())
         rows.append(row)
+    if args.ops:
+        count_ops(cases, rows, args.device)
     return rows
+
+
+def op_counts(fn: Callable[[], torch.Tensor]) -> Counter[str]:
+    """How often one call of `fn` runs each aten op (torch.profiler, CPU events)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return Counter({e.key: e.count for e in prof.key_averages() if e.key.startswith("aten::")})
+
+
+# Ops that carry the U-Net's arithmetic (substrings of aten op names); the rest are views,
+# copies of scalars and allocations, whose counts also differ with one-time setup.
+HEAVY_OPS = ("conv", "group_norm", "layer_norm", "silu", "gelu", "linear", "addmm", "mm",
+             "scaled_dot_product", "softmax", "upsample", "cat")
+
+
+def count_ops(cases: dict[str, tuple[Schedule, Callable[[], torch.Tensor]]],
+              rows: list[dict[str, Any]], device: str) -> None:
+    """Add to each flexopt row its and its counterpart's counts of the heavy ops (`heavy_ops`:
+    op -> [counterpart, flexopt]), `heavy_no_more` (flexopt runs none of them more often) and
+    the total op counts. Why: wall clock on a noisy machine cannot tell 2 % apart; the op
+    counts say whether one side does more work."""
+    counts = {key: op_counts(fn) for key, (_, fn) in cases.items()}
+    for row in rows:
+        key = row["case"]
+        if not key.startswith("flexopt"):
+            continue
+        other = "stock" if key == "flexopt full" else key.replace("flexopt", "helper")
+        mine, theirs = counts[key], counts[other]
+        heavy = sorted(op for op in set(mine) | set(theirs) if any(h in op for h in HEAVY_OPS))
+        row["heavy_ops"] = {op: [theirs[op], mine[op]] for op in heavy}
+        row["heavy_no_more"] = all(mine[op] <= theirs[op] for op in heavy)
+        row["all_ops"] = [sum(theirs.values()), sum(mine.values())]
+        diff = ", ".join(f"{op[6:]} {a}/{b}" for op, (a, b) in row["heavy_ops"].items() if a != b)
+        print(f"ops {row['config']} {key} vs {other}: heavy ops {diff or 'all equal'} "
+              f"(counterpart/flexopt); all ops {row['all_ops'][0]}/{row['all_ops'][1]}; flexopt "
+              f"runs no heavy op more often: {row['heavy_no_more']}")
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -308,6 +349,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--dtype", default="fp32", help="U-Net dtype: fp32, bf16 or fp16")
     ap.add_argument("--tiny", action="store_true", help="toy widths (a CPU check, not a number)")
     ap.add_argument("--quiet", action="store_true", help="no per-run lines")
+    ap.add_argument("--ops", action="store_true",
+                    help="also count each case's aten ops (one profiled call) and list those whose "
+                    "counts differ between flexopt and its counterpart")
     ap.add_argument("--out", default="bench_executor.json")
     args = ap.parse_args(argv)
     args.configs = [c for c in args.configs.split(",") if c]

@@ -80,7 +80,7 @@ def test_executor_benchmark_on_tiny_configs(tmp_path):
     p = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "bench_executor.py"), "--tiny", "--steps", "4",
          "--interval", "2", "--branches", "1,3", "--batch-size", "2", "--sd-batch-size", "1",
-         "--repeats", "1", "--warmup", "0", "--device", "cpu", "--out", str(out)],
+         "--repeats", "1", "--warmup", "0", "--device", "cpu", "--ops", "--out", str(out)],
         capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout + p.stderr
     data = json.loads(out.read_text())
@@ -92,7 +92,10 @@ def test_executor_benchmark_on_tiny_configs(tmp_path):
         assert r.get("max_abs_diff_vs_helper", 0) <= 1e-5
         assert r.get("max_abs_diff_vs_stock", 0) == 0
         assert r["macs_speedup"] >= 1 and r["seconds"] > 0
-    assert "vs helper" in p.stdout
+        if r["case"].startswith("flexopt"):  # --ops: no more arithmetic than its counterpart
+            assert r["heavy_no_more"], r["heavy_ops"]
+            assert any("conv" in op for op in r["heavy_ops"])
+    assert "vs helper" in p.stdout and "runs no heavy op more often: True" in p.stdout
 
 
 def test_executor_benchmark_runs_compared_pairs_back_to_back():

@@ -268,7 +268,7 @@ def bench_config(name: str, args: argparse.Namespace, log: Callable[[str], None]
                 (outputs[key].float() - outputs["stock"].float()).abs().max())
         rows.append(row)
     if args.ops:
-        count_ops(cases, rows, args.device)
+        count_ops(cases, rows)
     return rows
 
 
@@ -288,7 +288,7 @@ HEAVY_OPS = ("conv", "group_norm", "layer_norm", "silu", "gelu", "linear", "addm
 
 
 def count_ops(cases: dict[str, tuple[Schedule, Callable[[], torch.Tensor]]],
-              rows: list[dict[str, Any]], device: str) -> None:
+              rows: list[dict[str, Any]]) -> None:
     """Add to each flexopt row its and its counterpart's counts of the heavy ops (`heavy_ops`:
     op -> [counterpart, flexopt]), `heavy_no_more` (flexopt runs none of them more often) and
     the total op counts. Why: wall clock on a noisy machine cannot tell 2 % apart; the op

@@ -35,18 +35,16 @@ def pixel_stats(images: np.ndarray) -> dict[str, float]:
             "black": float((images < BLACK).mean()), "white": float((images > WHITE).mean())}
 
 
-def with_clip(pipe, clip: str):
-    """`pipe` with its scheduler's `clip_sample` as given (`config` keeps the model's own)."""
-    if clip != "config":
-        pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config,
-                                                          clip_sample=clip == "on")
+def with_clip(pipe, config, clip: str):
+    """`pipe` with a scheduler from `config` whose `clip_sample` is as given (`config`: as is)."""
+    extra = {} if clip == "config" else {"clip_sample": clip == "on"}
+    pipe.scheduler = type(pipe.scheduler).from_config(config, **extra)
     return pipe
 
 
-def measure(model: str, steps: list[int], clip: str, num_images: int, seed: int,
+def measure(pipe, steps: list[int], clip: str, num_images: int, seed: int,
             batch_size: int) -> list[dict]:
     """One row per K: pixel statistics and the mean |x_K - x_Kmax| over pixels and images."""
-    pipe = with_clip(load_pipeline(model), clip)
     images, rows = {}, []
     for k in steps:
         t0 = time.perf_counter()
@@ -77,13 +75,20 @@ def main() -> None:
     ap.add_argument("--reference-images", type=int, default=2000)
     ap.add_argument("--out", default="ddim_convergence.json")
     args = ap.parse_args()
-    steps = sorted({int(s) for s in args.steps.split(",")})
+    try:
+        steps = sorted({int(s) for s in args.steps.split(",")})
+    except ValueError:
+        steps = []
+    if not steps or steps[0] < 1:
+        ap.error(f"--steps {args.steps!r}; allowed: positive integers, comma-separated")
     clips = [c.strip() for c in args.clip.split(",")]
     if bad := [c for c in clips if c not in ("config", "on", "off")]:
         ap.error(f"--clip {bad[0]!r}; allowed: config, on, off")
 
-    rows = [r for c in clips for r in measure(args.model, steps, c, args.num_images, args.seed,
-                                                args.batch_size)]
+    pipe = load_pipeline(args.model)  # once; each clip setting swaps in its own scheduler
+    config = pipe.scheduler.config
+    rows = [r for c in clips for r in measure(with_clip(pipe, config, c), steps, c,
+                                                args.num_images, args.seed, args.batch_size)]
     print(f"{args.model}: {args.num_images} images from seed {args.seed}; distance = mean "
           f"|x_K - x_{max(steps)}| on [0, 1]")
     print("| clip_sample | DDIM steps | mean | std | near-black | near-white | "

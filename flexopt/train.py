@@ -267,8 +267,11 @@ def train_teacher(
     if cfg.init_from:
         info["init"] = {"from": cfg.init_from, "steps": prior.get("steps"),
                         "seconds": prior.get("seconds"), "device": prior.get("device")}
-        if isinstance(prior.get("steps"), int):
-            info["total_steps"] = prior["steps"] + step
+        if "init" in prior:  # a chain of warm starts keeps its whole lineage
+            info["init"]["init"] = prior["init"]
+        before = prior.get("total_steps", prior.get("steps"))
+        if isinstance(before, int):
+            info["total_steps"] = before + step
     (out / "pipeline" / "flexopt_training.json").write_text(json.dumps(info, indent=2))
     return out / "pipeline"
 

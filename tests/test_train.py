@@ -83,6 +83,12 @@ def test_warm_start_continues_the_given_weights_and_resumes_exactly(tmp_path):
     assert (tmp_path / "w1" / "snapshots" / "step-000002").is_dir()
     info = json.loads((straight / "flexopt_training.json").read_text())
     assert info["init"]["steps"] == 3 and info["total_steps"] == 7
+    # A warm start of a warm start counts every step before it and keeps the lineage.
+    again = TrainConfig(steps=2, lr=1e-3, init_from=str(straight), **TINY)
+    chained = train_teacher(again, tmp_path / "w3", imgs, **quiet)
+    info = json.loads((chained / "flexopt_training.json").read_text())
+    assert info["total_steps"] == 9 and info["init"]["steps"] == 4
+    assert info["init"]["init"]["from"] == str(base) and info["init"]["init"]["steps"] == 3
 
 
 def test_warm_start_from_another_architecture_is_refused(tmp_path):

@@ -95,8 +95,16 @@ def _as_uint8_nchw(images: Any) -> np.ndarray:
     return arr
 
 
-def grid_png(images: Any, max_images: int = MAX_IMAGES, thumb: int = THUMB, pad: int = 2) -> bytes:
-    """One row of the first `max_images` images, each shrunk to `thumb` px, as PNG bytes."""
+def grid_png(
+    images: Any,
+    max_images: int = MAX_IMAGES,
+    thumb: int | None = THUMB,
+    pad: int = 2,
+    columns: int | None = None,
+    scale: int = 1,
+) -> bytes:
+    """The first `max_images` images as a PNG grid of `columns` per row (None: one row), each
+    enlarged `scale`× (nearest: pixels stay sharp) and, if wider than `thumb` px, shrunk to it."""
     from PIL import Image
 
     arr = _as_uint8_nchw(images)[:max_images]
@@ -106,18 +114,21 @@ def grid_png(images: Any, max_images: int = MAX_IMAGES, thumb: int = THUMB, pad:
     for img in arr:
         tile = Image.fromarray(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0))
         tile = tile.convert("RGB")
-        if max(tile.size) > thumb:
+        if scale > 1:
+            tile = tile.resize((tile.width * scale, tile.height * scale), Image.Resampling.NEAREST)
+        if thumb is not None and max(tile.size) > thumb:
             tile.thumbnail((thumb, thumb), Image.Resampling.LANCZOS)
         tiles.append(tile)
     if not tiles:
         raise FlexoptError("no sample images to put in a grid")
-    h = max(t.height for t in tiles)
-    grid = Image.new("RGB", (sum(t.width for t in tiles) + pad * (len(tiles) + 1), h + 2 * pad),
-                     "white")
-    x = pad
-    for t in tiles:
-        grid.paste(t, (x, pad))
-        x += t.width + pad
+    cols = min(columns or len(tiles), len(tiles))
+    rows = -(-len(tiles) // cols)
+    w, h = max(t.width for t in tiles), max(t.height for t in tiles)
+    grid = Image.new("RGB", (cols * (w + pad) + pad, rows * (h + pad) + pad), "white")
+    for i, t in enumerate(tiles):
+        grid.paste(t, (pad + (i % cols) * (w + pad), pad + (i // cols) * (h + pad)))
+    if arr.shape[1] == 1:
+        grid = grid.convert("L")  # grey images make a grey grid (a third of the bytes)
     buf = io.BytesIO()
     grid.save(buf, format="PNG", optimize=True)
     return buf.getvalue()

@@ -52,6 +52,15 @@ def test_grid_png_layout_and_inputs():
     assert (w, h) == (8 * 32 + 9 * 2, 32 + 4)
     w, h = _png_size(grid_png(torch.from_numpy(IMAGES[:2, :1]), thumb=16))  # grey, shrunk
     assert (w, h) == (2 * 16 + 3 * 2, 16 + 4)
+    # Rows of `columns`, enlarged `scale`x with sharp pixels, no shrinking with thumb=None.
+    grey = IMAGES[:5, :1]
+    png = grid_png(grey, max_images=5, thumb=None, pad=0, columns=2, scale=3)
+    w, h = _png_size(png)
+    assert (w, h) == (2 * 96, 3 * 96)
+    img = np.asarray(Image.open(io.BytesIO(png)))
+    assert img.ndim == 2, "grey images make a grey grid"
+    assert np.array_equal(img[96:192, 96:192], np.kron(grey[3, 0], np.ones((3, 3), np.uint8)))
+    assert (img[192:, 96:] == 255).all(), "the empty cell is white"
     floats = IMAGES.transpose(0, 2, 3, 1).astype(np.float32) / 255  # diffusers' "np" output
     assert grid_png(floats) == grid_png(IMAGES)
     with pytest.raises(FlexoptError, match=r"N×C×H×W or N×H×W×C"):

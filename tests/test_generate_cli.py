@@ -128,6 +128,23 @@ def test_generate_writes_pngs_and_npz(ddim_dir, schedules, tmp_path):
     result = invoke(*args, "--seed", 5, "--out", again, "--batch-size", 3, "--device", "cpu")
     assert result.exit_code == 0, result.output
     np.testing.assert_allclose(np.load(again / "images.npz")["images"], images, atol=1e-4)
+    assert not (out / "grid.png").exists()
+
+
+def test_generate_grid_holds_every_image_in_rows(ddim_dir, schedules, tmp_path):
+    from PIL import Image
+
+    result = invoke("generate", ddim_dir, "--schedule", schedules["uniform"], "--num-images", 3,
+                    "--out", tmp_path, "--device", "cpu", "--grid", 2, "--grid-scale", 2)
+    assert result.exit_code == 0, result.output
+    assert "grid.png" in result.output
+    grid = np.asarray(Image.open(tmp_path / "grid.png").convert("RGB"))
+    assert grid.shape == (2 * 32, 2 * 32, 3)  # 3 images of 16 px, 2 per row, enlarged 2x
+    third = np.asarray(Image.open(tmp_path / "00002.png").convert("RGB"))
+    assert np.array_equal(grid[32:, :32], third.repeat(2, 0).repeat(2, 1))
+    result = invoke("generate", ddim_dir, "--schedule", schedules["uniform"], "--num-images", 1,
+                    "--out", tmp_path, "--device", "cpu", "--grid", 0)
+    assert result.exit_code == 2 and "'--grid'" in result.output
 
 
 def test_generate_equals_the_python_api(ddim_dir, schedules, tmp_path):

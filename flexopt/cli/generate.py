@@ -73,6 +73,10 @@ def macs(model, sample_size, attention, as_json):
 @click.option(
     "--t-ref", "t_ref", type=int, default=None, help="Expected t_ref (fail if it differs)."
 )
+@click.option("--grid", "grid_columns", type=click.IntRange(min=1), default=None,
+              help="Also write OUT/grid.png: all images, this many per row (README-style).")
+@click.option("--grid-scale", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Enlarge each image in grid.png this many times (sharp pixels).")
 def generate(
     model,
     schedule_path,
@@ -88,6 +92,8 @@ def generate(
     class_labels,
     sampler,
     t_ref,
+    grid_columns,
+    grid_scale,
 ):
     """Generate images with MODEL running a schedule; write PNGs and images.npz.
 
@@ -95,7 +101,8 @@ def generate(
     Diffusion, SDXL, img2img and inpaint with --init-images / --mask-images, ControlNet with
     --init-images as control images; LoRAs fused or loaded into the pipeline directory).
     images.npz holds `images` (float32 in [0, 1], N×H×W×C) and `seeds`. Prints the NFE, the avg
-    MACs and the measured sampling seconds.
+    MACs and the measured sampling seconds. `--grid 8 --grid-scale 3` also writes grid.png,
+    as the README's sample grid was made.
 
     \b
     Example:
@@ -130,10 +137,17 @@ def generate(
         for i, img in enumerate(result.images):
             pipe.numpy_to_pil(img[None])[0].save(out_dir / f"{i:05d}.png")
         np.savez(out_dir / "images.npz", images=result.images, seeds=result.seeds)
+        if grid_columns:
+            from flexopt.artifacts import grid_png
+
+            png = grid_png(result.images, max_images=num_images, thumb=None, pad=0,
+                           columns=grid_columns, scale=grid_scale)
+            (out_dir / "grid.png").write_bytes(png)
     except OSError as err:  # e.g. the disk filled up
         raise write_error(out_dir, err) from None
     seconds, calls = result.seconds, result.calls
-    click.echo(f"wrote {num_images} images to {out_dir} (PNGs and images.npz)")
+    extra = ", grid.png" if grid_columns else ""
+    click.echo(f"wrote {num_images} images to {out_dir} (PNGs, images.npz{extra})")
     click.echo(
         f"NFE {schedule.nfe} per image ({calls} batched U-Net calls), "
         f"avg MACs {format_macs(cost.avg_macs)} ({cost.speedup:.2f}x fewer than "

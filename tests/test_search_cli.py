@@ -144,7 +144,9 @@ def test_killed_search_resumes(model_dir, tmp_path, inception_weights):
     assert len(fails) <= 1 and not after.get_trials(states=[optuna.trial.TrialState.RUNNING])
     if fails:
         retried = [t for t in finished if t.system_attrs.get("failed_trial") == fails[0].number]
-        assert retried and retried[0].params == fails[0].params
+        # a kill between two of its suggestions leaves the original with only some parameters;
+        # the retry keeps every one it had and samples the rest
+        assert retried and fails[0].params.items() <= retried[0].params.items()
     # The trials of the killed run are still there, untouched: the study continued.
     kept = {t.number: (t.params, t.values) for t in after.trials}
     for t in before.get_trials(states=[optuna.trial.TrialState.COMPLETE]):

@@ -266,12 +266,14 @@ def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], Any], n_tr
                unit="trial", disable=not progress, dynamic_ncols=True)
     with _Interrupts().installed() as interrupts, contextlib.closing(bar):
         while deadline is None or time.monotonic() < deadline:
-            if heartbeat:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    optuna.storages.fail_stale_trials(study)
             interrupts.hold()  # released where the trial is run, or when there is none
             with lock():
+                if heartbeat:  # under the lock: failing a stale trial and queueing its retry
+                    # are two writes, and a worker asking between them would start a new
+                    # candidate instead, leaving the retry waiting forever
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                        optuna.storages.fail_stale_trials(study)
                 trials = study.get_trials(deepcopy=False, states=(*COUNTED, TrialState.RUNNING))
                 done = sum(t.state in COUNTED for t in trials)
                 trial = _ask(study) if len(trials) < n_trials else None

@@ -297,6 +297,21 @@ def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], Any], n_tr
 
 
 def _ask(study: optuna.Study) -> optuna.Trial:
+    """The next trial: one a worker had started (a crashed worker's retry, an interrupted trial)
+    before any other queued candidate, else what `study.ask()` gives.
+
+    `study.ask()` pops the oldest queued trial, and the sampler queues children ahead; a retry
+    queued behind them would still be waiting when the total is reached, losing the candidate
+    the crashed worker had taken a place in that total for.
+    """
+    resumed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+               if WORKER_ATTR in t.system_attrs]
+    for t in resumed:  # the same claim `study.ask()` makes: WAITING → RUNNING, or someone won
+        try:
+            if study._storage.set_trial_state_values(t._trial_id, TrialState.RUNNING):
+                return optuna.Trial(study, t._trial_id)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
     with warnings.catch_warnings():  # Optuna warns that heartbeats belong to `study.optimize`;
         warnings.simplefilter("ignore", UserWarning)  # this loop runs them itself
         return study.ask()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import optuna
 import pytest
 
 from flexopt.config import Budget, EvolutionConfig
 from flexopt.errors import FlexoptError
 from flexopt.schedule import Schedule
-from flexopt.search import optimize
+from flexopt.search import WORKER_ATTR, optimize
 from flexopt.space import SearchSpace
 from flexopt.study import (
     Objective,
@@ -169,3 +171,29 @@ def test_representable_baselines_over_budget_are_evaluated_but_never_parents(tmp
     population = smp.population(study, study.get_trials(deepcopy=False))
     assert population and dc[0].number not in {t.number for t in population}
     assert all(t.constraints["avg_macs"] <= 0 for t in population)
+
+
+def test_a_crashed_workers_retry_runs_before_queued_children(tmp_path):
+    # A worker takes a trial, then dies; the heartbeat fails it and queues its retry behind the
+    # children the sampler had queued. The one place left in the total goes to the retry.
+    study, objective, *_ = _setup(tmp_path)
+    optimize(study, objective, n_trials=12, progress=False)
+    waiting = optuna.trial.TrialState.WAITING
+    crashed = study.ask()
+    study._storage.set_trial_system_attr(crashed._trial_id, WORKER_ATTR, "gone:1")
+    crashed.suggest_categorical("probe", [1, 2])  # a parameter the retry must carry over
+    study._storage.set_trial_state_values(crashed._trial_id, optuna.trial.TrialState.FAIL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry_once = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+    retry_once(
+        study, study._storage.get_trial(crashed._trial_id))
+    (retry,) = [t for t in study.get_trials(deepcopy=False, states=(waiting,))
+                if t.system_attrs.get("failed_trial") == crashed.number]
+    children = [t for t in study.get_trials(deepcopy=False, states=(waiting,))
+                if t.number != retry.number]
+    assert children, "the evolutionary sampler queues children ahead"
+    assert retry.number > max(t.number for t in children)
+    assert optimize(study, objective, n_trials=13, progress=False) == 1
+    assert study.trials[retry.number].state != waiting
+    assert all(study.trials[t.number].state == waiting for t in children)

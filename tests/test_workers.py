@@ -90,6 +90,10 @@ def check_study(study: optuna.Study, n_trials: int) -> list[optuna.trial.FrozenT
     finished = [t for t in trials if t.state in FINISHED]
     assert len(finished) == n_trials
     assert not [t for t in trials if t.state == TrialState.RUNNING]
+    # no started trial left behind: a crashed worker's retry or an interrupted trial ran before
+    # the sampler's queued children (those may wait for a longer run)
+    assert not [t.number for t in trials
+                if t.state == TrialState.WAITING and WORKER_ATTR in t.system_attrs]
     baselines = collections.Counter(t.user_attrs["baseline"] for t in trials
                                     if "baseline" in t.user_attrs and t.state != TrialState.FAIL)
     assert baselines and set(baselines.values()) == {1}, baselines

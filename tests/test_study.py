@@ -181,13 +181,11 @@ def test_a_crashed_workers_retry_runs_before_queued_children(tmp_path):
     waiting = optuna.trial.TrialState.WAITING
     crashed = study.ask()
     study._storage.set_trial_system_attr(crashed._trial_id, WORKER_ATTR, "gone:1")
-    crashed.suggest_categorical("probe", [1, 2])  # a parameter the retry must carry over
     study._storage.set_trial_state_values(crashed._trial_id, optuna.trial.TrialState.FAIL)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         retry_once = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
-    retry_once(
-        study, study._storage.get_trial(crashed._trial_id))
+    retry_once(study, study._storage.get_trial(crashed._trial_id))
     (retry,) = [t for t in study.get_trials(deepcopy=False, states=(waiting,))
                 if t.system_attrs.get("failed_trial") == crashed.number]
     children = [t for t in study.get_trials(deepcopy=False, states=(waiting,))

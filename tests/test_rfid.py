@@ -128,3 +128,38 @@ def test_real_fid_against_an_image_folder(model_dir, tmp_path, inception_weights
     r = run("fid", model_dir, "--schedule", s, "--reference", tmp_path / "none",
             *common(tmp_path / "cache", inception_weights))
     assert r.exit_code == 2 and "neither a known data set" in r.output
+
+
+def test_fid_of_several_schedules_on_the_same_seeds_with_a_paired_bootstrap(
+        model_dir, tmp_path, inception_weights):
+    import numpy as np
+    from PIL import Image
+
+    real = tmp_path / "real"
+    real.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), np.uint8)).save(real / f"{i}.png")
+    full = Schedule.full(T_REF).save(tmp_path / "full.json")
+    fewer = Schedule.full(T_REF // 2).save(tmp_path / "fewer.json")
+    args = ["fid", model_dir, "--schedule", full, "--schedule", fewer, "--reference", real,
+            *common(tmp_path / "cache", inception_weights, seed=3, n=10)]
+    r = run(*args, "--bootstrap", 6)
+    assert r.exit_code == 0, r.output
+    fids = {m[0]: float(m[1]) for m in re.findall(r"(/\S+)\.json: fid: (\S+)$", r.output, re.M)}
+    assert set(fids) == {str(tmp_path / "full"), str(tmp_path / "fewer")}
+    assert "paired bootstrap, 6 resamples of the 10 images" in r.output
+    diff = re.search(r"fid \S+fewer\.json - fid \S+full\.json: (\S+) ± (\S+) \(SE\), 95% interval "
+                     r"\[(\S+), (\S+)\]", r.output)
+    value, se, low, high = map(float, diff.groups())
+    assert value == pytest.approx(fids[str(tmp_path / "fewer")] - fids[str(tmp_path / "full")],
+                                  abs=2e-4)
+    assert se > 0 and low <= high
+    # each FID is that schedule's alone, on the same seeds, against the same real images
+    alone = run("fid", model_dir, "--schedule", fewer, "--reference", real,
+                *common(tmp_path / "cache", inception_weights, seed=3, n=10))
+    value = float(re.search(r"\bfid: (\S+)$", alone.output, re.M).group(1))
+    assert value == pytest.approx(fids[str(tmp_path / "fewer")], abs=1e-4)
+    assert "bootstrap" not in alone.output
+    r = run(*args, "--bootstrap", 1)
+    assert r.exit_code == 2 and "--bootstrap" in r.output and "at least 2" in r.output

@@ -7,6 +7,7 @@ objective by name.
 
 from __future__ import annotations
 
+from flexopt.metrics.bootstrap import Interval, PairedBootstrap, paired_bootstrap
 from flexopt.metrics.cachedir import cache_dir
 from flexopt.metrics.features import (
     InceptionExtractor,
@@ -26,12 +27,15 @@ __all__ = [
     "FeatureStats",
     "InceptionExtractor",
     "InceptionWeights",
+    "Interval",
+    "PairedBootstrap",
     "cache_dir",
     "check_metric",
     "frechet_distance",
     "inception_features",
     "kid",
     "load_inception",
+    "paired_bootstrap",
     "paired_distance",
     "resolve_inception_weights",
     "score",

@@ -1,0 +1,99 @@
+"""Paired bootstrap of FID: is schedule A's FID really lower than B's, or is it the seeds?
+
+Two schedules scored on the same noises (image i: seed + i) give paired feature sets. Resampling
+the image indices with replacement, the *same* indices for every set, and recomputing each FID
+against the fixed reference statistics gives each FID's spread and, more usefully, the spread of
+the difference between two sets, where the noise the sets share cancels. The reference images
+are not resampled: they are common to every set, so they move every FID alike.
+
+A resample repeats images, which lifts each FID (fewer distinct images: FID falls with the image
+count), by more than its spread at small N; so a single FID gets only its standard error, not an
+interval. The difference of two sets, taken on the same resample, carries the same lift on both
+sides and cancels it; its interval is the percentile interval of the resampled differences.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from flexopt.errors import FlexoptError
+from flexopt.metrics.frechet import check_features
+from flexopt.metrics.stats import FeatureStats
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A measured value, its bootstrap standard error and percentile interval."""
+
+    value: float
+    se: float
+    low: float
+    high: float
+    level: float
+
+    def excludes_zero(self) -> bool:
+        return self.low > 0.0 or self.high < 0.0
+
+    def __str__(self) -> str:
+        pct = f"{self.level * 100:g}%"
+        return (f"{self.value:.4f} ± {self.se:.4f} (SE), {pct} interval "
+                f"[{self.low:.4f}, {self.high:.4f}]")
+
+
+@dataclass(frozen=True)
+class PairedBootstrap:
+    """FIDs of k paired feature sets on all their images, and on each of B resamples."""
+
+    values: tuple[float, ...]  # (k,) on all the images
+    replicates: np.ndarray  # (B, k), row b: every set on resample b
+    level: float = 0.95
+
+    def se(self, i: int) -> float:
+        """Standard error of set i's FID (its resampled values' spread)."""
+        return float(np.std(self.replicates[:, i], ddof=1))
+
+    def difference(self, i: int, j: int) -> Interval:
+        """FID of set i minus FID of set j (negative: i is better), paired."""
+        samples = self.replicates[:, i] - self.replicates[:, j]
+        tail = (1.0 - self.level) / 2.0
+        low, high = np.quantile(samples, [tail, 1.0 - tail])
+        return Interval(self.values[i] - self.values[j], float(np.std(samples, ddof=1)),
+                        float(low), float(high), self.level)
+
+
+def paired_bootstrap(
+    reference: FeatureStats,
+    features: Sequence[np.ndarray],
+    resamples: int,
+    seed: int = 0,
+    level: float = 0.95,
+    progress: Callable[[], None] | None = None,
+) -> PairedBootstrap:
+    """FID of each feature set (N×d rows, row i from the same noise in every set) against
+    `reference`, and on `resamples` paired resamples of the rows (`seed`: the resampling's RNG).
+
+    `progress` is called once per resample. Cost: one FID per set per resample (about a second
+    for 4,000 2048-d features on 2 cores)."""
+    if not features:
+        raise FlexoptError("the paired bootstrap needs at least one feature set")
+    sets = [check_features(f, reference.dim) for f in features]
+    n = sets[0].shape[0]
+    if any(s.shape[0] != n for s in sets):
+        rows = ", ".join(str(s.shape[0]) for s in sets)
+        raise FlexoptError(f"paired feature sets need the same images (rows), got {rows}")
+    if resamples < 2:
+        raise FlexoptError(f"the bootstrap needs at least 2 resamples, got {resamples}")
+    if not 0.0 < level < 1.0:
+        raise FlexoptError(f"the interval's level must be in (0, 1), got {level}")
+    values = tuple(reference.frechet_to(s) for s in sets)
+    rng = np.random.default_rng(seed)
+    reps = np.empty((resamples, len(sets)))
+    for b in range(resamples):
+        idx = rng.integers(0, n, n)
+        reps[b] = [reference.frechet_to(s[idx]) for s in sets]
+        if progress is not None:
+            progress()
+    return PairedBootstrap(values, reps, level)

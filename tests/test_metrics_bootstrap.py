@@ -1,0 +1,80 @@
+"""Paired bootstrap of FID: values and resamples checked against scipy's sqrtm FID, pairing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_metrics_frechet import sqrtm_fd
+
+from flexopt.errors import FlexoptError
+from flexopt.metrics import FeatureStats, paired_bootstrap
+
+D = 16
+
+
+def data(seed: int, n: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, D)) @ (rng.standard_normal((D, D)) / np.sqrt(D))
+
+
+def scipy_fid(reference: FeatureStats, x: np.ndarray) -> float:
+    return sqrtm_fd(reference.mu, reference.sigma, x.mean(axis=0), np.cov(x, rowvar=False))
+
+
+@pytest.fixture(scope="module")
+def reference() -> FeatureStats:
+    return FeatureStats.from_features(data(0, 400))
+
+
+def test_values_and_resamples_match_the_scipy_fid_on_the_same_rows(reference):
+    a, b = data(1, 120) + 0.2, data(2, 120)
+    boot = paired_bootstrap(reference, [a, b], resamples=4, seed=7)
+    assert boot.values == pytest.approx([scipy_fid(reference, a), scipy_fid(reference, b)],
+                                        rel=1e-9)
+    rng = np.random.default_rng(7)  # the resamples: the same rows for both sets, in order
+    for row in boot.replicates:
+        idx = rng.integers(0, 120, 120)
+        assert row == pytest.approx([scipy_fid(reference, a[idx]), scipy_fid(reference, b[idx])],
+                                    rel=1e-9)
+
+
+def test_pairing_cancels_the_noise_the_sets_share(reference):
+    # b is a, slightly perturbed: each FID moves with the resample, their difference barely
+    x = data(3, 300)
+    a = x + 0.1
+    b = x + 0.1 + 0.02 * np.random.default_rng(4).standard_normal(x.shape)
+    boot = paired_bootstrap(reference, [a, b], resamples=60, seed=0)
+    diff = boot.difference(1, 0)
+    assert diff.value == pytest.approx(boot.values[1] - boot.values[0])
+    assert diff.se < 0.1 * min(boot.se(0), boot.se(1))
+    # unpaired (independent resamples per set), the difference's spread is that of the FIDs
+    rng = np.random.default_rng(0)
+    unpaired = [scipy_fid(reference, a[rng.integers(0, 300, 300)])
+                - scipy_fid(reference, b[rng.integers(0, 300, 300)]) for _ in range(60)]
+    assert np.std(unpaired, ddof=1) > 5 * diff.se
+
+
+def test_the_interval_finds_a_real_difference_and_not_a_null_one(reference):
+    x = data(5, 300)
+    same = paired_bootstrap(reference, [x, x.copy()], resamples=20, seed=1).difference(1, 0)
+    assert (same.value, same.se, same.low, same.high) == (0.0, 0.0, 0.0, 0.0)
+    assert not same.excludes_zero()
+    worse = paired_bootstrap(reference, [x, x + 0.5], resamples=50, seed=1).difference(1, 0)
+    assert worse.value > 0 and worse.low > 0 and worse.excludes_zero()
+    assert worse.low <= worse.value <= worse.high and worse.level == 0.95
+    assert "95% interval" in str(worse)
+
+
+@pytest.mark.parametrize(
+    ("sets", "resamples", "level", "message"),
+    [
+        ([], 10, 0.95, "at least one feature set"),
+        ([data(1, 30), data(2, 31)], 10, 0.95, "same images .rows., got 30, 31"),
+        ([data(1, 30)], 1, 0.95, "at least 2 resamples, got 1"),
+        ([data(1, 30)], 10, 1.0, r"level must be in \(0, 1\), got 1.0"),
+        ([np.zeros((30, D + 1))], 10, 0.95, "N×16 array"),
+    ],
+)
+def test_bad_input_is_named(reference, sets, resamples, level, message):
+    with pytest.raises(FlexoptError, match=message):
+        paired_bootstrap(reference, sets, resamples, level=level)

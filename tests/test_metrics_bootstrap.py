@@ -65,12 +65,26 @@ def test_the_interval_finds_a_real_difference_and_not_a_null_one(reference):
     assert "95% interval" in str(worse)
 
 
+def test_the_interval_is_the_levels_percentiles_of_the_resampled_differences(reference):
+    a, b = data(6, 80), data(7, 80) + 0.1
+    boot = paired_bootstrap(reference, [a, b], resamples=30, seed=2, level=0.8)
+    diffs = boot.replicates[:, 1] - boot.replicates[:, 0]
+    d = boot.difference(1, 0)
+    assert (d.low, d.high) == pytest.approx(np.quantile(diffs, [0.1, 0.9]), rel=1e-12)
+    assert d.se == pytest.approx(np.std(diffs, ddof=1), rel=1e-12) and d.level == 0.8
+    assert boot.se(0) == pytest.approx(np.std(boot.replicates[:, 0], ddof=1), rel=1e-12)
+    assert boot.difference(0, 1).value == -d.value
+
+
 @pytest.mark.parametrize(
     ("sets", "resamples", "level", "message"),
     [
         ([], 10, 0.95, "at least one feature set"),
         ([data(1, 30), data(2, 31)], 10, 0.95, "same images .rows., got 30, 31"),
         ([data(1, 30)], 1, 0.95, "at least 2 resamples, got 1"),
+        ([data(1, 30)], 2.5, 0.95, "an integer of at least 2 resamples, got 2.5"),
+        (data(1, 30), 10, 0.95, r"a list of N×d arrays .one per schedule., not one array of "
+                                r"shape \(30, 16\)"),
         ([data(1, 30)], 10, 1.0, r"level must be in \(0, 1\), got 1.0"),
         ([np.zeros((30, D + 1))], 10, 0.95, "N×16 array"),
     ],

@@ -160,6 +160,7 @@ def test_fid_of_several_schedules_on_the_same_seeds_with_a_paired_bootstrap(
                 *common(tmp_path / "cache", inception_weights, seed=3, n=10))
     value = float(re.search(r"\bfid: (\S+)$", alone.output, re.M).group(1))
     assert value == pytest.approx(fids[str(tmp_path / "fewer")], abs=1e-4)
+    assert re.search(r"^10 images from seed 3; NFE 10, avg MACs \S+$", alone.output, re.M)
     assert "bootstrap" not in alone.output
     r = run(*args, "--bootstrap", 1)
     assert r.exit_code == 2 and "--bootstrap" in r.output and "at least 2" in r.output

@@ -168,9 +168,8 @@ def rfid(model, schedule_path, num_images, seed, batch_size, device, dtype, prom
               show_default=True,
               help="Resample the images N times (the same resamples for every schedule) for each "
                    "FID's standard error and a 95% interval on each schedule's difference from "
-                   "the first; "
-                   "200 is plenty (about 1 s per resample and schedule for 4,000 images on 2 "
-                   "cores). 0: off.")
+                   "the first; 200 resamples give the SE, 1,000 a steadier interval (about 1 s per "
+                   "resample and schedule for 4,000 images on 2 cores). 0: off.")
 @metric_options(metric=False)
 def fid(model, schedule_paths, reference, reference_split, reference_images, num_images, seed,
         batch_size, resamples, device, dtype, prompts, prompt_file, guidance_scale, class_labels,

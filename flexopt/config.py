@@ -159,6 +159,9 @@ class StudyConfig:
     prompt_file: str | None = None  # text pipelines: one prompt per line (path as written)
     guidance_scale: float | None = None  # text pipelines (None: the CLI default, 7.5)
     class_labels: tuple[int, ...] = ()  # class-conditional models, cycled over images
+    prompt_column: str | None = None  # JSONL / CSV prompt files: the caption column
+    clip_model: str | None = None  # text pipelines: record each trial's CLIP score
+    clip_guard: float | None = None  # CLIP score at least the teacher's minus this
     storage: str | None = None
     study_name: str | None = None
     source: str | None = None
@@ -211,7 +214,8 @@ class StudyConfig:
                 raise FlexoptError(f"{source} [space]: missing key {key!r}")
         steps = space.get("steps", AUTO)
         rfid = _take(top.get("rfid", {}), f"{source} [rfid]",
-                     {"num_images", "seed", "prompt_file", "guidance_scale", "class_labels"})
+                     {"num_images", "seed", "prompt_file", "guidance_scale", "class_labels",
+                      "prompt_column", "clip_model", "clip_guard"})
         evo = _take(
             top.get("evolution", {}),
             f"{source} [evolution]",
@@ -238,6 +242,9 @@ class StudyConfig:
                 prompt_file=_path(rfid.get("prompt_file"), "rfid.prompt_file", source),
                 guidance_scale=_float(rfid.get("guidance_scale"), "rfid.guidance_scale"),
                 class_labels=parse_class_labels(rfid.get("class_labels")),
+                prompt_column=_text(rfid.get("prompt_column"), "rfid.prompt_column"),
+                clip_model=_text(rfid.get("clip_model"), "rfid.clip_model"),
+                clip_guard=_float(rfid.get("clip_guard"), "rfid.clip_guard"),
                 evolution=EvolutionConfig(**{
                     k: _probability(v, f"evolution.{k}") if k.endswith("_prob")
                     else _int(v, f"evolution.{k}") for k, v in evo.items()}),
@@ -304,3 +311,11 @@ def _float(value: Any, name: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise FlexoptError(f"{name} {value!r} is invalid; allowed: a number >= 0")
     return float(value)
+
+
+def _text(value: Any, name: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise FlexoptError(f"{name} {value!r} is invalid; allowed: a non-empty string")
+    return value

@@ -16,11 +16,18 @@ from typing import Any
 
 import numpy as np
 
-from flexopt.conditioning import DEFAULT_GUIDANCE, files_digest
+from flexopt.conditioning import DEFAULT_GUIDANCE, files_digest, image_prompts
 from flexopt.cost import MacsProfile, count_macs, schedule_cost
 from flexopt.errors import FlexoptError
 from flexopt.metrics import FeatureStats, check_metric, load_inception, score
-from flexopt.metrics.teacher import TeacherCache, TeacherEntry, TeacherKey, fingerprint_modules
+from flexopt.metrics.clip import ClipComparison, ClipScorer
+from flexopt.metrics.teacher import (
+    ClipKey,
+    TeacherCache,
+    TeacherEntry,
+    TeacherKey,
+    fingerprint_modules,
+)
 from flexopt.pipeline import GeneratedImages, apply_schedule, generate_images, pipeline_kind
 from flexopt.prefix import DEFAULT_PREFIX_CACHE_MB, REUSABLE_KINDS, PrefixCache, PrefixReuse
 from flexopt.schedule import Schedule
@@ -48,8 +55,8 @@ class EvalSettings:
         parts = []
         if self.prompts:
             digest = hashlib.sha256("\n".join(self.prompts).encode()).hexdigest()[:16]
-            parts.append(f"{len(self.prompts)} prompts sha256:{digest}, guidance "
-                         f"{self.guidance_scale:g}")
+            parts.append(f"{len(self.prompts)} prompts sha256:{digest} in seeded order, "
+                         f"guidance {self.guidance_scale:g}")
         if self.class_labels:
             digest = hashlib.sha256(
                 ",".join(map(str, self.class_labels)).encode()).hexdigest()[:16]
@@ -72,17 +79,23 @@ class ModelEvaluator:
     inception_weights: str | None = None
     progress: bool = True
     prefix_cache_mb: float = DEFAULT_PREFIX_CACHE_MB  # shared-prefix reuse budget; 0: off
+    clip: ClipScorer | None = None  # also score the CLIP score (text pipelines)
     profile: MacsProfile = field(init=False)
     last_timings: dict[str, float] = field(init=False, default_factory=dict)
     last_counts: dict[str, int] = field(init=False, default_factory=dict)  # U-Net calls
     last_images: np.ndarray | None = field(init=False, default=None)
+    last_scores: dict[str, float] = field(init=False, default_factory=dict)  # clip_score
     _teacher: TeacherEntry | None = field(init=False, default=None)
+    _teacher_key: TeacherKey | None = field(init=False, default=None)
+    _teacher_clip: np.ndarray | None = field(init=False, default=None)
     _prefix_cache: PrefixCache | None = field(init=False, default=None)
     _prefix_context: str | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         check_metric(self.settings.metric)
         check_conditioning(self.pipe, self.settings)
+        if self.clip is not None:
+            check_clip(self.pipe, self.settings)
         self.profile = count_macs(self.pipe.unet)
         device = self.pipe._execution_device
         self.extractor = load_inception(
@@ -140,6 +153,11 @@ class ModelEvaluator:
 
     # --------------------------------------------------------------------------- teacher
     def teacher_key(self) -> TeacherKey:
+        if self._teacher_key is None:  # the model fingerprint hashes every weight: once
+            self._teacher_key = self._make_teacher_key()
+        return self._teacher_key
+
+    def _make_teacher_key(self) -> TeacherKey:
         pipe, s = self.pipe, self.settings
         modules = {name: getattr(pipe, name, None) for name in ("unet", "vae", "vqvae",
                                                                    "text_encoder")}
@@ -151,7 +169,8 @@ class ModelEvaluator:
             t_ref=self.t_ref,
             seed=s.seed,
             num_images=s.num_images,
-            prompts=tuple(s.prompts) + tuple(f"class:{c}" for c in s.class_labels)
+            prompts=tuple(s.prompts) + (("order:seeded-shuffle",) if s.prompts else ())
+            + tuple(f"class:{c}" for c in s.class_labels)
             + ((f"inputs:{s.conditioning()}",) if s.images else ()),
             guidance_scale=s.guidance_scale if s.prompts else None,
             dtype=str(pipe.unet.dtype).removeprefix("torch."),
@@ -169,10 +188,63 @@ class ModelEvaluator:
                 gen = self.images(self.teacher_schedule, progress=self.progress)
                 feats = self.features(gen.images, progress=self.progress)
                 preview = np.round(gen.images * 255).astype(np.uint8).transpose(0, 3, 1, 2)
+                if self.clip is not None:  # the same images: no second teacher pass for CLIP
+                    self._store_teacher_clip(gen.images)
                 return FeatureStats.from_features(feats), preview
 
             self._teacher = TeacherCache(self.cache_dir).get_or_build(self.teacher_key(), build)
         return self._teacher
+
+    # ------------------------------------------------------------------------------ CLIP
+    def image_prompts(self) -> list[str]:
+        """The prompt of each image (image i: seed + i), as the pipeline received them."""
+        s = self.settings
+        return image_prompts(s.prompts, s.seed, 0, s.num_images)
+
+    def clip_scores(self, images: np.ndarray) -> np.ndarray:
+        """Per-image CLIP scores of this evaluator's images against their prompts."""
+        if self.clip is None:
+            raise FlexoptError("no CLIP model: give --clip-model (or clip=ClipScorer.load(...))")
+        return self.clip.scores(images, self.image_prompts())
+
+    def _clip_key(self) -> ClipKey:
+        assert self.clip is not None
+        return ClipKey(self.teacher_key().digest(), self.clip.fingerprint)
+
+    def _store_teacher_clip(self, images: np.ndarray) -> None:
+        scores = self.clip_scores(images)
+        TeacherCache(self.cache_dir, "clip").store_arrays(self._clip_key(), {"scores": scores})
+        self._teacher_clip = scores
+
+    def teacher_clip(self) -> np.ndarray:
+        """The teacher's per-image CLIP scores: cached beside its statistics (built with them,
+        or from a new teacher pass when the statistics were cached before)."""
+        if self._teacher_clip is None:
+            self.teacher()  # a teacher built now scores CLIP from the same images
+        if self._teacher_clip is None:
+            def build() -> dict[str, np.ndarray]:
+                gen = self.images(self.teacher_schedule, progress=self.progress)
+                return {"scores": self.clip_scores(gen.images)}
+
+            arrays, *_ = TeacherCache(self.cache_dir, "clip").get_or_build_arrays(
+                self._clip_key(), build)
+            scores = np.asarray(arrays.get("scores"))
+            if scores.shape != (self.settings.num_images,):
+                raise FlexoptError(f"the teacher's CLIP cache holds {scores.shape} scores for "
+                                   f"{self.settings.num_images} images; delete it to rebuild")
+            self._teacher_clip = scores
+        return self._teacher_clip
+
+    def teacher_scores(self) -> dict[str, float]:
+        """The teacher's value of every extra score (`last_scores`' names): what a guard keeps
+        a candidate near."""
+        return {} if self.clip is None else {"clip_score": float(self.teacher_clip().mean())}
+
+    def clip_comparison(self, schedule: Schedule, progress: bool = False) -> ClipComparison:
+        """The schedule's CLIP score next to the teacher's, image by image."""
+        teacher = self.teacher_clip()
+        gen = self.images(schedule, progress=progress, reuse=True)
+        return ClipComparison(self.clip_scores(gen.images), teacher)
 
     # ----------------------------------------------------------------- score (ScheduleEvaluator)
     def score(self, schedule: Schedule) -> float:
@@ -186,6 +258,10 @@ class ModelEvaluator:
         value = score(self.settings.metric, teacher, feats)
         t3 = time.perf_counter()
         self.last_timings = {"generate": t1 - t0, "features": t2 - t1, "metric": t3 - t2}
+        self.last_scores = {}
+        if self.clip is not None:
+            self.last_scores["clip_score"] = float(self.clip_scores(gen.images).mean())
+            self.last_timings["clip"] = time.perf_counter() - t3
         self.last_counts = {"unet_calls": gen.calls, "unet_calls_skipped": gen.skipped}
         self.last_images = gen.images
         return float(value)
@@ -221,6 +297,16 @@ def check_conditioning(pipe: Any, settings: EvalSettings) -> None:
         hint = f" (e.g. 0-{num_classes - 1})" if num_classes else ""
         raise FlexoptError("this model is class-conditional: give class labels"
                            f"{hint} with --class-labels or `class_labels` in [rfid]")
+
+
+def check_clip(pipe: Any, settings: EvalSettings) -> None:
+    """The CLIP score compares images with their prompts: a text pipeline and prompts."""
+    if pipeline_kind(pipe) == "unconditional":
+        raise FlexoptError(f"the CLIP score needs a text-to-image pipeline; {type(pipe).__name__} "
+                           "takes no prompts; allowed: no --clip-model / --clip-guard")
+    if not settings.prompts:
+        raise FlexoptError("the CLIP score compares images with their prompts: give "
+                           "--prompt-file (or --prompt, or `prompt_file` in the config's [rfid])")
 
 
 def load_images(paths: tuple[str, ...], mode: str) -> list[Any] | None:

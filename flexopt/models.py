@@ -8,11 +8,11 @@ path and what would have been accepted.
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flexopt.errors import FlexoptError
+from flexopt.hub import hub_cached_or_reachable
 
 if TYPE_CHECKING:
     import torch
@@ -329,7 +329,9 @@ def load_pipeline(
                 f"allowed: {_ACCEPTED}"
             )
     elif _looks_like_hub_id(model):
-        local = _hub_cached_or_reachable(model, source)
+        local = hub_cached_or_reachable(model, "model_index.json",
+                                        f"{source} cannot be loaded as a diffusers model",
+                                        f"allowed: {_ACCEPTED}")
         pipe = _from_pretrained(diffusers.DiffusionPipeline, model, source,
                                 local_files_only=local)
     else:
@@ -350,47 +352,6 @@ def load_pipeline(
             "kernels for it); float32 is the fast choice on CPU", RuntimeWarning, stacklevel=2,
         )
     return pipe
-
-
-def _hub_cached_or_reachable(model: str, source: str, timeout: float = 3.0) -> bool:
-    """True when the hub id is in the local cache (load it from there). Otherwise the hub must
-    answer at once: offline, huggingface_hub retries for about a minute, then blames the model."""
-    from urllib.parse import urlsplit
-
-    from huggingface_hub import constants, try_to_load_from_cache
-
-    if isinstance(try_to_load_from_cache(model, "model_index.json"), str):
-        return True
-    host = urlsplit(constants.ENDPOINT).hostname or "huggingface.co"
-    why = None
-    if constants.HF_HUB_OFFLINE:
-        why = "HF_HUB_OFFLINE is set"
-    elif not _reachable(host, 443, timeout):
-        why = f"{host} cannot be reached from here (no answer within {timeout:g} s)"
-    if why is not None:
-        raise FlexoptError(f"{source} cannot be loaded as a diffusers model: it is not in the "
-                           f"local Hugging Face cache and {why}; allowed: {_ACCEPTED}")
-    return False
-
-
-def _reachable(host: str, port: int, timeout: float) -> bool:
-    """Whether a TCP connection opens within `timeout`, name lookup included (a daemon thread:
-    a resolver without network can hang for half a minute, and exiting must not wait for it)."""
-    import threading
-
-    done: list[bool] = []
-
-    def connect() -> None:
-        try:
-            socket.create_connection((host, port), timeout=timeout).close()
-            done.append(True)
-        except OSError:
-            done.append(False)
-
-    worker = threading.Thread(target=connect, daemon=True)
-    worker.start()
-    worker.join(timeout)
-    return bool(done and done[0])
 
 
 def _from_pretrained(cls: type, where: str, source: str, **extra: Any):

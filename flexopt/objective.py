@@ -22,8 +22,8 @@ from flexopt.schedule import Schedule
 
 if TYPE_CHECKING:
     from flexopt.config import Space
-from flexopt.study import Objective as TrialObjective
 from flexopt.study import (
+    Guard,
     ScheduleEvaluator,
     SearchSettings,
     check_space_fits,
@@ -31,6 +31,7 @@ from flexopt.study import (
     feasibility,
     schedule_of,
 )
+from flexopt.study import Objective as TrialObjective
 
 
 def as_budget(budget: Budget | str | float | None) -> Budget | None:
@@ -69,7 +70,8 @@ class Objective(TrialObjective):
         class_labels: tuple[int, ...] = (), multi_objective: bool = False,
         cache_dir: str | None = None, inception_weights: str | None = None,
         progress: bool = False, model: str | None = None,
-        prefix_cache_mb: float | None = None,
+        prefix_cache_mb: float | None = None, clip_model: str | None = None,
+        clip_guard: float | None = None,
     ) -> Objective:
         """The objective for a loaded pipeline: its teacher is `sampler` with `space.t_ref` full
         steps, and a candidate scores the rFID of `num_images` images (image i: seed + i).
@@ -79,7 +81,10 @@ class Objective(TrialObjective):
         searches placed steps (K choices fitted when `steps` is None, `fit_placed`), as does a
         `TimestepSpace`. `objective.space` is the space searched and
         `objective.space_fit` its cost range against the budget. `prefix_cache_mb`: CPU memory
-        for shared-prefix reuse (default `flexopt.prefix.DEFAULT_PREFIX_CACHE_MB`; 0: off)."""
+        for shared-prefix reuse (default `flexopt.prefix.DEFAULT_PREFIX_CACHE_MB`; 0: off).
+        `clip_model` (a `transformers` CLIP id or directory): every trial also records its CLIP
+        score; `clip_guard` D: a trial whose CLIP score is under the teacher's minus D is
+        infeasible (default model then `flexopt.metrics.clip.DEFAULT_CLIP_MODEL`)."""
         from flexopt.conditioning import DEFAULT_GUIDANCE
         from flexopt.cost import fit_space
         from flexopt.evaluator import EvalSettings, ModelEvaluator
@@ -88,9 +93,10 @@ class Objective(TrialObjective):
         settings = EvalSettings(
             num_images, seed, batch_size, metric, tuple(prompts),
             DEFAULT_GUIDANCE if guidance_scale is None else guidance_scale, tuple(class_labels))
+        clip = load_clip(pipe, settings, clip_model, clip_guard)
         ev = ModelEvaluator(pipe, sampler, space.t_ref, settings, cache_dir, inception_weights,
                             progress, DEFAULT_PREFIX_CACHE_MB if prefix_cache_mb is None
-                            else prefix_cache_mb)
+                            else prefix_cache_mb, clip)
         budget_ = as_budget(budget)
         if budget_ is None and not multi_objective:
             raise FlexoptError("no budget: give one (e.g. 3G or 2.5x), or multi_objective=True")
@@ -100,7 +106,7 @@ class Objective(TrialObjective):
             space, fit = _placed_space(ev, pipe, space, limit)
             check_model(ev, space, sampler, budget_, limit)
             return cls._build(pipe, ev, space, sampler, budget_, limit, fit, multi_objective,
-                              metric, model, num_images, seed, settings)
+                              metric, model, num_images, seed, settings, clip_guard)
         auto = getattr(space, "auto", False)
         if not auto:  # explicit: grid, branches and budget checked first, in one line each
             space = space.space() if isinstance(space, SpaceChoices) else space
@@ -114,16 +120,21 @@ class Objective(TrialObjective):
         if auto:
             check_model(ev, space, sampler, budget_, limit)
         return cls._build(pipe, ev, space, sampler, budget_, limit, fit, multi_objective, metric,
-                          model, num_images, seed, settings)
+                          model, num_images, seed, settings, clip_guard)
 
     @classmethod
     def _build(cls, pipe: Any, ev: Any, space: Space, sampler: str, budget: Budget | None,
                limit: float | None, fit: Any, multi_objective: bool, metric: str,
-               model: str | None, num_images: int, seed: int, settings: Any) -> Objective:
+               model: str | None, num_images: int, seed: int, settings: Any,
+               clip_guard: float | None = None) -> Objective:
         name = model or getattr(pipe, "name_or_path", None) or type(pipe).__name__
+        clip = ev.clip
         search = SearchSettings(space, sampler, budget, multi_objective, metric, name,
-                                num_images, seed, settings.conditioning())
-        return cls(space, ev, sampler, limit, multi_objective, settings=search, space_fit=fit)
+                                num_images, seed, settings.conditioning(),
+                                clip.name if clip is not None else None, clip_guard)
+        guards = () if clip_guard is None else (Guard("clip_score", clip_guard),)
+        return cls(space, ev, sampler, limit, multi_objective, guards=guards, settings=search,
+                   space_fit=fit)
 
     # --------------------------------------------------------------------------- queries
     @property
@@ -138,8 +149,11 @@ class Objective(TrialObjective):
         return schedule_of(trial, self.space, self.sampler)
 
     def teacher(self) -> Any:
-        """Build or reuse the teacher's cached statistics (one worker builds, the others wait)."""
-        return self.evaluator.teacher()
+        """Build or reuse the teacher's cached statistics (one worker builds, the others wait),
+        and its guarded scores (the CLIP score) with them."""
+        entry = self.evaluator.teacher()
+        self.teacher_scores()
+        return entry
 
     # ---------------------------------------------------------------------------- running
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
@@ -148,6 +162,23 @@ class Objective(TrialObjective):
             claim_settings(study, self.settings, where="its storage")
             self._claimed.add(study._study_id)
         return super().__call__(trial)
+
+
+def load_clip(pipe: Any, settings: Any, clip_model: str | None,
+              clip_guard: float | None) -> Any:
+    """The CLIP scorer a search uses (None: no CLIP score), checked against the pipeline and
+    prompts before any model is loaded."""
+    if clip_model is None and clip_guard is None:
+        return None
+    from flexopt.evaluator import check_clip
+    from flexopt.metrics.clip import DEFAULT_CLIP_MODEL, ClipScorer
+
+    if clip_guard is not None and not (isinstance(clip_guard, int | float) and clip_guard >= 0):
+        raise FlexoptError(f"CLIP guard {clip_guard!r} is invalid; allowed: a number >= 0 "
+                           "(CLIP-score points below the teacher's)")
+    check_clip(pipe, settings)
+    return ClipScorer.load(clip_model or DEFAULT_CLIP_MODEL, pipe._execution_device,
+                           settings.batch_size)
 
 
 def noise_schedule(pipe: Any) -> tuple[int, int]:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from flexopt.batching import in_batches
+from flexopt.conditioning import image_prompts
 from flexopt.errors import FlexoptError
 from flexopt.hooks import RunStats, prepare, scheduled
 from flexopt.schedule import Schedule
@@ -168,9 +169,10 @@ def generate_images(
 
     Image i draws its initial noise from `torch.Generator().manual_seed(seed + i)`, so the same
     (seed, i) gives the same noise whatever the batch size — which is what makes a candidate's
-    images comparable with the teacher's (rFID, paired distance). Text pipelines cycle through
-    `prompts`; class-conditional ones through `class_labels`; img2img / ControlNet through
-    `images` (the input or control image), inpainting also through `masks`. `prefix`: start
+    images comparable with the teacher's (rFID, paired distance). Text pipelines draw from
+    `prompts` in a seeded order (`flexopt.conditioning.image_prompts`); class-conditional ones
+    cycle through `class_labels`; img2img / ControlNet through `images` (the input or control
+    image), inpainting also through `masks`. `prefix`: start
     each batch from its longest stored schedule prefix and keep its boundary states (the caller
     checks the pipeline kind allows it, `flexopt.prefix.REUSABLE_KINDS`).
     """
@@ -215,7 +217,7 @@ def generate_images(
         """One pipeline call for images `first ..`, with each image's prompt, input and label."""
         n = len(kwargs["generator"])
         if run.kind != "unconditional":
-            texts = [prompts[(first + i) % len(prompts)] if prompts else "" for i in range(n)]
+            texts = image_prompts(prompts or (), seed, first, n)
             for key, given in (("image", images), ("mask_image", masks)):
                 if given:
                     kwargs[key] = [given[(first + i) % len(given)] for i in range(n)]

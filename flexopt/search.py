@@ -75,6 +75,8 @@ class SearchJob:
     guidance_scale: float | None = None
     class_labels: tuple[int, ...] = ()
     metric: str = "rfid"
+    clip_model: str | None = None  # record each trial's CLIP score (text pipelines)
+    clip_guard: float | None = None  # CLIP score at least the teacher's minus this
     cache_dir: str | None = None
     inception_weights: str | None = None
     prefix_cache_mb: float = DEFAULT_PREFIX_CACHE_MB  # shared-prefix reuse (flexopt.prefix); 0: off
@@ -106,7 +108,8 @@ class SearchJob:
                     "study_name": cfg.study_name, "storage": cfg.storage,
                     "n_trials": cfg.n_trials, "evolution": cfg.evolution,
                     "prompts": _config_prompts(cfg), "guidance_scale": cfg.guidance_scale,
-                    "class_labels": cfg.class_labels}
+                    "class_labels": cfg.class_labels, "clip_model": cfg.clip_model,
+                    "clip_guard": cfg.clip_guard}
             base = {k: v for k, v in base.items() if v not in (None, ())}
         merged = {**base, **given}
         if not merged.get("model"):
@@ -130,7 +133,8 @@ class SearchJob:
 def _config_prompts(cfg: StudyConfig) -> tuple[str, ...]:
     from flexopt.conditioning import parse_prompts
 
-    return tuple(parse_prompts((), cfg.prompt_file)) if cfg.prompt_file else ()
+    return tuple(parse_prompts((), cfg.prompt_file, cfg.prompt_column)) if cfg.prompt_file \
+        else ()
 
 
 @dataclass
@@ -168,7 +172,8 @@ def run_search(job: SearchJob, log: Log = print) -> SearchResult:
         guidance_scale=job.guidance_scale, class_labels=job.class_labels,
         multi_objective=job.multi_objective, cache_dir=job.cache_dir,
         inception_weights=job.inception_weights, progress=job.progress,
-        prefix_cache_mb=job.prefix_cache_mb)
+        prefix_cache_mb=job.prefix_cache_mb, clip_model=job.clip_model,
+        clip_guard=job.clip_guard)
     ev, limit = objective.evaluator, objective.max_avg_macs
     space = objective.space
     log(f"model {job.model}: full step {format_macs(ev.full_macs)} MACs, max branch "
@@ -196,6 +201,10 @@ def run_search(job: SearchJob, log: Log = print) -> SearchResult:
     lock = StudyLock(storage, job.study_name)
     entry = objective.teacher()
     log(f"teacher cache {'reused' if entry.status == 'hit' else entry.status}: {entry.path}")
+    for guard in objective.guards:
+        teacher = objective.teacher_scores()[guard.score]
+        log(f"teacher {guard.score} {teacher:.4g}: trials under {teacher - guard.margin:.4g} "
+            f"(the teacher's minus {guard.margin:g}) are infeasible")
     if job.baselines != "none":
         total, offset = noise_schedule(ev.pipe)
         bl = baseline_schedules(space, job.sampler, ev.full_macs, ev.avg_macs, limit,

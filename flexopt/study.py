@@ -14,7 +14,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import optuna
@@ -34,12 +34,17 @@ SAMPLER_NAMES = ("evo", "random", "tpe", "nsga2")
 BASELINE_MODES = ("all", "best", "none")
 BASELINE_INTERVALS = (2, 3, 5, 10)
 CONSTRAINT_NAME = "avg_macs"
+CONSTRAINTS_ATTR = "constraints"  # trial system attr: the constraint values, as a list
 SCHEDULE_ATTR = "schedule"  # user attr holding a baseline's whole schedule (not in the space)
 _SETTINGS_ATTR = "flexopt:settings"
 
 
 class ScheduleEvaluator(Protocol):
-    """What the objective needs from a model: the cost of a schedule and its score."""
+    """What the objective needs from a model: the cost of a schedule and its score.
+
+    An evaluator may also report extra scores of the last schedule (`last_scores`, e.g.
+    `clip_score`) and the teacher's values of them (`teacher_scores()`), which guards use.
+    """
 
     full_macs: float
 
@@ -61,6 +66,8 @@ class SearchSettings:
     num_images: int = 0
     seed: int = 0
     conditioning: str | None = None  # EvalSettings.conditioning(): prompts, class labels
+    clip_model: str | None = None  # trials also record their CLIP score
+    clip_guard: float | None = None  # CLIP score at least the teacher's minus this
 
     def identity(self) -> dict[str, Any]:
         """The values stored on the study and compared when it is resumed (a segment-wise
@@ -86,6 +93,8 @@ class SearchSettings:
             "seed": self.seed,
             # only when set, so studies of unconditional models made before it still resume
             **({"conditioning": self.conditioning} if self.conditioning else {}),
+            **({"clip_model": self.clip_model} if self.clip_model else {}),
+            **({"clip_guard": self.clip_guard} if self.clip_guard is not None else {}),
         }
 
 
@@ -328,9 +337,25 @@ def representable(space: Space | None, schedule: Schedule) -> Any:
 
 
 # --------------------------------------------------------------------------------- objective
+@dataclass(frozen=True)
+class Guard:
+    """Keep an extra score (higher is better) within `margin` of the teacher's: a trial scoring
+    under `teacher - margin` is infeasible, an Optuna constraint named after the score, like
+    the budget. It stays in the study (the report plots it) but is never a parent nor a best.
+
+    The budget is checked before a candidate runs; a guard only after, from its images.
+    """
+
+    score: str  # a name in the evaluator's `last_scores`, e.g. "clip_score"
+    margin: float
+
+    def minimum(self, teacher_scores: dict[str, float]) -> float:
+        return teacher_scores[self.score] - self.margin
+
+
 @dataclass
 class Objective:
-    """Optuna objective: params → schedule → cost check → score."""
+    """Optuna objective: params → schedule → cost check → score (→ guards)."""
 
     space: Space
     evaluator: ScheduleEvaluator
@@ -340,6 +365,16 @@ class Objective:
     # Called with (trial, the evaluator's last images) after scoring, e.g. to upload a sample
     # grid as an Optuna artifact (`flexopt.artifacts.SampleGridUploader`).
     sample_grids: Callable[[optuna.Trial, Any], object] | None = None
+    guards: tuple[Guard, ...] = ()
+    _teacher_scores: dict[str, float] | None = field(default=None, init=False, repr=False)
+
+    def teacher_scores(self) -> dict[str, float]:
+        """The teacher's values of the guarded scores (its images scored once, then cached)."""
+        if not self.guards:
+            return {}
+        if self._teacher_scores is None:
+            self._teacher_scores = self.evaluator.teacher_scores()  # type: ignore[attr-defined]
+        return self._teacher_scores
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         # a baseline is evaluated even over the budget (the report plots it; it cannot win)
@@ -357,20 +392,23 @@ class Objective:
         trial.set_user_attr("nfe", schedule.nfe)
         trial.set_user_attr("speedup", self.evaluator.full_macs / avg)
         trial.set_user_attr("step_types", schedule.step_string())
+        constraints: dict[str, float] = {}
         if self.max_avg_macs is not None:
             violation = avg / self.max_avg_macs - 1.0
             if avg >= self.max_avg_macs:
                 violation = max(violation, 1e-12)  # "at or over the budget" is infeasible
-            record_constraint(trial, violation)
+            record_constraints(trial, constraints, CONSTRAINT_NAME, violation)
             if violation > 0 and not baseline:
                 raise optuna.TrialPruned(
                     f"avg MACs {format_macs(avg)} at or over the budget "
                     f"{format_macs(self.max_avg_macs)}"
                 )
+        floors = {g.score: g.minimum(self.teacher_scores()) for g in self.guards}
         if key is not None:
             dup = find_duplicate(trial.study, key, trial.number)
             if dup is not None:
                 trial.set_user_attr("duplicate_of", dup.number)
+                self._guard(trial, constraints, floors, dup.user_attrs)
                 return _values(dup.values, self.multi_objective)
         t0 = time.perf_counter()
         score = float(self.evaluator.score(schedule))
@@ -379,16 +417,35 @@ class Objective:
             trial.set_user_attr(f"seconds_{stage}", seconds)
         for name, count in getattr(self.evaluator, "last_counts", {}).items():
             trial.set_user_attr(name, count)  # unet_calls, unet_calls_skipped (prefix reuse)
+        extra = dict(getattr(self.evaluator, "last_scores", {}))
+        for name, value in extra.items():
+            trial.set_user_attr(name, value)  # clip_score
+        self._guard(trial, constraints, floors, extra)
         if self.sample_grids is not None:
             self.sample_grids(trial, getattr(self.evaluator, "last_images", None))
         return (score, avg) if self.multi_objective else score
 
+    def _guard(self, trial: optuna.Trial, constraints: dict[str, float],
+               floors: dict[str, float], scores: dict[str, Any]) -> None:
+        """Record each guard's constraint: positive (infeasible) below its floor."""
+        for name, floor in floors.items():
+            if name not in scores:
+                raise FlexoptError(f"the {name} guard needs the evaluator to report {name}; "
+                                   "it reported " + (", ".join(scores) or "nothing"))
+            trial.set_user_attr(name, scores[name])
+            trial.set_user_attr(f"{name}_floor", floor)
+            record_constraints(trial, constraints, name, floor - float(scores[name]))
 
-def record_constraint(trial: optuna.Trial, violation: float) -> None:
-    """Write the budget constraint where Optuna 5 and optuna-dashboard 0.21 both read it."""
-    trial.set_constraint(CONSTRAINT_NAME, violation)
+
+def record_constraints(trial: optuna.Trial, constraints: dict[str, float], name: str,
+                       violation: float) -> None:
+    """Add constraint `name` (> 0: violated) to the trial's `constraints`, written where Optuna 5
+    and optuna-dashboard 0.21 both read them."""
+    constraints[name] = violation
+    trial.set_constraint(name, violation)
     # optuna-dashboard 0.21 (and Optuna's own samplers' `constraints_func`) read this list.
-    trial.storage.set_trial_system_attr(trial._trial_id, "constraints", [violation])
+    trial.storage.set_trial_system_attr(trial._trial_id, CONSTRAINTS_ATTR,
+                                        list(constraints.values()))
 
 
 def find_duplicate(study: optuna.Study, key: str, number: int) -> FrozenTrial | None:

@@ -3,7 +3,8 @@
 A search scores every candidate on its own seeds and keeps the best of many noisy numbers, which
 flatters the winner. `validate` takes the best searched schedule and the best baseline under the
 budget (plus any trials named) and scores each on fresh seeds: rFID against the teacher's images
-from the same noises and, when a data set is given, the standard FID against real images.
+from the same noises, when a data set is given the standard FID against real images, and with
+a CLIP model (text pipelines) the CLIP score of each, the teacher's included.
 """
 
 from __future__ import annotations
@@ -35,12 +36,13 @@ class ValidationRow:
     rfid: float
     fid: float | None = None
     search_value: float | None = None  # its score on the search's own images
+    clip: float | None = None  # CLIP score (text pipelines; higher is better)
 
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "name": self.name, "kind": self.kind,
                 "steps": self.schedule.step_string(), "avg_macs": self.avg_macs,
                 "speedup": self.speedup, "nfe": self.nfe, "rfid": self.rfid, "fid": self.fid,
-                "search_value": self.search_value}
+                "clip": self.clip, "search_value": self.search_value}
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class Validation:
     overlap: int  # held-out images whose seeds the search also used (0 for a fair check)
     reference: str | None = None
     reference_images: int | None = None
+    clip_model: str | None = None
 
     def winner(self, by: str = "rfid") -> ValidationRow | None:
         rows = [r for r in self.rows if r.kind != "teacher" and getattr(r, by) is not None]
@@ -73,12 +76,17 @@ class Validation:
             name = "rFID" if metric == "rfid" else "FID"
             word = "beats" if a < b else "does not beat"
             parts.append(f"{name} {a:.4g} vs {b:.4g}: the searched schedule {word} the baseline")
+        if searched.clip is not None and baseline.clip is not None:
+            word = "higher" if searched.clip > baseline.clip else "not higher"
+            parts.append(f"CLIP {searched.clip:.4g} vs {baseline.clip:.4g}: the searched "
+                         f"schedule's is {word}")
         return "; ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
         return {"num_images": self.num_images, "seed": self.seed, "overlap": self.overlap,
                 "reference": self.reference, "reference_images": self.reference_images,
-                "rows": [r.to_dict() for r in self.rows], "verdict": self.verdict()}
+                "clip_model": self.clip_model, "rows": [r.to_dict() for r in self.rows],
+                "verdict": self.verdict()}
 
 
 def validation_trials(study: optuna.Study, numbers: Sequence[int] = ()
@@ -140,24 +148,30 @@ def validate(
     overlap = max(0, min(held.stop, used.stop) - max(held.start, used.start))
     teacher = evaluator.teacher().stats
     ref_stats = reference
+    clip = getattr(evaluator, "clip", None)
 
     def row(label: str, name: str, kind: str, schedule: Schedule, feats: Any,
-            search_value: float | None) -> ValidationRow:
+            search_value: float | None, clip_score: float | None) -> ValidationRow:
         avg = evaluator.avg_macs(schedule)
         return ValidationRow(
             label, name, kind, schedule, avg, evaluator.full_macs / avg, schedule.nfe,
             float(teacher.frechet_to(feats)) if kind != "teacher" else 0.0,
-            None if ref_stats is None else float(ref_stats.frechet_to(feats)), search_value)
+            None if ref_stats is None else float(ref_stats.frechet_to(feats)), search_value,
+            clip_score)
 
     rows = [] if teacher.features is None else [
         row("teacher", f"{evaluator.sampler} {evaluator.t_ref} steps", "teacher",
-            evaluator.teacher_schedule, teacher.features, None)]
+            evaluator.teacher_schedule, teacher.features, None,
+            None if clip is None else float(evaluator.teacher_clip().mean()))]
     for label, t in chosen:
         schedule = trial_schedule(study, t)
-        feats = evaluator.features(evaluator.images(schedule, progress=progress).images)
+        images = evaluator.images(schedule, progress=progress).images
+        feats = evaluator.features(images)
         base = t.user_attrs.get("baseline")
         name = f"trial {t.number}" + (f" ({base})" if base else "")
         rows.append(row(label, name, "baseline" if base else "searched", schedule, feats,
-                        float(t.values[0])))
+                        float(t.values[0]),
+                        None if clip is None else float(evaluator.clip_scores(images).mean())))
     return Validation(rows, evaluator.settings.num_images, evaluator.settings.seed, overlap,
-                      reference_name, None if ref_stats is None else ref_stats.n)
+                      reference_name, None if ref_stats is None else ref_stats.n,
+                      None if clip is None else clip.name)

@@ -182,10 +182,10 @@ def test_teacher_built_once_while_others_wait(tmp_path):
 def test_hub_id_on_an_offline_machine_is_one_line_at_once(monkeypatch):
     from huggingface_hub import constants
 
-    from flexopt import models
+    from flexopt import hub, models
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(models, "_reachable", lambda host, port, timeout: False)
+    monkeypatch.setattr(hub, "_reachable", lambda host, port, timeout: False)
     monkeypatch.setattr(models, "_from_pretrained", lambda *a, **k: pytest.fail("tried the hub"))
     with pytest.raises(FlexoptError) as err:
         models.load_pipeline("nobody/nothing")

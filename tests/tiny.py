@@ -207,6 +207,34 @@ def clip_text_encoder(tokenizer, *, hidden: int = 16, projection: int | None = N
     return cls(config).eval()
 
 
+def clip_model(directory: str | Path, *, seed: int = 3, image_size: int = 32) -> Path:
+    """A tiny random-weight `CLIPModel` and its `CLIPProcessor` (the character tokenizer above,
+    an image processor at `image_size`), saved with `save_pretrained` into `directory`.
+
+    Seed 3: its scores of mid-grey noise images spread over 0..50 (seeds 0 and 1 give negative
+    cosines only, every score clipped to 0, which would hide a wrong score in a test)."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    d = Path(directory)
+    tokenizer = clip_tokenizer(d / "_tokenizer")
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,
+                         num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=77,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id),
+        vision_config=dict(image_size=image_size, patch_size=8, hidden_size=16,
+                           intermediate_size=32, num_hidden_layers=1, num_attention_heads=2),
+        projection_dim=12,
+    )
+    torch.manual_seed(seed)
+    model = CLIPModel(config).eval()
+    images = CLIPImageProcessor(size={"shortest_edge": image_size},
+                                crop_size={"height": image_size, "width": image_size})
+    model.save_pretrained(d)
+    CLIPProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(d)
+    return d
+
+
 def vae(seed: int = 0):
     """A two-block `AutoencoderKL` (4 latent channels, scale factor 2)."""
     from diffusers import AutoencoderKL

@@ -50,6 +50,7 @@ _COMMANDS: list[tuple[str, str]] = [
     ("flexopt.cli.rfid", "teacher"),
     ("flexopt.cli.rfid", "rfid"),
     ("flexopt.cli.rfid", "fid"),
+    ("flexopt.cli.clip", "clip_score"),
     ("flexopt.cli.search", "search"),
     ("flexopt.cli.search", "export"),
     ("flexopt.cli.validate", "validate"),

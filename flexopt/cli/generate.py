@@ -100,7 +100,8 @@ def generate(
     MODEL is a diffusers U-Net pipeline directory or hub id (DDPM/DDIM/PNDM, LDM, Stable
     Diffusion, SDXL, img2img and inpaint with --init-images / --mask-images, ControlNet with
     --init-images as control images; LoRAs fused or loaded into the pipeline directory).
-    images.npz holds `images` (float32 in [0, 1], N×H×W×C) and `seeds`. Prints the NFE, the avg
+    images.npz holds `images` (float32 in [0, 1], N×H×W×C) and `seeds`; text pipelines also
+    get prompts.txt, image i's prompt on line i. Prints the NFE, the avg
     MACs and the measured sampling seconds. `--grid 8 --grid-scale 3` also writes grid.png,
     as the README's sample grid was made.
 
@@ -111,6 +112,7 @@ def generate(
     """
     import numpy as np
 
+    from flexopt.conditioning import image_prompts
     from flexopt.cost import count_macs, schedule_cost
     from flexopt.evaluator import EvalSettings, check_conditioning, load_images
     from flexopt.pipeline import apply_schedule, check_request, generate_images
@@ -137,6 +139,10 @@ def generate(
         for i, img in enumerate(result.images):
             pipe.numpy_to_pil(img[None])[0].save(out_dir / f"{i:05d}.png")
         np.savez(out_dir / "images.npz", images=result.images, seeds=result.seeds)
+        if settings.prompts:  # image i's prompt (a seeded shuffle of the prompts, cycled)
+            (out_dir / "prompts.txt").write_text(
+                "".join(p + "\n" for p in image_prompts(settings.prompts, seed, 0, num_images)),
+                encoding="utf-8")
         if grid_columns:
             from flexopt.artifacts import grid_png
 
@@ -146,7 +152,7 @@ def generate(
     except OSError as err:  # e.g. the disk filled up
         raise write_error(out_dir, err) from None
     seconds, calls = result.seconds, result.calls
-    extra = ", grid.png" if grid_columns else ""
+    extra = (", prompts.txt" if settings.prompts else "") + (", grid.png" if grid_columns else "")
     click.echo(f"wrote {num_images} images to {out_dir} (PNGs, images.npz{extra})")
     click.echo(
         f"NFE {schedule.nfe} per image ({calls} batched U-Net calls), "

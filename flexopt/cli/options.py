@@ -189,9 +189,16 @@ def generation_options(
                      help="U-Net dtype: fp32, bf16 or fp16 (float32, bfloat16, float16); "
                           "bf16/fp16 are for GPUs (on CPU they run, slowly)."),
         click.option("--prompt", "prompts", multiple=True,
-                     help="Text pipelines: a prompt (repeat for several; cycled over images)."),
+                     help="Text pipelines: a prompt (repeat for several; images draw them in an "
+                          "order shuffled by --seed, cycled)."),
         click.option("--prompt-file", type=click.Path(dir_okay=False), default=None,
-                     help="Text pipelines: prompts, one per line."),
+                     help="Text pipelines: prompts, one per line, or a .jsonl / .csv / .tsv "
+                          "file with a caption column; images draw them in an order shuffled "
+                          "by --seed (N images: N distinct prompts when the file has N or more)."),
+        click.option("--prompt-column", metavar="NAME", default=None, expose_value=False,
+                     callback=_keep_in_context,
+                     help="JSONL / CSV / TSV prompt files: the caption column (default: the "
+                          "first of caption, prompt, text)."),
         click.option("--guidance-scale", type=click.FloatRange(min=0), default=None,
                      help="Text pipelines: classifier-free guidance scale (default: the "
                           "config's, else 7.5)."),
@@ -231,21 +238,23 @@ def conditioning(prompts: tuple[str, ...], prompt_file: str | None, guidance_sca
         parse_prompts,
     )
 
+    ctx = click.get_current_context(silent=True)
+    meta = ctx.meta if ctx is not None else {}
+    column = meta.get("flexopt.prompt_column")
     from_config = not prompts and not prompt_file and cfg is not None and cfg.prompt_file
     if from_config:
         prompt_file = cfg.prompt_file
+        column = column or cfg.prompt_column
     if guidance_scale is None and cfg is not None:
         guidance_scale = cfg.guidance_scale
     labels = parse_class_labels(class_labels) or (cfg.class_labels if cfg else ())
     try:
-        parsed = parse_prompts(prompts, prompt_file)
+        parsed = parse_prompts(prompts, prompt_file, column)
     except FlexoptError as err:
         if not from_config:
             raise
         raise FlexoptError(f"{err} (the prompt_file of {cfg.source}; see studies/prompts/"
                            "README.md, or give --prompt-file)") from None
-    ctx = click.get_current_context(silent=True)
-    meta = ctx.meta if ctx is not None else {}
     inputs = {
         key: list_images(meta[f"flexopt.{name}"], f"--{name.replace('_', '-')}")
         for key, name in (("images", "init_images"), ("masks", "mask_images"))
@@ -257,3 +266,8 @@ def conditioning(prompts: tuple[str, ...], prompt_file: str | None, guidance_sca
         "class_labels": labels,
         **inputs,
     }
+
+
+def clip_model_option(help_text: str):
+    """--clip-model: the `transformers` CLIP (hub id or directory) that scores text alignment."""
+    return click.option("--clip-model", metavar="ID", default=None, help=help_text)

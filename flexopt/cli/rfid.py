@@ -65,19 +65,33 @@ def reference_entry(ev, reference, split, num_images, cache_dir):
 
 
 def build_evaluator(model, sampler, t_ref, num_images, seed, batch_size, device, dtype,
-                    cond, metric, cache_dir, inception_weights, progress=True):
-    """A `ModelEvaluator` from command-line values (shared by rfid, teacher, fid and search).
+                    cond, metric, cache_dir, inception_weights, progress=True, clip_model=None):
+    """A `ModelEvaluator` from command-line values (shared by rfid, teacher, fid, validate and
+    clip-score).
 
-    `cond` is `conditioning(...)`'s prompts/guidance_scale/class_labels."""
-    from flexopt.evaluator import EvalSettings, ModelEvaluator
+    `cond` is `conditioning(...)`'s prompts/guidance_scale/class_labels; `clip_model`: also
+    load that CLIP model (a text pipeline with prompts is checked first); "auto": the default
+    CLIP model for a text pipeline given prompts, none otherwise; "none": none."""
+    from flexopt.evaluator import EvalSettings, ModelEvaluator, check_clip
+    from flexopt.metrics.clip import DEFAULT_CLIP_MODEL
     from flexopt.pipeline import pipeline_kind
 
     pipe = open_pipeline(model, device, dtype)
     settings = EvalSettings(num_images, seed, batch_size, metric, **cond)
-    if pipeline_kind(pipe) != "unconditional" and not settings.prompts:
+    clip = None
+    if clip_model == "auto":
+        text = pipeline_kind(pipe) != "unconditional" and settings.prompts
+        clip_model = DEFAULT_CLIP_MODEL if text else None
+    if clip_model is not None and clip_model.lower() != "none":
+        from flexopt.metrics.clip import ClipScorer
+
+        check_clip(pipe, settings)
+        clip = ClipScorer.load(clip_model, pipe._execution_device, batch_size)
+    elif pipeline_kind(pipe) != "unconditional" and not settings.prompts:
         click.echo("note: no prompts given, so every image uses the empty prompt; give "
                    "--prompt-file (or `prompt_file` in the config's [rfid])", err=True)
-    return ModelEvaluator(pipe, sampler, t_ref, settings, cache_dir, inception_weights, progress)
+    return ModelEvaluator(pipe, sampler, t_ref, settings, cache_dir, inception_weights, progress,
+                          clip=clip)
 
 
 def teacher_entry(evaluator):

@@ -7,6 +7,7 @@ import dataclasses
 import click
 
 from flexopt.cli.options import (
+    clip_model_option,
     conditioning,
     generation_options,
     load_config,
@@ -15,6 +16,7 @@ from flexopt.cli.options import (
 )
 from flexopt.cli.rfid import metric_options
 from flexopt.errors import FlexoptError
+from flexopt.metrics.clip import DEFAULT_CLIP_MODEL
 from flexopt.prefix import DEFAULT_PREFIX_CACHE_MB
 from flexopt.schedule import SAMPLERS
 from flexopt.study import BASELINE_MODES, SAMPLER_NAMES
@@ -64,6 +66,13 @@ from flexopt.study import BASELINE_MODES, SAMPLER_NAMES
                    "state of the longest schedule prefix it shares with a recent one (same "
                    "images, fewer U-Net calls; unconditional and text-to-image pipelines). "
                    "0 disables it.")
+@click.option("--clip-guard", type=click.FloatRange(min=0), default=None, metavar="D",
+              help="Text pipelines: a trial whose CLIP score is under the teacher's minus D is "
+                   "infeasible (an Optuna constraint, like the budget: never a parent, never "
+                   "the best). Default: no guard, or the config's [rfid] clip_guard.")
+@clip_model_option("CLIP model for --clip-guard, a hub id or a save_pretrained folder "
+                   f"(default: {DEFAULT_CLIP_MODEL}); given alone, trials record their CLIP "
+                   "score unguarded.")
 @space_options
 @generation_options(default_batch=64, min_images=2, num_images_required=False,
                     num_images_help="Images per candidate (default: CONFIG's, else 1000).",
@@ -71,7 +80,8 @@ from flexopt.study import BASELINE_MODES, SAMPLER_NAMES
 @metric_options
 def search(config, model, budget, n_trials, timeout, storage, study_name, search_sampler,
            schedule_sampler, multi_objective, baselines_mode, no_baselines, search_seed, artifacts,
-           no_artifacts, workers, heartbeat, prefix_cache_mb, space_kind, segments, branches,
+           no_artifacts, workers, heartbeat, prefix_cache_mb, clip_guard, clip_model,
+           space_kind, segments, branches,
            steps, intervals, t_ref, num_images, seed, batch_size,
            device, dtype, prompts, prompt_file,
            guidance_scale, class_labels, metric, cache_dir, inception_weights):
@@ -106,7 +116,8 @@ def search(config, model, budget, n_trials, timeout, storage, study_name, search
         artifacts=artifacts, upload_artifacts=not no_artifacts, num_images=num_images, seed=seed,
         batch_size=batch_size, device=device, dtype=dtype, metric=metric, cache_dir=cache_dir,
         inception_weights=inception_weights, timeout=timeout * 60 if timeout else None,
-        heartbeat=heartbeat, workers=workers, prefix_cache_mb=prefix_cache_mb, **cond)
+        heartbeat=heartbeat, workers=workers, prefix_cache_mb=prefix_cache_mb,
+        clip_guard=clip_guard, clip_model=clip_model, **cond)
     try:
         result = run_search(job, log=click.echo)
     except KeyboardInterrupt:

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import click
 
-from flexopt.cli.options import conditioning, generation_options
+from flexopt.cli.options import clip_model_option, conditioning, generation_options
 from flexopt.cli.rfid import build_evaluator, metric_options, reference_entry, reference_options
 from flexopt.config import format_macs
 from flexopt.errors import FlexoptError
+from flexopt.metrics.clip import DEFAULT_CLIP_MODEL
 
 DEFAULT_SEED = 100_000  # far from a search's seeds (0 … num_images - 1 by default)
 
@@ -24,14 +25,16 @@ DEFAULT_SEED = 100_000  # far from a search's seeds (0 … num_images - 1 by def
 @reference_options(None)
 @click.option("--model", default=None,
               help="The study's model from another place (default: the one it was searched on).")
+@clip_model_option("Text pipelines: the CLIP model of the CLIP column (default: the one the "
+                   f"study was searched with, else {DEFAULT_CLIP_MODEL}); none: no column.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Also write the table as JSON to this file.")
 @generation_options(default_batch=64, min_images=2, num_images_default=1000,
                     num_images_help="Held-out images per schedule.", seed_default=DEFAULT_SEED)
 @metric_options(metric=False)
 def validate(storage, study_name, trials, reference, reference_split, reference_images, model,
-             json_out, num_images, seed, batch_size, device, dtype, prompts, prompt_file,
-             guidance_scale, class_labels, cache_dir, inception_weights):
+             clip_model, json_out, num_images, seed, batch_size, device, dtype, prompts,
+             prompt_file, guidance_scale, class_labels, cache_dir, inception_weights):
     """Score a study's best searched schedule and its best baseline on seeds it never used.
 
     The search picks the best of many noisy scores on its own images, which flatters the winner
@@ -53,7 +56,8 @@ def validate(storage, study_name, trials, reference, reference_split, reference_
     s = settings_of(study)
     cond = conditioning(prompts, prompt_file, guidance_scale, class_labels)
     ev = build_evaluator(model or s["model"], s["sampler"], s["t_ref"], num_images, seed,
-                         batch_size, device, dtype, cond, "rfid", cache_dir, inception_weights)
+                         batch_size, device, dtype, cond, "rfid", cache_dir, inception_weights,
+                         clip_model=clip_model or s.get("clip_model") or "auto")
     stored = s.get("conditioning")
     if ev.settings.conditioning() != stored:
         raise FlexoptError(f"study {study.study_name!r} was searched with conditioning {stored!r}"
@@ -67,9 +71,10 @@ def validate(storage, study_name, trials, reference, reference_split, reference_
                    "search's; use --seed beyond them for a fair check", err=True)
     click.echo(f"study {study.study_name!r}: {num_images} held-out images from seed {seed}"
                + (f"; FID against {ref.n} {reference} {reference_split} images" if ref else ""))
-    fid = ref is not None
+    fid, clip = ref is not None, ev.clip is not None
     head = (f"{'':15} {'schedule':34} {'avg MACs':>9} {'speedup':>8} {'NFE':>4} "
-            f"{'rFID':>8}" + (f" {'FID':>8}" if fid else "") + f" {'search':>8}")
+            f"{'rFID':>8}" + (f" {'FID':>8}" if fid else "") + (f" {'CLIP':>7}" if clip else "")
+            + f" {'search':>8}")
     click.echo(head)
     win = result.winner("rfid")
     win_fid = result.winner("fid") if fid else None
@@ -78,9 +83,11 @@ def validate(storage, study_name, trials, reference, reference_split, reference_
         sv = "-" if r.search_value is None else f"{r.search_value:.4g}"
         click.echo(f"{r.label:15} {r.name[:34]:34} {format_macs(r.avg_macs):>9} "
                    f"{r.speedup:>7.2f}x {r.nfe:>4} {r.rfid:>8.3f}"
-                   + (f" {r.fid:>8.3f}" if fid else "") + f" {sv:>8} {marks}")
+                   + (f" {r.fid:>8.3f}" if fid else "") + (f" {r.clip:>7.3f}" if clip else "")
+                   + f" {sv:>8} {marks}")
     click.echo("* lowest rFID" + ("; + lowest FID" if fid else "") + " (teacher excluded); "
-               "search: the score on the search's own images")
+               "search: the score on the search's own images"
+               + (f"; CLIP: {ev.clip.name}, higher is better" if clip else ""))
     click.echo(result.verdict())
     if json_out:
         try:

@@ -1,4 +1,5 @@
-"""Image-quality metrics for the search: FID Inception features, rFID, KID, paired distance.
+"""Image-quality metrics for the search: FID Inception features, rFID, KID, paired distance, and
+the CLIP score of text pipelines (`ClipScorer`).
 
 `inception_features` turns generated images into 2048-d features; `FeatureStats` holds a teacher's
 statistics (storable with `np.savez`) and scores candidates against it; `score(name, ...)` picks the
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 from flexopt.metrics.bootstrap import Interval, PairedBootstrap, paired_bootstrap
 from flexopt.metrics.cachedir import cache_dir
+from flexopt.metrics.clip import DEFAULT_CLIP_MODEL, ClipScorer, clip_scores
 from flexopt.metrics.features import (
     InceptionExtractor,
     inception_features,
@@ -22,8 +24,10 @@ from flexopt.metrics.stats import FeatureStats
 from flexopt.metrics.weights import InceptionWeights, resolve_inception_weights
 
 __all__ = [
+    "DEFAULT_CLIP_MODEL",
     "DEFAULT_METRIC",
     "METRICS",
+    "ClipScorer",
     "FeatureStats",
     "InceptionExtractor",
     "InceptionWeights",
@@ -31,6 +35,7 @@ __all__ = [
     "PairedBootstrap",
     "cache_dir",
     "check_metric",
+    "clip_scores",
     "frechet_distance",
     "inception_features",
     "kid",

@@ -97,9 +97,19 @@ class ReferenceKey(CacheKey):
 
 
 
+@dataclass(frozen=True)
+class ClipKey(CacheKey):
+    """The teacher's per-image CLIP scores: its images (a `TeacherKey` digest) and the CLIP
+    model (weights and preprocessing, `ClipScorer.fingerprint`)."""
+
+    teacher: str
+    clip: str
+
+
 class TeacherCache:
     """Feature statistics on disk under `<cache>/<kind>/<digest>.{npz,json}`: the teacher's
-    (`kind="teacher"`, keyed by `TeacherKey`) or a real data set's (`"reference"`)."""
+    (`kind="teacher"`, keyed by `TeacherKey`), a real data set's (`"reference"`), or any plain
+    arrays (`*_arrays`: the teacher's CLIP scores, `"clip"`, keyed by `ClipKey`)."""
 
     def __init__(self, root: str | os.PathLike[str] | None = None, kind: str = "teacher") -> None:
         self.dir = cache_dir(root) / kind
@@ -111,6 +121,19 @@ class TeacherCache:
     def load(self, key: CacheKey) -> tuple[TeacherEntry | None, str | None]:
         """(entry, None) on a hit; (None, None) when absent; (None, problem) when the entry is
         corrupt or does not match the key — the caller rebuilds it."""
+        arrays, problem = self.load_arrays(key)
+        if arrays is None:
+            return None, problem
+        npz = self.paths(key)[0]
+        try:
+            preview = arrays.pop("preview")
+            stats = FeatureStats.from_arrays(arrays, source=str(npz))
+        except Exception as err:  # any unreadable content is a corrupt entry
+            return None, f"teacher cache {npz} is unreadable ({type(err).__name__}: {err})"
+        return TeacherEntry(stats, preview, npz, "hit"), None
+
+    def load_arrays(self, key: CacheKey) -> tuple[dict[str, np.ndarray] | None, str | None]:
+        """The arrays of an entry (any kind), as `load` reports it."""
         npz, manifest = self.paths(key)
         if not npz.exists() and not manifest.exists():
             return None, None
@@ -118,10 +141,7 @@ class TeacherCache:
         if problem is None:
             try:
                 with np.load(npz, allow_pickle=False) as data:
-                    arrays = {k: data[k] for k in data.files}
-                preview = arrays.pop("preview")
-                stats = FeatureStats.from_arrays(arrays, source=str(npz))
-                return TeacherEntry(stats, preview, npz, "hit"), None
+                    return {k: data[k] for k in data.files}, None
             except Exception as err:  # any unreadable content is a corrupt entry
                 problem = f"unreadable ({type(err).__name__}: {err})"
         return None, f"teacher cache {npz} is {problem}"
@@ -144,9 +164,13 @@ class TeacherCache:
 
     def store(self, key: CacheKey, stats: FeatureStats, preview: np.ndarray) -> Path:
         """Write the npz, then the manifest naming its checksum (both atomic)."""
-        npz, manifest = self.paths(key)
         arrays = dict(stats.to_arrays(with_sqrt=False))
         arrays["preview"] = np.ascontiguousarray(preview, dtype=np.uint8)
+        return self.store_arrays(key, arrays)
+
+    def store_arrays(self, key: CacheKey, arrays: Mapping[str, np.ndarray]) -> Path:
+        """Write any plain arrays as an entry: the npz, then its manifest (both atomic)."""
+        npz, manifest = self.paths(key)
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         atomic_write(npz, lambda f: f.write(buf.getvalue()))
@@ -161,17 +185,37 @@ class TeacherCache:
 
         A corrupt or mismatched entry is reported with a warning, rebuilt and replaced.
         """
-        entry, problem = self.load(key)
-        if entry is not None:
-            return entry
-        # Workers started together on a fresh cache: one builds, the others wait and read it.
-        with file_lock(self.paths(key)[0].with_suffix(".lock")):
-            entry, problem = self.load(key)
-            if entry is not None:
-                return entry
-            if problem is not None:
-                warnings.warn(f"{problem}; rebuilding it", stacklevel=2)
+        def build_arrays() -> dict[str, np.ndarray]:
             stats, preview = build()
-            path = self.store(key, stats, preview[:PREVIEW_IMAGES])
-        status = "rebuilt" if problem else "built"
-        return TeacherEntry(stats, preview[:PREVIEW_IMAGES], path, status, problem)
+            arrays = dict(stats.to_arrays(with_sqrt=False))
+            arrays["preview"] = np.ascontiguousarray(preview[:PREVIEW_IMAGES], dtype=np.uint8)
+            built.append(stats)
+            return arrays
+
+        built: list[FeatureStats] = []
+        arrays, path, status, problem = self.get_or_build_arrays(key, build_arrays, self.load)
+        if isinstance(arrays, TeacherEntry):
+            return arrays
+        return TeacherEntry(built[0], arrays["preview"], path, status, problem)
+
+    def get_or_build_arrays(
+        self, key: CacheKey, build: Callable[[], dict[str, np.ndarray]],
+        load: Callable[[CacheKey], tuple[Any, str | None]] | None = None,
+    ) -> tuple[Any, Path, str, str | None]:
+        """(what `load` read or the arrays `build()` made, path, status, problem): a hit, or
+        built and stored once however many workers ask at the same time (a file lock)."""
+        load = load or self.load_arrays
+        path = self.paths(key)[0]
+        found, problem = load(key)
+        if found is not None:
+            return found, path, "hit", None
+        # Workers started together on a fresh cache: one builds, the others wait and read it.
+        with file_lock(path.with_suffix(".lock")):
+            found, problem = load(key)
+            if found is not None:
+                return found, path, "hit", None
+            if problem is not None:
+                warnings.warn(f"{problem}; rebuilding it", stacklevel=3)
+            arrays = build()
+            self.store_arrays(key, arrays)
+        return arrays, path, "rebuilt" if problem else "built", problem

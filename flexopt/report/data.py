@@ -19,7 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from flexopt.errors import FlexoptError
 from flexopt.schedule import Schedule
-from flexopt.study import SCHEDULE_ATTR, settings_of, trial_schedule
+from flexopt.study import CONSTRAINT_NAME, SCHEDULE_ATTR, settings_of, trial_schedule
 
 KINDS = ("searched", "deepcache", "teacher", "ddim-quad", "baseline")
 
@@ -43,6 +43,8 @@ class TrialRow:
     seconds: float | None = None
     started: datetime | None = None
     completed: datetime | None = None
+    clip_score: float | None = None  # when the study scores CLIP (text pipelines)
+    guard_failed: bool = False  # evaluated under the budget, but under a guard (the CLIP score)
 
     @property
     def steps(self) -> str:
@@ -65,6 +67,13 @@ def _feasible(t: FrozenTrial) -> bool:
     """Under the budget: every constraint ≤ 0 (Optuna's value, else the old system attr list)."""
     values = list(t.constraints.values()) if t.constraints else t.system_attrs.get("constraints")
     return all(c <= 0 for c in values or [])
+
+
+def _guard_failed(t: FrozenTrial) -> bool:
+    """A guard's constraint is violated: a named one but the budget's (Optuna also lists the
+    old-format list's values under "0", "1", …)."""
+    return any(v > 0 for k, v in (t.constraints or {}).items()
+               if k != CONSTRAINT_NAME and not k.isdigit())
 
 
 def _kind(t: FrozenTrial) -> tuple[str, str]:
@@ -94,6 +103,7 @@ def trial_row(study: optuna.Study, t: FrozenTrial) -> TrialRow:
         feasible=evaluated and _feasible(t), schedule=schedule, origin=ua.get("origin"),
         duplicate_of=ua.get("duplicate_of"), seconds=_float(ua.get("seconds")),
         started=t.datetime_start, completed=t.datetime_complete,
+        clip_score=_float(ua.get("clip_score")), guard_failed=evaluated and _guard_failed(t),
     )
 
 
@@ -230,7 +240,7 @@ def collect(study: optuna.Study, highlight: Sequence[int] = ()) -> StudyReport:
 
 TABLE_COLUMNS = ("trial", "kind", "label", "state", "n_segments", "segments", "steps",
                  "avg_macs", "nfe", "speedup", "rfid", "feasible", "origin", "duplicate_of",
-                 "seconds")
+                 "seconds", "clip_score")
 
 
 def trials_frame(report: StudyReport, numbers: Sequence[int] | None = None):
@@ -245,11 +255,13 @@ def trials_frame(report: StudyReport, numbers: Sequence[int] | None = None):
             else None,
             "segments": r.segments, "steps": r.steps, "avg_macs": r.avg_macs, "nfe": r.nfe,
             "speedup": r.speedup, "rfid": r.rfid, "feasible": r.feasible, "origin": r.origin,
-            "duplicate_of": r.duplicate_of, "seconds": r.seconds,
+            "duplicate_of": r.duplicate_of, "seconds": r.seconds, "clip_score": r.clip_score,
         }
         for r in rows
     ]
-    frame = pd.DataFrame(data, columns=list(TABLE_COLUMNS))
+    columns = [c for c in TABLE_COLUMNS  # a CLIP column only where the study scores CLIP
+               if c != "clip_score" or any(r.clip_score is not None for r in rows)]
+    frame = pd.DataFrame(data, columns=columns)
     for col in ("n_segments", "nfe", "duplicate_of"):  # integers with gaps, not floats
         frame[col] = frame[col].astype("Int64")
     return frame.rename(columns={"rfid": report.metric})

@@ -43,7 +43,10 @@ def hover(row: TrialRow, metric: str) -> str:
         cost.append(f"NFE {row.nfe}")
     parts.append(" · ".join(cost))
     if row.rfid is not None:
-        parts.append(f"{metric} {row.rfid:.4g}" + ("" if row.feasible else " (over budget)"))
+        why = "under the CLIP guard" if row.guard_failed else "over budget"
+        parts.append(f"{metric} {row.rfid:.4g}" + ("" if row.feasible else f" ({why})"))
+    if row.clip_score is not None:
+        parts.append(f"CLIP {row.clip_score:.4g}")
     return "<br>".join(parts)
 
 

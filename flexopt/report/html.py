@@ -122,6 +122,11 @@ def _summary(report: StudyReport) -> str:
         ("trials", f"{evaluated} candidates evaluated, {dups} duplicates reused, {pruned} over "
                    f"budget (pruned, never evaluated), {baselines} baselines"),
     ]
+    if s.get("clip_guard") is not None:
+        failed = sum(r.guard_failed for r in rows)
+        items.append(("CLIP guard", f"CLIP score at least the teacher's minus "
+                                    f"{s['clip_guard']:g} ({s.get('clip_model')}): {failed} "
+                                    "evaluated trials under it (infeasible)"))
     for key, number in (("best", report.best), ("best searched", report.best_searched)):
         if number is None or (key != "best" and number == report.best):
             continue

@@ -70,12 +70,16 @@ def pareto_series(report: StudyReport) -> list[Series]:
     for kind, (name, colour, symbol, marker) in _STYLE.items():
         rows = [r for r in points if r.kind == kind]
         ok = tuple(r for r in rows if r.feasible)
-        over = tuple(r for r in rows if not r.feasible)
+        over = tuple(r for r in rows if not r.feasible and not r.guard_failed)
+        guarded = tuple(r for r in rows if not r.feasible and r.guard_failed)
         if ok:
             size = 6 if kind == "searched" else 9
             out.append(Series(name, ok, colour, symbol, marker, size))
         if over:
             out.append(Series(f"{name} (over budget)", over, GREY, symbol, marker, 7))
+        if guarded:  # infeasible like the over-budget ones, for their CLIP score
+            out.append(Series(f"{name} (under the CLIP guard)", guarded, GREY, symbol, marker,
+                              7))
     if report.pareto:
         front = tuple(report.row(n) for n in report.pareto)
         out.append(Series("Pareto front", front, FRONT_COLOUR, "circle", "o", 9, line=True))

@@ -162,6 +162,8 @@ class StudyConfig:
     prompt_column: str | None = None  # JSONL / CSV prompt files: the caption column
     clip_model: str | None = None  # text pipelines: record each trial's CLIP score
     clip_guard: float | None = None  # CLIP score at least the teacher's minus this
+    pruner: str | None = None  # none, median, halving, hyperband (flexopt.pruning)
+    rungs: tuple[int, ...] | str | None = None  # image counts a candidate reports at, or "auto"
     storage: str | None = None
     study_name: str | None = None
     source: str | None = None
@@ -198,6 +200,7 @@ class StudyConfig:
                 "evolution",
                 "study",
                 "description",
+                "pruner",
             },
         )
         space = _take(top.get("space", {}), f"{source} [space]",
@@ -215,7 +218,7 @@ class StudyConfig:
         steps = space.get("steps", AUTO)
         rfid = _take(top.get("rfid", {}), f"{source} [rfid]",
                      {"num_images", "seed", "prompt_file", "guidance_scale", "class_labels",
-                      "prompt_column", "clip_model", "clip_guard"})
+                      "prompt_column", "clip_model", "clip_guard", "rungs"})
         evo = _take(
             top.get("evolution", {}),
             f"{source} [evolution]",
@@ -245,6 +248,8 @@ class StudyConfig:
                 prompt_column=_text(rfid.get("prompt_column"), "rfid.prompt_column"),
                 clip_model=_text(rfid.get("clip_model"), "rfid.clip_model"),
                 clip_guard=_float(rfid.get("clip_guard"), "rfid.clip_guard"),
+                pruner=_pruner(top.get("pruner")),
+                rungs=_rungs(rfid.get("rungs")),
                 evolution=EvolutionConfig(**{
                     k: _probability(v, f"evolution.{k}") if k.endswith("_prob")
                     else _int(v, f"evolution.{k}") for k, v in evo.items()}),
@@ -319,3 +324,15 @@ def _text(value: Any, name: str) -> str | None:
     if not isinstance(value, str) or not value.strip():
         raise FlexoptError(f"{name} {value!r} is invalid; allowed: a non-empty string")
     return value
+
+
+def _pruner(value: Any) -> str | None:
+    from flexopt.pruning import check_pruner
+
+    return None if value is None else check_pruner(value)
+
+
+def _rungs(value: Any) -> tuple[int, ...] | str | None:
+    if value is None or value == AUTO:
+        return value
+    return tuple(_int(v, "rfid.rungs", minimum=2) for v in _list(value, "rfid.rungs"))

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -30,6 +31,7 @@ from flexopt.metrics.teacher import (
 )
 from flexopt.pipeline import GeneratedImages, apply_schedule, generate_images, pipeline_kind
 from flexopt.prefix import DEFAULT_PREFIX_CACHE_MB, REUSABLE_KINDS, PrefixCache, PrefixReuse
+from flexopt.pruning import check_rungs
 from flexopt.schedule import Schedule
 
 
@@ -90,6 +92,7 @@ class ModelEvaluator:
     _teacher_clip: np.ndarray | None = field(init=False, default=None)
     _prefix_cache: PrefixCache | None = field(init=False, default=None)
     _prefix_context: str | None = field(init=False, default=None)
+    _rung_stats: dict[int, FeatureStats] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         check_metric(self.settings.metric)
@@ -121,20 +124,23 @@ class ModelEvaluator:
 
     # ---------------------------------------------------------------------------- images
     def images(self, schedule: Schedule, progress: bool | Callable[[], None] = False,
-               reuse: bool = False) -> GeneratedImages:
-        """The schedule's images for this evaluator's noises (image i: seed + i).
+               reuse: bool = False, start: int = 0, stop: int | None = None
+               ) -> GeneratedImages:
+        """The schedule's images for this evaluator's noises (image i: seed + i), images
+        `start .. stop - 1` (default: all).
 
         `reuse`: start each batch from the longest prefix state stored by earlier calls, and
         store this schedule's (when the prefix cache is on); the images are the same."""
         s = self.settings
+        stop = s.num_images if stop is None else stop
         prefix = None
         if reuse and self._prefix_cache is not None:
             prefix = PrefixReuse(self._prefix_cache, self.prefix_context(), schedule)
         return generate_images(
-            apply_schedule(self.pipe, schedule), s.num_images, s.seed, s.batch_size,
+            apply_schedule(self.pipe, schedule), stop - start, s.seed, s.batch_size,
             prompts=s.prompts or None, guidance_scale=s.guidance_scale,
             class_labels=s.class_labels or None, images=load_images(s.images, "RGB"),
-            masks=load_images(s.masks, "L"), progress=progress, prefix=prefix,
+            masks=load_images(s.masks, "L"), progress=progress, prefix=prefix, start=start,
         )
 
     def prefix_context(self) -> str:
@@ -247,24 +253,60 @@ class ModelEvaluator:
         return ClipComparison(self.clip_scores(gen.images), teacher)
 
     # ----------------------------------------------------------------- score (ScheduleEvaluator)
-    def score(self, schedule: Schedule) -> float:
-        """The metric (rFID by default) of the schedule's images against the teacher's."""
+    def score(self, schedule: Schedule, rungs: Sequence[int] = (),
+              on_rung: Callable[[int, float], object] | None = None) -> float:
+        """The metric (rFID by default) of the schedule's images against the teacher's.
+
+        `rungs` (increasing image counts below `num_images`): the images are made in pieces,
+        `0 .. rungs[0] - 1`, then up to the next rung, …, then up to `num_images`, and after each
+        rung `on_rung(n, value)` gets the metric of the first n images against the teacher's
+        first n (the same noises). It may raise (`optuna.TrialPruned`) to stop there: the later
+        images are never made. Pieces split the batches at the rungs, so every candidate's
+        batches, and so the prefix states they share, are the same."""
         teacher = self.teacher().stats
-        t0 = time.perf_counter()
-        gen = self.images(schedule, reuse=True)
-        t1 = time.perf_counter()
-        feats = self.features(gen.images)
-        t2 = time.perf_counter()
-        value = score(self.settings.metric, teacher, feats)
-        t3 = time.perf_counter()
-        self.last_timings = {"generate": t1 - t0, "features": t2 - t1, "metric": t3 - t2}
-        self.last_scores = {}
+        metric, total = self.settings.metric, self.settings.num_images
+        bounds = (*check_rungs(rungs, total), total)
+        timings = dict.fromkeys(("generate", "features", "metric"), 0.0)
+        images: list[np.ndarray] = []
+        feats: list[np.ndarray] = []
+        counts = {"unet_calls": 0, "unet_calls_skipped": 0}
+        self.last_images, self.last_scores = None, {}
+        start, value = 0, math.nan
+        for stop in bounds:
+            t0 = time.perf_counter()
+            gen = self.images(schedule, reuse=True, start=start, stop=stop)
+            t1 = time.perf_counter()
+            images.append(gen.images)
+            feats.append(self.features(gen.images))
+            t2 = time.perf_counter()
+            counts["unet_calls"] += gen.calls
+            counts["unet_calls_skipped"] += gen.skipped
+            part = np.concatenate(feats)
+            value = score(metric, teacher if stop == total else self.teacher_rung(stop), part)
+            timings["generate"] += t1 - t0
+            timings["features"] += t2 - t1
+            timings["metric"] += time.perf_counter() - t2
+            self.last_timings, self.last_counts = dict(timings), dict(counts)
+            if stop < total and on_rung is not None:
+                on_rung(stop, float(value))
+            start = stop
+        all_images = np.concatenate(images)
         if self.clip is not None:
-            self.last_scores["clip_score"] = float(self.clip_scores(gen.images).mean())
+            t3 = time.perf_counter()
+            self.last_scores["clip_score"] = float(self.clip_scores(all_images).mean())
             self.last_timings["clip"] = time.perf_counter() - t3
-        self.last_counts = {"unet_calls": gen.calls, "unet_calls_skipped": gen.skipped}
-        self.last_images = gen.images
+        self.last_images = all_images
         return float(value)
+
+    def teacher_rung(self, n: int) -> FeatureStats:
+        """The teacher's statistics over its first `n` images (what a rung compares with)."""
+        if n not in self._rung_stats:
+            feats = self.teacher().stats.features
+            if feats is None:
+                raise FlexoptError("the teacher cache holds no raw features, which rungs need; "
+                                   "delete it to rebuild")
+            self._rung_stats[n] = FeatureStats.from_features(feats[:n])
+        return self._rung_stats[n]
 
 
 def check_conditioning(pipe: Any, settings: EvalSettings) -> None:

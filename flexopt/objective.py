@@ -9,6 +9,7 @@ records its settings on the study, so `flexopt report`/`export` read the study l
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -71,7 +72,7 @@ class Objective(TrialObjective):
         cache_dir: str | None = None, inception_weights: str | None = None,
         progress: bool = False, model: str | None = None,
         prefix_cache_mb: float | None = None, clip_model: str | None = None,
-        clip_guard: float | None = None,
+        clip_guard: float | None = None, rungs: Sequence[int] | str | None = (),
     ) -> Objective:
         """The objective for a loaded pipeline: its teacher is `sampler` with `space.t_ref` full
         steps, and a candidate scores the rFID of `num_images` images (image i: seed + i).
@@ -84,15 +85,20 @@ class Objective(TrialObjective):
         for shared-prefix reuse (default `flexopt.prefix.DEFAULT_PREFIX_CACHE_MB`; 0: off).
         `clip_model` (a `transformers` CLIP id or directory): every trial also records its CLIP
         score; `clip_guard` D: a trial whose CLIP score is under the teacher's minus D is
-        infeasible (default model then `flexopt.metrics.clip.DEFAULT_CLIP_MODEL`)."""
+        infeasible (default model then `flexopt.metrics.clip.DEFAULT_CLIP_MODEL`).
+        `rungs` (image counts, e.g. (8, 16); "auto": `flexopt.pruning.default_rungs`): each
+        candidate reports its score after each rung, so the study's pruner
+        (`optuna.create_study(pruner=flexopt.pruning.make_pruner(...))`) can stop it there."""
         from flexopt.conditioning import DEFAULT_GUIDANCE
         from flexopt.cost import fit_space
         from flexopt.evaluator import EvalSettings, ModelEvaluator
         from flexopt.prefix import DEFAULT_PREFIX_CACHE_MB
+        from flexopt.pruning import parse_rungs
 
         settings = EvalSettings(
             num_images, seed, batch_size, metric, tuple(prompts),
             DEFAULT_GUIDANCE if guidance_scale is None else guidance_scale, tuple(class_labels))
+        rungs_ = parse_rungs(rungs, num_images)
         clip = load_clip(pipe, settings, clip_model, clip_guard)
         ev = ModelEvaluator(pipe, sampler, space.t_ref, settings, cache_dir, inception_weights,
                             progress, DEFAULT_PREFIX_CACHE_MB if prefix_cache_mb is None
@@ -106,7 +112,7 @@ class Objective(TrialObjective):
             space, fit = _placed_space(ev, pipe, space, limit)
             check_model(ev, space, sampler, budget_, limit)
             return cls._build(pipe, ev, space, sampler, budget_, limit, fit, multi_objective,
-                              metric, model, num_images, seed, settings, clip_guard)
+                              metric, model, num_images, seed, settings, clip_guard, rungs_)
         auto = getattr(space, "auto", False)
         if not auto:  # explicit: grid, branches and budget checked first, in one line each
             space = space.space() if isinstance(space, SpaceChoices) else space
@@ -120,21 +126,21 @@ class Objective(TrialObjective):
         if auto:
             check_model(ev, space, sampler, budget_, limit)
         return cls._build(pipe, ev, space, sampler, budget_, limit, fit, multi_objective, metric,
-                          model, num_images, seed, settings, clip_guard)
+                          model, num_images, seed, settings, clip_guard, rungs_)
 
     @classmethod
     def _build(cls, pipe: Any, ev: Any, space: Space, sampler: str, budget: Budget | None,
                limit: float | None, fit: Any, multi_objective: bool, metric: str,
                model: str | None, num_images: int, seed: int, settings: Any,
-               clip_guard: float | None = None) -> Objective:
+               clip_guard: float | None = None, rungs: tuple[int, ...] = ()) -> Objective:
         name = model or getattr(pipe, "name_or_path", None) or type(pipe).__name__
         clip = ev.clip
         search = SearchSettings(space, sampler, budget, multi_objective, metric, name,
                                 num_images, seed, settings.conditioning(),
                                 clip.name if clip is not None else None, clip_guard)
         guards = () if clip_guard is None else (Guard("clip_score", clip_guard),)
-        return cls(space, ev, sampler, limit, multi_objective, guards=guards, settings=search,
-                   space_fit=fit)
+        return cls(space, ev, sampler, limit, multi_objective, guards=guards, rungs=rungs,
+                   settings=search, space_fit=fit)
 
     # --------------------------------------------------------------------------- queries
     @property

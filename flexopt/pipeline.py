@@ -164,8 +164,10 @@ def generate_images(
     masks: Sequence[Any] | None = None,
     progress: bool | Callable[[], None] = True,
     prefix: PrefixReuse | None = None,
+    start: int = 0,
 ) -> GeneratedImages:
-    """Generate `num_images` with a scheduled pipeline, in batches, reproducibly.
+    """Generate `num_images` with a scheduled pipeline, in batches, reproducibly: images
+    `start .. start + num_images - 1` of the run from `seed`.
 
     Image i draws its initial noise from `torch.Generator().manual_seed(seed + i)`, so the same
     (seed, i) gives the same noise whatever the batch size — which is what makes a candidate's
@@ -174,11 +176,14 @@ def generate_images(
     cycle through `class_labels`; img2img / ControlNet through `images` (the input or control
     image), inpainting also through `masks`. `prefix`: start
     each batch from its longest stored schedule prefix and keep its boundary states (the caller
-    checks the pipeline kind allows it, `flexopt.prefix.REUSABLE_KINDS`).
+    checks the pipeline kind allows it, `flexopt.prefix.REUSABLE_KINDS`). `start`: a run made in
+    pieces (the rungs of a pruned search) gives, piece after piece, the same images as one call
+    split into the same batches.
     """
-    if num_images < 1 or batch_size < 1:
+    if num_images < 1 or batch_size < 1 or start < 0:
         raise FlexoptError(
-            f"num_images {num_images} / batch_size {batch_size} are invalid; allowed: >= 1"
+            f"num_images {num_images} / batch_size {batch_size} / start {start} are invalid; "
+            "allowed: >= 1, >= 1, >= 0"
         )
     if (run.kind in ("image", "inpaint") and not images) or (run.kind == "inpaint" and not masks):
         raise FlexoptError(
@@ -198,6 +203,7 @@ def generate_images(
     def batch_of(first: int, n: int) -> np.ndarray:
         """Images first .. first + n - 1 (a smaller batch on out-of-memory: same images)."""
         nonlocal seconds, calls
+        first += start
         gens = [torch.Generator("cpu").manual_seed(seed + first + i) for i in range(n)]
         kwargs: dict[str, Any] = {"generator": gens, "output_type": "np", "progress": progress}
         if prefix is not None:  # a batch that fails (out-of-memory, retried smaller) skips nothing
@@ -242,6 +248,6 @@ def generate_images(
     finally:
         if bar is not None:
             bar.close()
-    seeds = np.arange(seed, seed + num_images, dtype=np.int64)
+    seeds = np.arange(seed + start, seed + start + num_images, dtype=np.int64)
     skipped = prefix.skipped if prefix is not None else 0
     return GeneratedImages(np.concatenate(out), seeds, seconds, calls, skipped)

@@ -57,6 +57,12 @@ class CostLimit:
         return self.limit is None or self.cost(candidate) < self.limit
 
 
+def _whole_study(study: Study) -> Study:
+    """The study itself: under `HyperbandPruner` a sampler is handed a view of one bracket's
+    trials, which cannot enqueue; the evolution's population is the whole study's."""
+    return study._study if hasattr(study, "_bracket_id") else study  # type: ignore[attr-defined]
+
+
 def candidate_key(space: AnySpace, candidate: AnyCandidate) -> str:
     """A string naming the steps a candidate runs (equal for equivalent candidates)."""
     return str(space.canonical(candidate))
@@ -178,6 +184,7 @@ class FlexEvolutionSampler(BaseSampler):
         return {}
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
+        study = _whole_study(study)
         if "fixed_params" in trial.system_attrs:
             return  # enqueued (a user's trial, a baseline or one of our children): respect it
         if PROPOSAL_ATTR in trial.system_attrs:  # a retried trial keeps its candidate

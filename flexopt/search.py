@@ -29,13 +29,15 @@ from flexopt.config import Budget, EvolutionConfig, SpaceChoices, StudyConfig, f
 from flexopt.errors import FlexoptError
 from flexopt.objective import Objective, as_budget, noise_schedule
 from flexopt.prefix import DEFAULT_PREFIX_CACHE_MB
+from flexopt.pruning import DEFAULT_PRUNER, check_pruner, make_pruner, parse_rungs
 from flexopt.storage import StudyLock, check_storage, make_storage, mask_url
 from flexopt.study import (
+    TrialCounts,
     baseline_schedules,
     default_storage,
     enqueue_baselines,
     feasible_trials,
-    finished,
+    is_baseline,
     make_sampler,
     open_study,
 )
@@ -45,7 +47,9 @@ if TYPE_CHECKING:
 
 BASELINES_ATTR = "flexopt:baselines"  # study system attr: the baselines were enqueued (names)
 WORKER_ATTR = "flexopt:worker"  # trial system attr: host:pid of the worker that ran it
-COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
+# A sampler that proposes nothing but over-budget candidates (random, TPE on a tight budget)
+# stops after this many rejections per trial asked for, plus the slack.
+REJECTED_PER_TRIAL, REJECTED_SLACK = 50, 1000
 Log = Callable[[str], None]
 
 
@@ -62,7 +66,9 @@ class SearchJob:
     sampler: str = "ddim"  # the diffusion sampler of the schedules
     search_sampler: str = "evo"  # evo, random, tpe, nsga2
     multi_objective: bool = False
-    baselines: str = "all"  # all, best, none (flexopt.study.BASELINE_MODES)
+    baselines: str = "feasible"  # feasible, all, best, none (flexopt.study.BASELINE_MODES)
+    pruner: str | None = None  # none, median, halving, hyperband; None: flexopt.pruning's default
+    rungs: tuple[int, ...] | str | None = None  # image counts; None / "auto": 8, 16, 32, …
     search_seed: int | None = None
     artifacts: str | None = None
     upload_artifacts: bool = True
@@ -109,7 +115,7 @@ class SearchJob:
                     "n_trials": cfg.n_trials, "evolution": cfg.evolution,
                     "prompts": _config_prompts(cfg), "guidance_scale": cfg.guidance_scale,
                     "class_labels": cfg.class_labels, "clip_model": cfg.clip_model,
-                    "clip_guard": cfg.clip_guard}
+                    "clip_guard": cfg.clip_guard, "pruner": cfg.pruner, "rungs": cfg.rungs}
             base = {k: v for k, v in base.items() if v not in (None, ())}
         merged = {**base, **given}
         if not merged.get("model"):
@@ -125,9 +131,34 @@ class SearchJob:
             raise FlexoptError("segments = \"auto\" fits the space to a budget: give --budget, "
                                "or explicit --segments")
         if isinstance(merged.get("baselines"), bool):
-            merged["baselines"] = "all" if merged["baselines"] else "none"
+            merged["baselines"] = "feasible" if merged["baselines"] else "none"
         merged.setdefault("budget", None)
-        return cls(**merged)
+        job = cls(**merged)
+        job.check_pruning()  # a bad pruner or rungs: one line before the model loads
+        return job
+
+    def check_pruning(self) -> None:
+        """Refuse a pruner with several objectives, an unknown pruner, rungs that do not fit."""
+        if self.multi_objective and self.pruner not in (None, "none"):
+            raise FlexoptError(f"--pruner {self.pruner} with --multi-objective: Optuna's pruners "
+                               "compare one objective; allowed: --pruner none")
+        if self.pruner_name != "none":
+            parse_rungs(self.rungs, self.num_images)
+
+    @property
+    def pruner_name(self) -> str:
+        """The pruner this job uses: the one given, else the default (none for a
+        multi-objective search, which Optuna's pruners do not support)."""
+        if self.pruner is not None:
+            return check_pruner(self.pruner)
+        return "none" if self.multi_objective else DEFAULT_PRUNER
+
+    @property
+    def rung_counts(self) -> tuple[int, ...]:
+        """The rungs (image counts) candidates report at; () without a pruner."""
+        if self.pruner_name == "none":
+            return ()
+        return parse_rungs(self.rungs, self.num_images)
 
 
 def _config_prompts(cfg: StudyConfig) -> tuple[str, ...]:
@@ -149,7 +180,8 @@ class SearchResult:
 
 
 def run_search(job: SearchJob, log: Log = print) -> SearchResult:
-    """Run (or resume) the study `job` describes until it holds `n_trials` finished trials.
+    """Run (or resume) the study `job` describes until it holds `n_trials` searched candidates
+    (and its baselines).
 
     With `job.workers > 1`, that many local processes share the study (one per GPU when there
     are GPUs). `log` receives the progress lines the CLI prints.
@@ -173,7 +205,7 @@ def run_search(job: SearchJob, log: Log = print) -> SearchResult:
         multi_objective=job.multi_objective, cache_dir=job.cache_dir,
         inception_weights=job.inception_weights, progress=job.progress,
         prefix_cache_mb=job.prefix_cache_mb, clip_model=job.clip_model,
-        clip_guard=job.clip_guard)
+        clip_guard=job.clip_guard, rungs=job.rung_counts)
     ev, limit = objective.evaluator, objective.max_avg_macs
     space = objective.space
     log(f"model {job.model}: full step {format_macs(ev.full_macs)} MACs, max branch "
@@ -197,7 +229,14 @@ def run_search(job: SearchJob, log: Log = print) -> SearchResult:
     smp = make_sampler(job.search_sampler, space, objective.feasible, job.evolution,
                        job.search_seed)
     # open (and check) the study before the teacher: a refused resume should not cost its images
-    study = open_study(storage, job.study_name, objective.settings, smp)
+    pruner = make_pruner(job.pruner_name, objective.rungs, job.num_images)
+    study = open_study(storage, job.study_name, objective.settings, smp, pruner)
+    if objective.rungs:
+        log(f"pruner: {job.pruner_name}, candidates scored on "
+            f"{' → '.join(map(str, (*objective.rungs, job.num_images)))} images")
+    elif job.rungs not in (None, "auto"):
+        log("note: rungs are ignored without a pruner (--pruner none): every candidate is "
+            "scored on all its images")
     lock = StudyLock(storage, job.study_name)
     entry = objective.teacher()
     log(f"teacher cache {'reused' if entry.status == 'hit' else entry.status}: {entry.path}")
@@ -219,7 +258,8 @@ def run_search(job: SearchJob, log: Log = print) -> SearchResult:
     ran = optimize(study, objective, job.n_trials, timeout=job.timeout, progress=job.progress,
                    lock=lock)
     queued = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-    timed_out = job.timeout is not None and finished(study) < job.n_trials
+    timed_out = (job.timeout is not None
+                 and TrialCounts.of_study(study).searched < job.n_trials)
     return SearchResult(study, url, ran, queued, timed_out)
 
 
@@ -254,14 +294,18 @@ def enqueue_baselines_once(study: optuna.Study, lock: StudyLock,
 def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], Any], n_trials: int, *,
              timeout: float | None = None, progress: bool = False,
              lock: StudyLock | None = None, poll: float = 0.5) -> int:
-    """Run trials until the study holds `n_trials` finished ones (all workers together).
+    """Run trials until the study holds `n_trials` searched candidates (all workers together),
+    and every queued baseline.
 
-    Unlike `study.optimize(n_trials=…)`, which counts this process's trials, the total is the
-    study's: a trial starts only while finished + running trials stay under it (decided under
-    the study lock), so N workers end with exactly `n_trials`. A worker with nothing left to start
-    waits while other workers' trials run, and takes over a crashed worker's trial when the
-    heartbeat fails it. Ctrl-C or SIGTERM puts the running trial back in the queue and re-raises
-    KeyboardInterrupt. Returns the number of trials this call ran.
+    `n_trials` counts searched candidates evaluated, to the end or to a rung where the pruner
+    stopped them (`TrialCounts.searched`); baselines and candidates the budget rejects before
+    any image is made run in addition. Unlike `study.optimize(n_trials=…)`, which counts this
+    process's trials, the total is the study's: a candidate starts only while evaluated plus
+    running ones stay under it (decided under the study lock), so N workers end with exactly
+    `n_trials`. A worker with nothing left to start waits while other workers' trials run, and
+    takes over a crashed worker's trial when the heartbeat fails it. Ctrl-C or SIGTERM puts the
+    running trial back in the queue and re-raises KeyboardInterrupt. Returns the number of
+    trials this call ran.
     """
     from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
     from tqdm.auto import tqdm
@@ -270,9 +314,11 @@ def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], Any], n_tr
     heartbeat = is_heartbeat_enabled(study._storage)
     deadline = None if timeout is None else time.monotonic() + timeout
     worker = f"{socket.gethostname()}:{os.getpid()}"
+    max_rejected = REJECTED_PER_TRIAL * n_trials + REJECTED_SLACK
     ran = 0
-    bar = tqdm(total=n_trials, initial=min(finished(study), n_trials), desc="search",
-               unit="trial", disable=not progress, dynamic_ncols=True)
+    counts = TrialCounts.of_study(study)
+    bar = tqdm(total=n_trials, initial=min(counts.searched, n_trials), desc="search",
+               unit="candidate", disable=not progress, dynamic_ncols=True)
     with _Interrupts().installed() as interrupts, contextlib.closing(bar):
         while deadline is None or time.monotonic() < deadline:
             interrupts.hold()  # released where the trial is run, or when there is none
@@ -283,21 +329,33 @@ def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], Any], n_tr
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                         optuna.storages.fail_stale_trials(study)
-                trials = study.get_trials(deepcopy=False, states=(*COUNTED, TrialState.RUNNING))
-                done = sum(t.state in COUNTED for t in trials)
-                trial = _ask(study) if len(trials) < n_trials else None
+                trials = study.get_trials(deepcopy=False)
+                counts = TrialCounts.of(trials)
+                if counts.rejected > max_rejected:  # a sampler that keeps proposing over budget
+                    warnings.warn(f"stopping: {counts.rejected} candidates were over the budget "
+                                  f"for {counts.searched} evaluated; the sampler does not find "
+                                  "the feasible region (use --sampler evo, or a larger budget)",
+                                  RuntimeWarning, stacklevel=2)
+                    break
+                trial = None
+                if counts.searched + counts.running_searched < n_trials:
+                    trial = _ask(study, trials)
+                elif counts.waiting_baselines:  # baselines run in addition to the candidates
+                    trial = _claim(study, [t for t in trials if t.state == TrialState.WAITING
+                                           and is_baseline(t)])
                 if trial is not None:
                     study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, worker)
             if trial is None:
                 interrupts.raise_pending()
-                if done >= n_trials or not heartbeat:  # without a heartbeat, nobody takes over
+                # without a heartbeat, nobody takes a crashed trial over: nothing to wait for
+                if counts.searched >= n_trials or not heartbeat:
                     break
                 time.sleep(poll)  # others' trials are running; one may yet fail and be retried
                 continue
             with get_heartbeat_thread(trial._trial_id, study._storage):
                 _run_one(study, trial, objective, interrupts.raise_pending)
             ran += 1
-            bar.n = min(finished(study), n_trials)
+            bar.n = min(TrialCounts.of_study(study).searched, n_trials)
             best = feasible_trials(study)
             if best:
                 bar.set_postfix_str(f"best {best[0].values[0]:.4g} (trial {best[0].number})")
@@ -305,7 +363,7 @@ def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], Any], n_tr
     return ran
 
 
-def _ask(study: optuna.Study) -> optuna.Trial:
+def _ask(study: optuna.Study, trials: Sequence[optuna.trial.FrozenTrial]) -> optuna.Trial:
     """The next trial: one a worker had started (a crashed worker's retry, an interrupted trial)
     before any other queued candidate, else what `study.ask()` gives.
 
@@ -313,17 +371,26 @@ def _ask(study: optuna.Study) -> optuna.Trial:
     queued behind them would still be waiting when the total is reached, losing the candidate
     the crashed worker had taken a place in that total for.
     """
-    resumed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-               if WORKER_ATTR in t.system_attrs]
-    for t in resumed:  # the same claim `study.ask()` makes: WAITING → RUNNING, or someone won
+    resumed = _claim(study, [t for t in trials if t.state == TrialState.WAITING
+                             and WORKER_ATTR in t.system_attrs])
+    if resumed is not None:
+        return resumed
+    with warnings.catch_warnings():  # Optuna warns that heartbeats belong to `study.optimize`;
+        warnings.simplefilter("ignore", UserWarning)  # this loop runs them itself
+        return study.ask()
+
+
+def _claim(study: optuna.Study, waiting: Sequence[optuna.trial.FrozenTrial]
+           ) -> optuna.Trial | None:
+    """The first of these queued trials this worker can take (WAITING → RUNNING, the claim
+    `study.ask()` makes; another worker may have won it), or None."""
+    for t in waiting:
         try:
             if study._storage.set_trial_state_values(t._trial_id, TrialState.RUNNING):
                 return optuna.Trial(study, t._trial_id)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
-    with warnings.catch_warnings():  # Optuna warns that heartbeats belong to `study.optimize`;
-        warnings.simplefilter("ignore", UserWarning)  # this loop runs them itself
-        return study.ask()
+    return None
 
 
 def _run_one(study: optuna.Study, trial: optuna.Trial,
@@ -449,10 +516,8 @@ def summary(result: SearchResult, metric: str, baselines: bool | str) -> list[st
     """The closing lines of `flexopt search`: this call's count, the bests, what to run next."""
     study, shown = result.study, mask_url(result.storage)
     name = study.study_name
-    searched = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                   if "baseline" not in t.user_attrs)
-    lines = [f"study {name!r} in {shown}: ran {result.ran} trials this time, "
-             f"{finished(study)} finished in all ({searched} searched candidates evaluated)"]
+    lines = [f"study {name!r} in {shown}: ran {result.ran} trials this time; in all "
+             f"{TrialCounts.of_study(study).line()}"]
     if result.timed_out:
         lines.append("stopped by the time limit before the trial total; run the same command "
                      "again to continue the study")

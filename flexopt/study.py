@@ -31,10 +31,11 @@ if TYPE_CHECKING:
 from flexopt.storage import make_storage, mask_url, storage_error, study_names
 
 SAMPLER_NAMES = ("evo", "random", "tpe", "nsga2")
-BASELINE_MODES = ("all", "best", "none")
+BASELINE_MODES = ("feasible", "all", "best", "none")  # the first is the default
 BASELINE_INTERVALS = (2, 3, 5, 10)
 CONSTRAINT_NAME = "avg_macs"
 CONSTRAINTS_ATTR = "constraints"  # trial system attr: the constraint values, as a list
+PRUNED_AT_ATTR = "pruned_at"  # user attr: the rung (image count) a pruner stopped a trial at
 SCHEDULE_ATTR = "schedule"  # user attr holding a baseline's whole schedule (not in the space)
 _SETTINGS_ATTR = "flexopt:settings"
 
@@ -159,13 +160,15 @@ def open_study(
     study_name: str,
     settings: SearchSettings,
     sampler: optuna.samplers.BaseSampler,
+    pruner: optuna.pruners.BasePruner | None = None,
 ) -> optuna.Study:
-    """Create the study, or load it if it exists — checking it was made with the same settings."""
+    """Create the study, or load it if it exists — checking it was made with the same settings.
+    `pruner`: Optuna's, for an objective with rungs (`flexopt.pruning.make_pruner`)."""
     directions = ["minimize", "minimize"] if settings.multi_objective else ["minimize"]
     where = mask_url(getattr(storage, "url", storage))  # an RDBStorage object, or a URL
     try:
         study = optuna.create_study(
-            storage=storage, study_name=study_name, sampler=sampler,
+            storage=storage, study_name=study_name, sampler=sampler, pruner=pruner,
             directions=directions, load_if_exists=True,
         )
     except ValueError as err:  # e.g. directions differ from the stored study
@@ -240,7 +243,7 @@ def schedule_of(trial: FrozenTrial, space: Space, sampler: str) -> Schedule:
 # --------------------------------------------------------------------------------- baselines
 def baseline_schedules(
     space: Space, sampler: str, full_macs: float, avg_macs: Callable[[Schedule], float],
-    max_avg_macs: float | None, mode: str = "all", train_timesteps: int | None = None,
+    max_avg_macs: float | None, mode: str = "feasible", train_timesteps: int | None = None,
     offset: int = 0,
 ) -> list[tuple[str, Schedule]]:
     """DeepCache uniform (the space's branches × intervals 2, 3, 5, 10) and fewer-step teachers.
@@ -251,9 +254,10 @@ def baseline_schedules(
     budget) also gets DDIM's quadratic spacing (`ddim-quad T=…`, the DDIM paper's CIFAR-10
     choice). In a timestep / hybrid space the
     teachers are placed-step schedules on the same timesteps (they then join its population).
-    `mode="all"`: all of them, those under the budget first (heaviest first), so a time limit
-    spends itself on what the search is judged against; `"best"`: only the heaviest under the
-    budget of each kind (fewer-step teacher, DeepCache-uniform); `"none"`: no baseline.
+    `mode="feasible"` (the default): those under the budget, heaviest first (what the search is
+    judged against); `"all"`: these, then the ones over the budget (they are evaluated, for the
+    report's plot, but can never win); `"best"`: only the heaviest under the budget of each kind
+    (fewer-step teacher, DeepCache-uniform, DDIM-quadratic); `"none"`: no baseline.
     """
     if mode not in BASELINE_MODES:
         raise FlexoptError(f"baselines mode {mode!r} is invalid; allowed: "
@@ -268,7 +272,7 @@ def baseline_schedules(
     if mode == "best":
         kinds = {name.split()[0]: (name, s) for name, s in reversed(under)}
         return sorted(kinds.values(), key=lambda b: -avg_macs(b[1]))
-    return under + over
+    return under + over if mode == "all" else under
 
 
 def _baseline_candidates(
@@ -366,7 +370,16 @@ class Objective:
     # grid as an Optuna artifact (`flexopt.artifacts.SampleGridUploader`).
     sample_grids: Callable[[optuna.Trial, Any], object] | None = None
     guards: tuple[Guard, ...] = ()
+    # Image counts after which a candidate reports its score and the study's pruner may stop
+    # it (`flexopt.pruning`); () scores every candidate on all its images.
+    rungs: tuple[int, ...] = ()
     _teacher_scores: dict[str, float] | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.rungs and self.multi_objective:
+            raise FlexoptError("pruning at rungs needs one objective (Optuna's pruners do not "
+                               "support multi-objective studies); allowed: --pruner none with "
+                               "--multi-objective")
 
     def teacher_scores(self) -> dict[str, float]:
         """The teacher's values of the guarded scores (its images scored once, then cached)."""
@@ -411,12 +424,18 @@ class Objective:
                 self._guard(trial, constraints, floors, dup.user_attrs)
                 return _values(dup.values, self.multi_objective)
         t0 = time.perf_counter()
-        score = float(self.evaluator.score(schedule))
-        trial.set_user_attr("seconds", time.perf_counter() - t0)
-        for stage, seconds in getattr(self.evaluator, "last_timings", {}).items():
-            trial.set_user_attr(f"seconds_{stage}", seconds)
-        for name, count in getattr(self.evaluator, "last_counts", {}).items():
-            trial.set_user_attr(name, count)  # unet_calls, unet_calls_skipped (prefix reuse)
+        try:
+            if self.rungs:
+                score = float(self.evaluator.score(  # type: ignore[call-arg]
+                    schedule, self.rungs, self._rung_reporter(trial, baseline)))
+            else:
+                score = float(self.evaluator.score(schedule))
+        finally:  # a pruned trial records what it cost, too
+            trial.set_user_attr("seconds", time.perf_counter() - t0)
+            for stage, seconds in getattr(self.evaluator, "last_timings", {}).items():
+                trial.set_user_attr(f"seconds_{stage}", seconds)
+            for name, count in getattr(self.evaluator, "last_counts", {}).items():
+                trial.set_user_attr(name, count)  # unet_calls, unet_calls_skipped (prefix reuse)
         extra = dict(getattr(self.evaluator, "last_scores", {}))
         for name, value in extra.items():
             trial.set_user_attr(name, value)  # clip_score
@@ -424,6 +443,18 @@ class Objective:
         if self.sample_grids is not None:
             self.sample_grids(trial, getattr(self.evaluator, "last_images", None))
         return (score, avg) if self.multi_objective else score
+
+    @staticmethod
+    def _rung_reporter(trial: optuna.Trial, baseline: bool) -> Callable[[int, float], None]:
+        """Report a rung's value to Optuna; stop the trial where the pruner says (a baseline
+        reports, and is asked, so the rungs compare candidates with it, but always runs to the
+        end: successive halving records a trial's rung only when it is asked)."""
+        def on_rung(n_images: int, value: float) -> None:
+            trial.report(value, n_images)
+            if trial.should_prune() and not baseline:
+                trial.set_user_attr(PRUNED_AT_ATTR, n_images)
+                raise optuna.TrialPruned(f"score {value:.4g} on {n_images} images")
+        return on_rung
 
     def _guard(self, trial: optuna.Trial, constraints: dict[str, float],
                floors: dict[str, float], scores: dict[str, Any]) -> None:
@@ -511,7 +542,61 @@ def check_space_fits(space: Space, sampler: str, evaluator: ScheduleEvaluator,
                 f"raise the budget or allow fewer/lighter {fewer}")
 
 
-def finished(study: optuna.Study) -> int:
-    """Trials that count towards --n-trials: evaluated or rejected by the budget."""
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+def is_baseline(t: FrozenTrial) -> bool:
+    """A baseline (DeepCache-uniform, fewer-step teacher, DDIM-quadratic), enqueued or a seed of
+    the sampler's first population: it runs in addition to the searched candidates."""
+    return "baseline" in t.user_attrs
+
+
+def pruned_at_rung(t: FrozenTrial) -> bool:
+    """Evaluated on some images, then stopped by the pruner (PRUNED with `pruned_at`); a PRUNED
+    trial without it was rejected by the budget before any image was made."""
+    return t.state == TrialState.PRUNED and PRUNED_AT_ATTR in t.user_attrs
+
+
+@dataclass(frozen=True)
+class TrialCounts:
+    """A study's trials as a search counts them. `--n-trials` is the number of searched
+    candidates evaluated (to the end or to a rung); baselines and candidates rejected by the
+    budget (never evaluated) come in addition."""
+
+    searched: int  # searched candidates evaluated: complete + pruned at a rung
+    pruned: int  # of which stopped at a rung
+    baselines: int  # baselines evaluated
+    rejected: int  # searched candidates over the budget: never evaluated
+    running_searched: int = 0
+    waiting_baselines: int = 0
+
+    @classmethod
+    def of(cls, trials: Sequence[FrozenTrial]) -> TrialCounts:
+        searched = pruned = baselines = rejected = running = waiting = 0
+        for t in trials:
+            base = is_baseline(t)
+            if t.state == TrialState.COMPLETE:
+                baselines += base
+                searched += not base
+            elif t.state == TrialState.PRUNED:
+                at_rung = pruned_at_rung(t)
+                pruned += at_rung and not base
+                searched += at_rung and not base
+                rejected += not at_rung and not base
+                baselines += base
+            elif t.state == TrialState.RUNNING:
+                running += not base
+            elif t.state == TrialState.WAITING:
+                waiting += base
+        return cls(searched, pruned, baselines, rejected, running, waiting)
+
+    @classmethod
+    def of_study(cls, study: optuna.Study) -> TrialCounts:
+        return cls.of(study.get_trials(deepcopy=False))
+
+    def line(self) -> str:
+        """"40 searched candidates (12 stopped at a rung), 5 baselines, 3 over the budget"."""
+        parts = [f"{self.searched} searched candidates"
+                 + (f" ({self.pruned} stopped at a rung)" if self.pruned else ""),
+                 f"{self.baselines} baselines"]
+        if self.rejected:
+            parts.append(f"{self.rejected} over the budget (never evaluated)")
+        return ", ".join(parts)
 

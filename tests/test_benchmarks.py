@@ -160,3 +160,35 @@ def test_ddim_convergence_script_on_a_tiny_model(tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ddim_convergence.py"),
                           "--model", str(model), "--clip", "maybe"], capture_output=True, text=True)
     assert bad.returncode == 2 and "'maybe'; allowed: config, on, off" in bad.stderr
+
+
+def test_sampler_quality_script_on_a_tiny_model(tmp_path, inception_weights):
+    model = tiny.save(tiny.ddim_pipeline(tiny.unet2d(sample_size=16, seed=0)), tmp_path / "m")
+    out = tmp_path / "sq.json"
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "sampler_quality.py"), "--model", str(model),
+         "--minutes", "0.4", "--seeds", "0", "--variants", "evo,evo+halving", "--held-out", "4",
+         "--images", "16",
+         "--batch-size", "8", "--cache-dir", str(tmp_path / "cache"), "--inception-weights",
+         inception_weights, "--out", str(out)], capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout + p.stderr
+    data = json.loads(out.read_text())
+    assert [r["variant"] for r in data["rows"]] == ["evo", "evo+halving"]
+    # (a loaded machine may run only the baselines in the time: then there is no winner)
+    assert all(len(r["held_out_rfid"]) == (r["searched"][0] > 0) for r in data["rows"])
+    assert "winner held-out rFID" in p.stdout and data["best_baseline"]
+
+
+def test_rung_fidelity_script_on_a_tiny_model(tmp_path, inception_weights):
+    model = tiny.save(tiny.ddim_pipeline(tiny.unet2d(sample_size=16, seed=0)), tmp_path / "m")
+    out = tmp_path / "rf.json"
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "rung_fidelity.py"), "--model", str(model),
+         "--candidates", "6", "--images", "16", "--rungs", "4,8", "--batch-size", "4",
+         "--cache-dir", str(tmp_path / "cache"), "--inception-weights", inception_weights,
+         "--out", str(out)], capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout + p.stderr
+    data = json.loads(out.read_text())
+    assert [r["rung"] for r in data["table"]] == [4, 8] and len(data["rows"]) == 6
+    assert all(set(r["rfid"]) == {"4", "8", "16"} for r in data["rows"])
+    assert all(-1 <= r["tau"] <= 1 for r in data["table"]) and "Kendall tau" in p.stdout

@@ -186,7 +186,7 @@ def test_enqueued_representable_baselines_are_candidates(tmp_path):
     def avg(s: Schedule) -> float:
         return _cost(s.candidate) * T_REF / s.t_ref
 
-    bl = baseline_schedules(space, "ddim", PROFILE.full, avg, limit)
+    bl = baseline_schedules(space, "ddim", PROFILE.full, avg, limit, mode="all")
     study = optuna.create_study()
     assert enqueue_baselines(study, bl, space) == len(bl)
     assert enqueue_baselines(study, bl, space) == 0  # never twice

@@ -90,7 +90,7 @@ def build_study(
     storage = f"sqlite:///{root / 'study.db'}"
     # Searched in memory, then copied: a SQLite commit per attribute would take seconds.
     study = fs.open_study(optuna.storages.InMemoryStorage(), name, settings, sampler)
-    baselines = fs.baseline_schedules(space, "ddim", ev.full_macs, ev.avg_macs, limit)
+    baselines = fs.baseline_schedules(space, "ddim", ev.full_macs, ev.avg_macs, limit, mode="all")
     fs.enqueue_baselines(study, baselines)
     objective = fs.Objective(space, ev, "ddim", limit, multi)
     uploader = SampleGridUploader.for_storage(storage) if grids else None

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from flexopt.cli import main
 from flexopt.schedule import Schedule
 from flexopt.storage import study_names
+from flexopt.study import TrialCounts
 
 SPACE = ["--segments", "4,5", "--branches", "1,2", "--intervals", "1,2,3,4", "--t-ref", "20"]
 
@@ -62,8 +63,9 @@ def test_search_export_and_rfid_reproduces(model_dir, tmp_path, inception_weight
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     study = optuna.load_study(study_name="s", storage=storage)
     done = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
-    assert len(study.get_trials(states=[optuna.trial.TrialState.COMPLETE,
-                                        optuna.trial.TrialState.PRUNED])) == 30
+    counts = TrialCounts.of_study(study)  # --n-trials: searched candidates, baselines extra
+    assert counts.searched == 30 and counts.baselines > 0
+    assert f"30 searched candidates, {counts.baselines} baselines" in r.output
     limit = None
     searched = [t for t in done if "baseline" not in t.user_attrs]
     assert searched and any(t.user_attrs["origin"] == "mutation" for t in searched)
@@ -88,7 +90,9 @@ def test_search_export_and_rfid_reproduces(model_dir, tmp_path, inception_weight
                 assert others == {k: v for k, v in parent.params.items()
                                   if k != f"seg_{seg}_{dim}"}
     baselines = {t.user_attrs["baseline"] for t in done if "baseline" in t.user_attrs}
-    assert {"deepcache n=2 b=1", "deepcache n=10 b=2"} <= baselines
+    assert "deepcache n=10 b=2" in baselines and any(b.startswith("teacher") for b in baselines)
+    # by default only the baselines under the budget are evaluated (--baselines all: every one)
+    assert all(t.constraints["avg_macs"] <= 0 for t in done if "baseline" in t.user_attrs)
     # Export the best and score it again through `flexopt rfid`: the same number.
     out = tmp_path / "best.json"
     r = run("export", "--storage", storage, "--study-name", "s", "--best", "--out", out)
@@ -137,7 +141,7 @@ def test_killed_search_resumes(model_dir, tmp_path, inception_weights):
     after = optuna.load_study(study_name="k", storage=storage)
     finished = after.get_trials(states=[optuna.trial.TrialState.COMPLETE,
                                         optuna.trial.TrialState.PRUNED])
-    assert len(finished) == 14
+    assert TrialCounts.of_study(after).searched == 14  # the sampler's seed baselines: extra
     assert study_names(storage) == ["k"]  # a lock the kill left behind is not a study
     # the trial running at the kill was re-run: every trial is finished or its failed original
     fails = after.get_trials(states=[optuna.trial.TrialState.FAIL])

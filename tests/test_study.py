@@ -15,6 +15,7 @@ from flexopt.space import SearchSpace
 from flexopt.study import (
     Objective,
     SearchSettings,
+    TrialCounts,
     baseline_schedules,
     enqueue_baselines,
     feasibility,
@@ -65,9 +66,12 @@ def _setup(tmp_path, budget="0.3", sampler="evo", multi=False, seed=0, name="s")
 
 def test_evo_search_respects_budget_and_records_attrs(tmp_path):
     study, objective, ev, limit, *_ = _setup(tmp_path)
-    baselines = baseline_schedules(SPACE, "ddim", ev.full_macs, ev.avg_macs, limit)
+    baselines = baseline_schedules(SPACE, "ddim", ev.full_macs, ev.avg_macs, limit, mode="all")
     assert enqueue_baselines(study, baselines) == len(baselines)
-    assert optimize(study, objective, n_trials=40, progress=False) == 40
+    ran = optimize(study, objective, n_trials=40, progress=False)
+    counts = TrialCounts.of_study(study)  # --n-trials counts searched candidates only
+    assert counts.searched == 40 and counts.rejected == 0
+    assert counts.baselines >= len(baselines) and ran == 40 + counts.baselines
     names = {t.user_attrs.get("baseline") for t in study.trials} - {None}
     assert {"deepcache n=2 b=1", "deepcache n=5 b=3", "deepcache n=10 b=2"} <= names
     assert any(n.startswith("teacher T=") for n in names)
@@ -139,7 +143,8 @@ def test_constraints_show_in_optunas_pareto_plot(tmp_path):
     """Over-budget baselines are evaluated, so Optuna's own Pareto plot greys them out."""
     pytest.importorskip("plotly")
     study, objective, ev, limit, *_ = _setup(tmp_path, multi=True, name="plot")
-    enqueue_baselines(study, baseline_schedules(SPACE, "ddim", ev.full_macs, ev.avg_macs, limit))
+    enqueue_baselines(study, baseline_schedules(SPACE, "ddim", ev.full_macs, ev.avg_macs, limit,
+                                                mode="all"))
     optimize(study, objective, n_trials=25, progress=False)
     infeasible = [t for t in study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
                   if t.constraints["avg_macs"] > 0]
@@ -162,9 +167,9 @@ def test_representable_baselines_over_budget_are_evaluated_but_never_parents(tmp
     smp = make_sampler("evo", space, feasibility(space, "ddim", ev, limit),
                        EvolutionConfig(population=4, n_p=4, n_c=2, n_u=30), 0)
     study = open_study(f"sqlite:///{tmp_path / 'r.db'}", "r", settings, smp)
-    bl = baseline_schedules(space, "ddim", ev.full_macs, ev.avg_macs, limit)
+    bl = baseline_schedules(space, "ddim", ev.full_macs, ev.avg_macs, limit, mode="all")
     enqueue_baselines(study, bl, space)
-    optimize(study, Objective(space, ev, "ddim", limit), n_trials=len(bl) + 6)
+    optimize(study, Objective(space, ev, "ddim", limit), n_trials=6)
     dc = [t for t in study.trials if t.user_attrs.get("baseline") == "deepcache n=3 b=3"]
     assert dc and dc[0].params["n_segments"] == 7  # a candidate of the space, not a schedule
     assert dc[0].state == optuna.trial.TrialState.COMPLETE and dc[0].constraints["avg_macs"] > 0
@@ -177,7 +182,7 @@ def test_a_crashed_workers_retry_runs_before_queued_children(tmp_path):
     # A worker takes a trial, then dies; the heartbeat fails it and queues its retry behind the
     # children the sampler had queued. The one place left in the total goes to the retry.
     study, objective, *_ = _setup(tmp_path)
-    optimize(study, objective, n_trials=12, progress=False)
+    optimize(study, objective, n_trials=14, progress=False)
     waiting = optuna.trial.TrialState.WAITING
     crashed = study.ask()
     study._storage.set_trial_system_attr(crashed._trial_id, WORKER_ATTR, "gone:1")
@@ -192,6 +197,6 @@ def test_a_crashed_workers_retry_runs_before_queued_children(tmp_path):
                 if t.number != retry.number]
     assert children, "the evolutionary sampler queues children ahead"
     assert retry.number > max(t.number for t in children)
-    assert optimize(study, objective, n_trials=13, progress=False) == 1
+    assert optimize(study, objective, n_trials=15, progress=False) == 1
     assert study.trials[retry.number].state != waiting
     assert all(study.trials[t.number].state == waiting for t in children)

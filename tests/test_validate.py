@@ -46,7 +46,8 @@ def test_search_prints_its_fitted_space_and_counts(searched):
     assert seeds, "a baseline the space runs exactly joins the population"
     n_searched = sum(1 for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE
                      and "baseline" not in t.user_attrs)
-    assert f"({n_searched} searched candidates evaluated)" in output
+    n_baselines = sum(1 for t in study.trials if "baseline" in t.user_attrs)
+    assert f"in all {n_searched} searched candidates, {n_baselines} baselines" in output
 
 
 def test_validate_equals_rfid_of_the_exported_schedules(searched, tmp_path):

@@ -24,6 +24,7 @@ from test_search_cli import CONFIG  # small evolution settings; flags override i
 from flexopt.sampler import KEY_ATTR
 from flexopt.search import BASELINES_ATTR, WORKER_ATTR
 from flexopt.storage import make_storage, study_names
+from flexopt.study import PRUNED_AT_ATTR, TrialCounts
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -85,10 +86,11 @@ def wait_for_trial_of(storage: str, name: str, proc: subprocess.Popen, timeout: 
 
 
 def check_study(study: optuna.Study, n_trials: int) -> list[optuna.trial.FrozenTrial]:
-    """The total is exact, baselines appear once, no candidate was evaluated twice."""
+    """The total of searched candidates is exact (baselines run in addition), baselines appear
+    once, no candidate was evaluated twice (to the end or to a rung)."""
     trials = study.get_trials(deepcopy=False)
     finished = [t for t in trials if t.state in FINISHED]
-    assert len(finished) == n_trials
+    assert TrialCounts.of(trials).searched == n_trials
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     # no started trial left behind: a crashed worker's retry or an interrupted trial ran before
     # the sampler's queued children (those may wait for a longer run)
@@ -105,7 +107,8 @@ def check_study(study: optuna.Study, n_trials: int) -> list[optuna.trial.FrozenT
                if t.user_attrs.get("baseline") in set(baselines) - set(marker))
     evaluated = collections.Counter(
         t.user_attrs.get("baseline") or t.system_attrs[KEY_ATTR] for t in finished
-        if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs)
+        if (t.state == TrialState.COMPLETE or PRUNED_AT_ATTR in t.user_attrs)
+        and "duplicate_of" not in t.user_attrs)
     assert set(evaluated.values()) == {1}, evaluated
     assert any("baseline" not in t.user_attrs for t in finished)  # searched candidates ran
     return finished
@@ -113,8 +116,9 @@ def check_study(study: optuna.Study, n_trials: int) -> list[optuna.trial.FrozenT
 
 def test_three_workers_on_empty_postgres_one_killed(pg_url, model_dir, inception_weights,
                                                     tmp_path):
-    n = 12
-    cmd = worker_cmd(model_dir, tmp_path, inception_weights, pg_url, "w", n, "--heartbeat", "2")
+    n = 12  # with pruning: 8 images a candidate, the first 4 a rung
+    cmd = worker_cmd(model_dir, tmp_path, inception_weights, pg_url, "w", n, "--heartbeat", "2",
+                     "--num-images", "8", "--rungs", "4", "--pruner", "halving")
     logs = [tmp_path / f"worker{i}.log" for i in range(3)]
     procs = []
     for i, log in enumerate(logs):  # all three at once, on a database without tables
@@ -143,7 +147,8 @@ def test_three_workers_on_empty_postgres_one_killed(pg_url, model_dir, inception
     # each worker counted its own trials, and together they ran exactly the total
     ran = [int(re.search(r"ran (\d+) trials this time", t).group(1)) for t in texts[1:]]
     by_killed = [t for t in finished if t.system_attrs[WORKER_ATTR].endswith(f":{procs[0].pid}")]
-    assert sum(ran) + len(by_killed) == n
+    assert sum(ran) + len(by_killed) == len(finished)
+    assert any(PRUNED_AT_ATTR in t.user_attrs for t in finished)  # the pruner stopped some
     # the teacher was built by one worker while the others waited for it
     assert sum("teacher cache built" in t for t in texts) == 1
     assert sum("teacher cache reused" in t for t in texts) == 2
@@ -163,9 +168,9 @@ def test_two_workers_through_the_grpc_proxy(pg_url, model_dir, inception_weights
                          "--search-seed", "0")
         r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-        assert "2 workers ran 8 trials this time" in r.stdout
+        finished = check_study(load(pg_url, "g"), 8)
+        assert f"2 workers ran {len(finished)} trials this time" in r.stdout
         assert len(re.findall(r"worker \d: ran \d+ trials", r.stdout)) == 2
-        check_study(load(pg_url, "g"), 8)
     finally:
         proxy.send_signal(signal.SIGINT)
         out, _ = proxy.communicate(timeout=60)
@@ -177,7 +182,7 @@ def test_ctrl_c_requeues_the_running_trial_and_a_rerun_evaluates_it(model_dir,
                                                                     inception_weights,
                                                                     tmp_path):
     storage = f"sqlite:///{tmp_path / 'i.db'}"
-    # 9: the baselines (DeepCache, fewer-step teachers, DDIM quadratic) leave searched trials
+    # 9 searched candidates; the baselines (DeepCache, fewer-step teachers) run in addition
     cmd = worker_cmd(model_dir, tmp_path, inception_weights, storage, "i", 9)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=ENV)

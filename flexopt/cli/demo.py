@@ -19,7 +19,8 @@ HELD_OUT = 32  # images for the closing held-out comparison: about 30 s on 2 CPU
 @click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=4.0,
               show_default=True, help="Time limit of the search itself.")
 @click.option("--n-trials", type=click.IntRange(min=1), default=None,
-              help="Trials in the study (default: the demo config's, 55).")
+              help="Searched candidates in the study, the baselines on top (default: the "
+                   "demo config's, 55; --minutes usually stops it first).")
 @click.option("--device", default=None, help="Torch device (default: cuda if available).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="Cache for teacher statistics and Inception weights.")

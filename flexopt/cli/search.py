@@ -18,6 +18,7 @@ from flexopt.cli.rfid import metric_options
 from flexopt.errors import FlexoptError
 from flexopt.metrics.clip import DEFAULT_CLIP_MODEL
 from flexopt.prefix import DEFAULT_PREFIX_CACHE_MB
+from flexopt.pruning import DEFAULT_PRUNER, PRUNERS
 from flexopt.schedule import SAMPLERS
 from flexopt.study import BASELINE_MODES, SAMPLER_NAMES
 
@@ -27,9 +28,10 @@ from flexopt.study import BASELINE_MODES, SAMPLER_NAMES
 @click.option("--model", help="Pipeline directory, hub id, or flexopt:NAME (overrides CONFIG).")
 @click.option("--budget", help="Max avg MACs (3G, 250M, 6.1e9) or a speedup (2.5x).")
 @click.option("--n-trials", type=click.IntRange(min=1), default=None,
-              help="Stop when the study holds this many finished trials, baselines included "
-                   "(all workers; default: CONFIG's n_trials or 100). Re-running continues "
-                   "up to it.")
+              help="Searched candidates to evaluate (all workers together; a candidate "
+                   "stopped at a rung counts; default: CONFIG's n_trials or 100). Baselines, "
+                   "and candidates the budget rejects before any image is made, run in "
+                   "addition. Re-running continues up to it.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Stop this worker after so many minutes.")
 @click.option("--storage", help="Optuna storage URL (default: sqlite:///STUDY_NAME.db here; "
@@ -43,11 +45,21 @@ from flexopt.study import BASELINE_MODES, SAMPLER_NAMES
 @click.option("--multi-objective", is_flag=True,
               help="Minimise rFID and avg MACs together: one Pareto front instead of one "
                    "search per budget.")
-@click.option("--baselines", "baselines_mode", type=click.Choice(BASELINE_MODES), default="all",
-              show_default=True,
-              help="Baselines evaluated first: all (DeepCache-uniform and fewer-step teachers, "
-                   "under-budget ones first), best (only the strongest under the budget of each "
-                   "kind: quick), none. Those the space runs exactly also join the population.")
+@click.option("--baselines", "baselines_mode", type=click.Choice(BASELINE_MODES),
+              default=BASELINE_MODES[0], show_default=True,
+              help="Baselines evaluated first, in addition to --n-trials: feasible "
+                   "(DeepCache-uniform, fewer-step teachers and DDIM-quadratic under the "
+                   "budget), all (also those over it, for the report's plot), best (only the "
+                   "strongest under the budget of each kind: quick), none. Those the space runs "
+                   "exactly also join the population.")
+@click.option("--pruner", type=click.Choice(PRUNERS), default=None,
+              help=f"Stop hopeless candidates early: each reports its score after each rung "
+                   f"of images and Optuna's pruner may stop it (halving: successive halving, "
+                   f"the best half goes on; median; hyperband; none). Default: CONFIG's, else "
+                   f"{DEFAULT_PRUNER}.")
+@click.option("--rungs", default=None, metavar="N,N,…",
+              help="Image counts a candidate reports at, below the images per candidate "
+                   "(default: CONFIG's [rfid] rungs, else auto: 8, 16, 32, … below it).")
 @click.option("--no-baselines", is_flag=True, help="Same as --baselines none.")
 @click.option("--search-seed", type=int, default=None,
               help="Seed of this worker's sampler (default: random; give one per worker).")
@@ -79,7 +91,8 @@ from flexopt.study import BASELINE_MODES, SAMPLER_NAMES
                     seed_from_config=True)
 @metric_options
 def search(config, model, budget, n_trials, timeout, storage, study_name, search_sampler,
-           schedule_sampler, multi_objective, baselines_mode, no_baselines, search_seed, artifacts,
+           schedule_sampler, multi_objective, baselines_mode, no_baselines, pruner, rungs,
+           search_seed, artifacts,
            no_artifacts, workers, heartbeat, prefix_cache_mb, clip_guard, clip_model,
            space_kind, segments, branches,
            steps, intervals, t_ref, num_images, seed, batch_size,
@@ -112,7 +125,7 @@ def search(config, model, budget, n_trials, timeout, storage, study_name, search
         study_name=study_name, search_sampler=search_sampler, sampler=schedule_sampler,
         space=resolve_space(cfg, segments, branches, intervals, t_ref, space_kind, steps),
         multi_objective=multi_objective, baselines="none" if no_baselines else baselines_mode,
-        search_seed=search_seed,
+        pruner=pruner, rungs=rungs, search_seed=search_seed,
         artifacts=artifacts, upload_artifacts=not no_artifacts, num_images=num_images, seed=seed,
         batch_size=batch_size, device=device, dtype=dtype, metric=metric, cache_dir=cache_dir,
         inception_weights=inception_weights, timeout=timeout * 60 if timeout else None,

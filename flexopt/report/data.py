@@ -1,8 +1,9 @@
 """What a report shows, read from a study: one row per trial, the Pareto front, the progress.
 
 Kept apart from the drawing so the HTML report, the static PNG and `flexopt trials --csv` read the
-study the same way. Only finished trials are rows: evaluated ones (COMPLETE) and over-budget
-candidates rejected before evaluation (PRUNED, which have a cost but no rFID).
+study the same way. Only finished trials are rows: evaluated ones (COMPLETE), over-budget
+candidates rejected before evaluation (PRUNED, which have a cost but no rFID) and candidates the
+pruner stopped at a rung (PRUNED with `pruned_at`: no final rFID either).
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from flexopt.errors import FlexoptError
 from flexopt.schedule import Schedule
-from flexopt.study import CONSTRAINT_NAME, SCHEDULE_ATTR, settings_of, trial_schedule
+from flexopt.study import (
+    CONSTRAINT_NAME,
+    PRUNED_AT_ATTR,
+    SCHEDULE_ATTR,
+    settings_of,
+    trial_schedule,
+)
 
 KINDS = ("searched", "deepcache", "teacher", "ddim-quad", "baseline")
 
@@ -45,6 +52,7 @@ class TrialRow:
     completed: datetime | None = None
     clip_score: float | None = None  # when the study scores CLIP (text pipelines)
     guard_failed: bool = False  # evaluated under the budget, but under a guard (the CLIP score)
+    pruned_at: int | None = None  # stopped by the pruner after this many images (a rung)
 
     @property
     def steps(self) -> str:
@@ -104,6 +112,7 @@ def trial_row(study: optuna.Study, t: FrozenTrial) -> TrialRow:
         duplicate_of=ua.get("duplicate_of"), seconds=_float(ua.get("seconds")),
         started=t.datetime_start, completed=t.datetime_complete,
         clip_score=_float(ua.get("clip_score")), guard_failed=evaluated and _guard_failed(t),
+        pruned_at=ua.get(PRUNED_AT_ATTR) if t.state == TrialState.PRUNED else None,
     )
 
 
@@ -240,7 +249,8 @@ def collect(study: optuna.Study, highlight: Sequence[int] = ()) -> StudyReport:
 
 TABLE_COLUMNS = ("trial", "kind", "label", "state", "n_segments", "segments", "steps",
                  "avg_macs", "nfe", "speedup", "rfid", "feasible", "origin", "duplicate_of",
-                 "seconds", "clip_score")
+                 "seconds", "pruned_at", "clip_score")
+OPTIONAL_COLUMNS = ("pruned_at", "clip_score")  # shown only where some row has a value
 
 
 def trials_frame(report: StudyReport, numbers: Sequence[int] | None = None):
@@ -255,13 +265,15 @@ def trials_frame(report: StudyReport, numbers: Sequence[int] | None = None):
             else None,
             "segments": r.segments, "steps": r.steps, "avg_macs": r.avg_macs, "nfe": r.nfe,
             "speedup": r.speedup, "rfid": r.rfid, "feasible": r.feasible, "origin": r.origin,
-            "duplicate_of": r.duplicate_of, "seconds": r.seconds, "clip_score": r.clip_score,
+            "duplicate_of": r.duplicate_of, "seconds": r.seconds, "pruned_at": r.pruned_at,
+            "clip_score": r.clip_score,
         }
         for r in rows
     ]
-    columns = [c for c in TABLE_COLUMNS  # a CLIP column only where the study scores CLIP
-               if c != "clip_score" or any(r.clip_score is not None for r in rows)]
+    columns = [c for c in TABLE_COLUMNS  # a CLIP column only where the study scores CLIP, …
+               if c not in OPTIONAL_COLUMNS or any(getattr(r, c) is not None for r in rows)]
     frame = pd.DataFrame(data, columns=columns)
-    for col in ("n_segments", "nfe", "duplicate_of"):  # integers with gaps, not floats
-        frame[col] = frame[col].astype("Int64")
+    for col in ("n_segments", "nfe", "duplicate_of", "pruned_at"):  # integers with gaps
+        if col in frame:
+            frame[col] = frame[col].astype("Int64")
     return frame.rename(columns={"rfid": report.metric})

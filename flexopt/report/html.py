@@ -106,10 +106,11 @@ def _space_text(s: dict) -> str:
 def _summary(report: StudyReport) -> str:
     s = report.settings
     rows = report.rows
-    pruned = sum(r.state == "PRUNED" for r in rows)
+    rejected = sum(r.state == "PRUNED" and r.pruned_at is None for r in rows)
+    at_rung = sum(r.pruned_at is not None for r in rows)
     baselines = sum(r.kind != "searched" for r in rows)
     dups = sum(r.duplicate_of is not None for r in rows)
-    evaluated = len(rows) - pruned - baselines - dups
+    evaluated = len(rows) - rejected - at_rung - baselines - dups
     budget = s.get("budget") or {}
     items = [
         ("model", s.get("model")), ("sampler", f"{s.get('sampler')}, t_ref {s.get('t_ref')}"),
@@ -119,8 +120,10 @@ def _summary(report: StudyReport) -> str:
          if report.max_avg_macs is not None else "none"),
         ("objectives", f"{metric_label(report)}" + (" and avg MACs" if report.multi_objective
                                                     else "") + f" ({s.get('num_images')} images)"),
-        ("trials", f"{evaluated} candidates evaluated, {dups} duplicates reused, {pruned} over "
-                   f"budget (pruned, never evaluated), {baselines} baselines"),
+        ("trials", f"{evaluated} candidates evaluated"
+                   + (f", {at_rung} stopped at a rung by the pruner" if at_rung else "")
+                   + f", {dups} duplicates reused, {rejected} over budget (pruned, never "
+                   f"evaluated), {baselines} baselines"),
     ]
     if s.get("clip_guard") is not None:
         failed = sum(r.guard_failed for r in rows)
@@ -243,7 +246,7 @@ def _studies_table(c: Comparison) -> str:
         r = x.report
         searched = [t for t in r.rows if t.kind == "searched"]
         evaluated = sum(t.rfid is not None and t.duplicate_of is None for t in searched)
-        pruned = sum(t.state == "PRUNED" for t in searched)
+        pruned = sum(t.state == "PRUNED" and t.pruned_at is None for t in searched)
         link = f'<td><a href="#study-{i}">{html.escape(x.name)}</a></td>'
         rows.append("<tr>" + link + _cell(x.space) + _cell(r.settings.get("sampler"))
                     + _cell(_budget_text(r.max_avg_macs)) + _cell(evaluated) + _cell(pruned)

@@ -1,0 +1,122 @@
+"""Does a candidate's rFID on its first few images rank it as its full score does?
+
+The pruner compares candidates at a rung by rFID of their first n images against the teacher's
+first n (biased upwards at small n, by the same amount for every candidate at that n). This
+scores `--candidates` candidates of the demo's space, as a search meets them (random feasible
+ones spread from 0.6x the budget up to it, and one-mutation children of them), with rungs
+8 → 16 → full, and prints for each rung:
+
+- Kendall tau between the rung's ranking and the full score's (scipy.stats.kendalltau);
+- what successive halving at that rung would do: of the candidates in the best half by the full
+  score, the share it would have stopped (the rung puts them in the worse half), and of the best
+  quarter, the share it would have stopped.
+
+Writes JSON with every candidate's values.
+
+    OMP_NUM_THREADS=2 python benchmarks/rung_fidelity.py --candidates 40 --out rung_fidelity.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import random
+import sys
+from pathlib import Path
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="flexopt:fashion-mnist")
+    ap.add_argument("--candidates", type=int, default=40)
+    ap.add_argument("--images", type=int, default=None,
+                    help="Images per candidate (default: the demo's, 32).")
+    ap.add_argument("--rungs", default="auto", help="Rung image counts (default: 8, 16, …).")
+    ap.add_argument("--seed", type=int, default=0, help="Seed of the candidates' draw.")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--cache-dir", default=None)
+    ap.add_argument("--inception-weights", default=None)
+    ap.add_argument("--out", default="rung_fidelity.json")
+    return ap.parse_args(argv)
+
+
+def draw(objective, n: int, seed: int) -> list:
+    """`n` distinct feasible candidates: half random (spread over costs), half their children."""
+    from flexopt.sampler import FlexEvolutionSampler, candidate_key
+
+    space = objective.space
+    smp = FlexEvolutionSampler(space, objective.feasible, seed=seed, seeds={})
+    rng = random.Random(seed)
+    seen: set[str] = set()
+    out = []
+    while len(out) < n:
+        if len(out) < n // 2 or not out:
+            cand = smp.random_feasible(seen, smp._spread(len(out)))
+        else:
+            cand, _ = space.mutate(rng.choice(out), rng, 1)
+            if not objective.feasible(cand):
+                continue
+        key = candidate_key(space, cand)
+        if key not in seen:
+            seen.add(key)
+            out.append(cand)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    import numpy as np
+    from scipy.stats import kendalltau
+
+    from flexopt.cli.demo import DEMO_CONFIG
+    from flexopt.objective import Objective
+    from flexopt.pruning import parse_rungs
+    from flexopt.search import SearchJob
+
+    args = parse_args(argv)
+    job = SearchJob.from_config(DEMO_CONFIG, model=args.model, device=args.device,
+                                num_images=args.images)
+    rungs = parse_rungs(args.rungs, job.num_images)
+    objective = Objective.from_model(
+        job.model, job.space, job.budget, device=args.device, num_images=job.num_images,
+        seed=job.seed, sampler=job.sampler, batch_size=args.batch_size,
+        cache_dir=args.cache_dir, inception_weights=args.inception_weights, rungs=rungs)
+    ev = objective.evaluator
+    ev.teacher()
+    rows = []
+    for i, cand in enumerate(draw(objective, args.candidates, args.seed), 1):
+        schedule = objective.space.schedule(cand, job.sampler)
+        values: dict[int, float] = {}
+        values[job.num_images] = ev.score(schedule, rungs, values.__setitem__)
+        rows.append({"candidate": str(cand), "steps": schedule.step_string(),
+                     "speedup": ev.full_macs / ev.avg_macs(schedule),
+                     "rfid": {str(k): v for k, v in sorted(values.items())}})
+        print(f"  {i}/{args.candidates}: " + ", ".join(f"{k}: {v:.2f}" for k, v in
+                                                      sorted(values.items())),
+              file=sys.stderr, flush=True)
+    full = np.array([r["rfid"][str(job.num_images)] for r in rows])
+    order = np.argsort(full)
+    best_half, best_quarter = set(order[:len(rows) // 2]), set(order[:len(rows) // 4])
+    table = []
+    print(f"\n{len(rows)} candidates, rFID on {job.num_images} images of the search's seeds")
+    print(f"{'rung':>6} {'Kendall tau':>12} {'best half stopped':>18} {'best quarter stopped':>21}")
+    for n in rungs:
+        at = np.array([r["rfid"][str(n)] for r in rows])
+        tau = float(kendalltau(at, full).statistic)
+        worse_half = set(np.argsort(at)[len(rows) // 2:])
+        half = len(best_half & worse_half) / max(len(best_half), 1)
+        quarter = len(best_quarter & worse_half) / max(len(best_quarter), 1)
+        table.append({"rung": n, "tau": tau, "best_half_stopped": half,
+                      "best_quarter_stopped": quarter})
+        print(f"{n:>6} {tau:>12.3f} {half:>18.0%} {quarter:>21.0%}")
+    Path(args.out).write_text(json.dumps({
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": platform.platform(), "args": vars(args), "num_images": job.num_images,
+        "rungs": list(rungs), "table": table, "rows": rows}, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

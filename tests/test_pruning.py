@@ -1,0 +1,289 @@
+"""Multi-fidelity search (issue 30): images made rung by rung equal one full run bit for bit,
+each rung's value is the metric of the first n images against the teacher's first n, pruned
+trials are PRUNED with their intermediate values and are never parents nor proposed again,
+`--n-trials` counts searched candidates (baselines run in addition), and bad values are one line.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+import numpy as np
+import optuna
+import pytest
+import tiny
+from click.testing import CliRunner
+
+from flexopt.cli import main
+from flexopt.config import Budget, EvolutionConfig, StudyConfig
+from flexopt.errors import FlexoptError
+from flexopt.evaluator import EvalSettings, ModelEvaluator
+from flexopt.metrics import FeatureStats, score
+from flexopt.pipeline import apply_schedule, generate_images
+from flexopt.pruning import default_rungs, make_pruner, parse_rungs
+from flexopt.sampler import KEY_ATTR
+from flexopt.schedule import Schedule
+from flexopt.search import optimize
+from flexopt.space import SearchSpace
+from flexopt.study import (
+    PRUNED_AT_ATTR,
+    Objective,
+    SearchSettings,
+    TrialCounts,
+    baseline_schedules,
+    enqueue_baselines,
+    feasibility,
+    make_sampler,
+    open_study,
+)
+from flexopt.testing import SyntheticProblem
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+PRUNED = optuna.trial.TrialState.PRUNED
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return tiny.ddim_pipeline(tiny.unet2d(sample_size=8, blocks=2, channels=8, seed=0))
+
+
+# ------------------------------------------------------------------------------- the images
+@pytest.mark.parametrize("batch", [4, 3])
+def test_images_made_in_pieces_equal_one_run_bit_for_bit(pipe, batch):
+    sched = Schedule.uniform(12, 3, 2)
+    run = apply_schedule(pipe, sched)
+    whole = generate_images(run, 16, 5, 4, progress=False)  # batches 0-3, 4-7, 8-11, 12-15
+    parts = [generate_images(run, b - a, 5, min(batch, 4), progress=False, start=a)
+             for a, b in ((0, 4), (4, 8), (8, 16))]
+    if batch == 4:  # the same batches: the same bits
+        assert np.array_equal(np.concatenate([p.images for p in parts]), whole.images)
+    else:  # other batches: the same noises, the same images up to float rounding (which is
+        # why a pruned search splits every candidate's batches at the same rungs)
+        np.testing.assert_allclose(np.concatenate([p.images for p in parts]), whole.images,
+                                   atol=1e-4)
+    assert np.array_equal(np.concatenate([p.seeds for p in parts]), whole.seeds)
+
+
+def _evaluator(pipe, cache, weights, n=16, batch=4, prefix_mb=64.0) -> ModelEvaluator:
+    return ModelEvaluator(pipe, "ddim", 12, EvalSettings(n, seed=3, batch_size=batch),
+                          str(cache), weights, False, prefix_mb)
+
+
+def test_rungs_report_the_metric_of_the_first_n_images(pipe, tmp_path, inception_weights):
+    ev = _evaluator(pipe, tmp_path, inception_weights)
+    sched = Schedule.uniform(12, 3, 2)
+    whole = ev.score(sched)
+    whole_images = ev.last_images
+    reported: list[tuple[int, float]] = []
+    ev2 = _evaluator(pipe, tmp_path, inception_weights)  # a fresh prefix cache
+    rung = ev2.score(sched, (4, 8), lambda n, v: reported.append((n, v)))
+    assert np.array_equal(ev2.last_images, whole_images)  # batches of 4 split at 4 and 8
+    # the same rFID on the same 16 images (Inception's batches differ: float rounding)
+    assert rung == pytest.approx(whole, rel=1e-6)
+    feats = np.concatenate([ev.features(whole_images[a:b]) for a, b in ((0, 4), (4, 8))])
+    teacher = ev.teacher().stats.features
+    expected = [(n, score("rfid", FeatureStats.from_features(teacher[:n]), feats[:n]))
+                for n in (4, 8)]
+    assert [n for n, _ in reported] == [4, 8]
+    np.testing.assert_allclose([v for _, v in reported], [v for _, v in expected], rtol=1e-9)
+    assert ev2.last_counts["unet_calls"] == 4 * sched.nfe  # four batches, each made once
+
+
+def test_a_pruned_rung_stops_the_images(pipe, tmp_path, inception_weights):
+    ev = _evaluator(pipe, tmp_path, inception_weights)
+
+    def stop(n, value):
+        raise optuna.TrialPruned(f"at {n}")
+
+    with pytest.raises(optuna.TrialPruned, match="at 4"):
+        ev.score(Schedule.uniform(12, 3, 1), (4, 8), stop)
+    assert ev.last_counts["unet_calls"] == Schedule.uniform(12, 3, 1).nfe  # one batch of 4
+
+
+# --------------------------------------------------------------------------- the search loop
+class RungEvaluator:
+    """A stand-in model for the search loop: a candidate's score is its distance to a hidden
+    target plus noise that shrinks with the image count (as rFID's does)."""
+
+    full_macs = 1.0
+
+    def __init__(self, problem: SyntheticProblem):
+        self.problem = problem
+        self.images_made = 0
+
+    def avg_macs(self, s: Schedule) -> float:
+        return sum(1 + (g.interval - 1) * 0.1 * g.branch for g in s.segments) / s.t_ref
+
+    def _value(self, s: Schedule, n: int) -> float:
+        rng = random.Random(f"{s.step_string()}:{n}")
+        base = self.problem.score(s.candidate) if s.segment_length == 3 else 20 - s.nfe / 10
+        return base + rng.gauss(0, 8 / n ** 0.5)
+
+    def score(self, s: Schedule, rungs=(), on_rung=None) -> float:
+        for n in rungs:
+            self.images_made += n - (rungs[rungs.index(n) - 1] if rungs.index(n) else 0)
+            if on_rung is not None:
+                on_rung(n, self._value(s, n))
+        self.images_made += 32 - (rungs[-1] if rungs else 0)
+        return self._value(s, 32)
+
+
+SPACE = SearchSpace((4, 5, 6), (1, 2, 3), (1, 2, 3), t_ref=20)
+
+
+def _study(tmp_path, pruner: str, rungs=(8, 16), seed=0, name="p"):
+    ev = RungEvaluator(SyntheticProblem.make(SPACE, seed=11))
+    limit = Budget.parse("0.3").max_avg_macs(ev.full_macs)
+    settings = SearchSettings(SPACE, "ddim", Budget.parse("0.3"), False, "rfid", "synthetic", 32)
+    smp = make_sampler("evo", SPACE, feasibility(SPACE, "ddim", ev, limit),
+                       EvolutionConfig(population=8, n_p=4, n_c=3, n_u=30), seed)
+    study = open_study(f"sqlite:///{tmp_path / 's.db'}", name, settings, smp,
+                       make_pruner(pruner, rungs, 32))
+    enqueue_baselines(study, baseline_schedules(SPACE, "ddim", ev.full_macs, ev.avg_macs, limit))
+    objective = Objective(SPACE, ev, "ddim", limit, rungs=tuple(rungs) if pruner != "none" else ())
+    return study, objective, ev, smp
+
+
+@pytest.mark.parametrize("pruner", ["halving", "median", "hyperband"])
+def test_pruned_trials_are_never_parents_nor_proposed_again(tmp_path, pruner):
+    study, objective, _, smp = _study(tmp_path, pruner)
+    optimize(study, objective, n_trials=60)
+    trials = study.get_trials(deepcopy=False)
+    pruned = [t for t in trials if t.state == PRUNED]
+    assert pruned, "the pruner should stop some candidates"
+    for t in pruned:  # stopped at a rung, with its intermediate values (the dashboard plots them)
+        assert t.user_attrs[PRUNED_AT_ATTR] in (8, 16)
+        assert max(t.intermediate_values) == t.user_attrs[PRUNED_AT_ATTR]
+        assert "baseline" not in t.user_attrs  # baselines always run to the end
+    assert all(set(t.intermediate_values) == {8, 16} for t in trials
+               if t.state == optuna.trial.TrialState.COMPLETE and "duplicate_of" not in
+               t.user_attrs)
+    parents = {t.user_attrs["parent"] for t in trials if "parent" in t.user_attrs}
+    assert parents and not parents & {t.number for t in pruned}
+    population = {t.number for t in smp.population(study, trials)}
+    assert not population & {t.number for t in pruned}
+    keys = [t.system_attrs[KEY_ATTR] for t in trials if KEY_ATTR in t.system_attrs]
+    assert len(keys) == len(set(keys))  # no candidate proposed twice, pruned ones included
+    counts = TrialCounts.of(trials)
+    assert counts.searched == 60 and counts.pruned == len(pruned) and counts.baselines > 0
+
+
+def test_halving_makes_candidates_cheaper(tmp_path):
+    """The point of pruning: the same number of candidates for far fewer images."""
+    made = {}
+    for pruner in ("none", "halving"):
+        study, objective, ev, _ = _study(tmp_path, pruner, name=pruner)
+        optimize(study, objective, n_trials=60)
+        made[pruner] = ev.images_made
+    assert made["halving"] < 0.75 * made["none"], made
+
+
+def test_report_and_trials_show_the_pruned(tmp_path):
+    import pandas as pd
+
+    study, objective, *_ = _study(tmp_path, "halving")
+    optimize(study, objective, n_trials=30)
+    pruned = TrialCounts.of_study(study).pruned
+    assert pruned
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    r = CliRunner().invoke(main, ["report", "--storage", storage, "--out",
+                                  str(tmp_path / "r.html")])
+    assert r.exit_code == 0, r.output
+    assert f"{pruned} stopped at a rung by the pruner" in (tmp_path / "r.html").read_text()
+    r = CliRunner().invoke(main, ["trials", "--storage", storage, "--csv",
+                                  str(tmp_path / "t.csv")])
+    assert r.exit_code == 0, r.output
+    frame = pd.read_csv(tmp_path / "t.csv")
+    assert frame["pruned_at"].notna().sum() == pruned
+    assert set(frame["pruned_at"].dropna()) <= {8, 16}
+
+
+def test_n_trials_counts_searched_candidates_and_baselines_come_on_top(tmp_path):
+    study, objective, *_ = _study(tmp_path, "none")
+    ran = optimize(study, objective, n_trials=12)
+    counts = TrialCounts.of_study(study)
+    assert counts.searched == 12 and counts.baselines > 0
+    assert ran == counts.searched + counts.baselines
+    # resuming to a larger total runs only the missing candidates
+    assert optimize(study, objective, n_trials=15) == 3
+    assert optimize(study, objective, n_trials=15) == 0
+
+
+def test_over_budget_baselines_only_when_asked():
+    ev = RungEvaluator(SyntheticProblem.make(SPACE, seed=11))
+    limit = 0.3
+    feasible = baseline_schedules(SPACE, "ddim", ev.full_macs, ev.avg_macs, limit)
+    everything = baseline_schedules(SPACE, "ddim", ev.full_macs, ev.avg_macs, limit, mode="all")
+    assert feasible and all(ev.avg_macs(s) < limit for _, s in feasible)
+    assert any(ev.avg_macs(s) >= limit for _, s in everything)
+    assert feasible == everything[:len(feasible)]
+
+
+# ------------------------------------------------------------------------------- settings
+def test_default_and_parsed_rungs():
+    assert default_rungs(32) == (8, 16)
+    assert default_rungs(1000) == (8, 16, 32, 64, 128, 256, 512)
+    assert default_rungs(8) == ()
+    assert parse_rungs("4,8", 16) == (4, 8) and parse_rungs(None, 64) == (8, 16, 32)
+    for bad in ("8,4", "1,4", "4,16", "four"):
+        with pytest.raises(FlexoptError, match=r"rungs .* invalid"):
+            parse_rungs(bad, 16)
+    with pytest.raises(FlexoptError, match="pruner 'fast' is invalid; allowed: none, median"):
+        make_pruner("fast", (8,), 16)
+    with pytest.raises(FlexoptError, match="pruning at rungs needs one objective"):
+        Objective(SPACE, None, "ddim", None, multi_objective=True, rungs=(8,))
+    cfg = StudyConfig.from_dict({"pruner": "median", "space": {"segments": [3], "branches": [1],
+                                 "intervals": [1]}, "rfid": {"rungs": [4, 8]}})
+    assert cfg.pruner == "median" and cfg.rungs == (4, 8)
+    with pytest.raises(FlexoptError, match="pruner 'x' is invalid"):
+        StudyConfig.from_dict({"pruner": "x", "space": {"segments": [3], "branches": [1],
+                                                        "intervals": [1]}})
+
+
+# ------------------------------------------------------------------------------------ CLI
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("model")
+    return str(tiny.save(tiny.ddim_pipeline(tiny.unet2d(sample_size=16, seed=0)), d / "ddim"))
+
+
+def test_a_12_trial_hybrid_search_evaluates_12_searched_candidates(model_dir, tmp_path,
+                                                                   inception_weights):
+    """The issue's case: `--space hybrid --budget 3x --t-ref 30 --n-trials 12` ran 0 searched
+    candidates (its 12 places went to baselines, 7 of them over the budget)."""
+    storage = f"sqlite:///{tmp_path / 'h.db'}"
+    r = CliRunner().invoke(main, [str(a) for a in (
+        "search", "--model", model_dir, "--space", "hybrid", "--budget", "3x", "--t-ref", 30,
+        "--branches", "1,2", "--n-trials", 12, "--num-images", 8, "--pruner", "halving",
+        "--rungs", 4,
+        "--batch-size", 4, "--storage", storage, "--study-name", "h", "--device", "cpu",
+        "--cache-dir", tmp_path / "cache", "--inception-weights", inception_weights,
+        "--no-artifacts", "--search-seed", 0)])
+    assert r.exit_code == 0, r.output
+    assert "pruner: halving, candidates scored on 4 → 8 images" in r.output
+    study = optuna.load_study(study_name="h", storage=storage)
+    counts = TrialCounts.of_study(study)
+    assert counts.searched == 12 and counts.baselines > 0
+    assert re.search(rf"in all 12 searched candidates( \(\d+ stopped at a rung\))?, "
+                     rf"{counts.baselines} baselines", r.output)
+    done = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
+    # by default only baselines under the budget are evaluated
+    assert all(t.constraints["avg_macs"] <= 0 for t in done if "baseline" in t.user_attrs)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--pruner", "fast"], "Invalid value for '--pruner'"),
+    (["--rungs", "8,4"], "rungs 8,4 are invalid for 8 images per candidate; allowed: "
+                         "increasing image counts from 2 to 7"),
+    (["--pruner", "median", "--multi-objective"],
+     "--pruner median with --multi-objective: Optuna's pruners compare one objective; "
+     "allowed: --pruner none"),
+])
+def test_bad_pruning_values_are_one_line(model_dir, tmp_path, args, message):
+    r = CliRunner().invoke(main, [str(a) for a in (
+        "search", "--model", model_dir, "--budget", "1.5x", "--segments", "3", "--branches", "1",
+        "--intervals", "1,2", "--t-ref", 6, "--num-images", 8, "--n-trials", 2, "--storage",
+        f"sqlite:///{tmp_path / 'b.db'}", "--device", "cpu", "--no-artifacts", *args)])
+    assert r.exit_code == 2 and message in r.output, r.output
+    assert "Traceback" not in r.output

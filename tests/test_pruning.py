@@ -274,8 +274,9 @@ def test_a_12_trial_hybrid_search_evaluates_12_searched_candidates(model_dir, tm
 
 @pytest.mark.parametrize("args, message", [
     (["--pruner", "fast"], "Invalid value for '--pruner'"),
-    (["--rungs", "8,4"], "rungs 8,4 are invalid for 8 images per candidate; allowed: "
-                         "increasing image counts from 2 to 7"),
+    (["--pruner", "halving", "--rungs", "8,4"],
+     "rungs 8,4 are invalid for 8 images per candidate; allowed: increasing image counts from "
+     "2 to 7"),
     (["--pruner", "median", "--multi-objective"],
      "--pruner median with --multi-objective: Optuna's pruners compare one objective; "
      "allowed: --pruner none"),

@@ -162,17 +162,22 @@ def test_ddim_convergence_script_on_a_tiny_model(tmp_path):
     assert bad.returncode == 2 and "'maybe'; allowed: config, on, off" in bad.stderr
 
 
-def test_sampler_quality_script_on_a_tiny_model(tmp_path, inception_weights):
+def _search_benchmark(script: str, tmp_path, weights: str, *args: str):
+    """Run `benchmarks/<script>` on a tiny DDIM model: (the finished process, its JSON)."""
     model = tiny.save(tiny.ddim_pipeline(tiny.unet2d(sample_size=16, seed=0)), tmp_path / "m")
-    out = tmp_path / "sq.json"
+    out = tmp_path / "out.json"
     p = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "sampler_quality.py"), "--model", str(model),
-         "--minutes", "0.4", "--seeds", "0", "--variants", "evo,evo+halving", "--held-out", "4",
-         "--images", "16",
-         "--batch-size", "8", "--cache-dir", str(tmp_path / "cache"), "--inception-weights",
-         inception_weights, "--out", str(out)], capture_output=True, text=True, timeout=900)
+        [sys.executable, str(ROOT / "benchmarks" / script), "--model", str(model), *args,
+         "--cache-dir", str(tmp_path / "cache"), "--inception-weights", weights,
+         "--out", str(out)], capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stdout + p.stderr
-    data = json.loads(out.read_text())
+    return p, json.loads(out.read_text())
+
+
+def test_sampler_quality_script_on_a_tiny_model(tmp_path, inception_weights):
+    p, data = _search_benchmark(
+        "sampler_quality.py", tmp_path, inception_weights, "--minutes", "0.4", "--seeds", "0",
+        "--variants", "evo,evo+halving", "--held-out", "4", "--images", "16", "--batch-size", "8")
     assert [r["variant"] for r in data["rows"]] == ["evo", "evo+halving"]
     # (a loaded machine may run only the baselines in the time: then there is no winner)
     assert all(len(r["held_out_rfid"]) == (r["searched"][0] > 0) for r in data["rows"])
@@ -180,15 +185,9 @@ def test_sampler_quality_script_on_a_tiny_model(tmp_path, inception_weights):
 
 
 def test_rung_fidelity_script_on_a_tiny_model(tmp_path, inception_weights):
-    model = tiny.save(tiny.ddim_pipeline(tiny.unet2d(sample_size=16, seed=0)), tmp_path / "m")
-    out = tmp_path / "rf.json"
-    p = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "rung_fidelity.py"), "--model", str(model),
-         "--candidates", "6", "--images", "16", "--rungs", "4,8", "--batch-size", "4",
-         "--cache-dir", str(tmp_path / "cache"), "--inception-weights", inception_weights,
-         "--out", str(out)], capture_output=True, text=True, timeout=900)
-    assert p.returncode == 0, p.stdout + p.stderr
-    data = json.loads(out.read_text())
+    p, data = _search_benchmark(
+        "rung_fidelity.py", tmp_path, inception_weights, "--candidates", "6", "--images", "16",
+        "--rungs", "4,8", "--batch-size", "4")
     assert [r["rung"] for r in data["table"]] == [4, 8] and len(data["rows"]) == 6
     assert all(set(r["rfid"]) == {"4", "8", "16"} for r in data["rows"])
     assert all(-1 <= r["tau"] <= 1 for r in data["table"]) and "Kendall tau" in p.stdout

@@ -1,6 +1,6 @@
 """Executor wall-clock vs the full schedule and DeepCache's helper, same schedules, same run.
 
-For each U-Net config (random weights, no download: `flexopt.models.REFERENCE_UNETS`; or
+For each U-Net config (random weights, no download: `flexopt.models.loading.REFERENCE_UNETS`; or
 `fashion-mnist`, flexopt's embedded teacher, the model of the issue's table), runs in one process,
 interleaved round by round (min over --repeats rounds counts; the median is reported too). Each
 round runs the cases in pairs that are compared (`stock` with `flexopt full`, each branch's helper
@@ -48,11 +48,11 @@ from typing import Any
 
 import torch
 
-from flexopt.cost import count_macs, schedule_cost
-from flexopt.hooks import scheduled
-from flexopt.models import REFERENCE_UNETS, dtype_name
-from flexopt.pipeline import apply_schedule
-from flexopt.schedule import Schedule
+from flexopt.models.loading import REFERENCE_UNETS, dtype_name
+from flexopt.run.cost import count_macs, schedule_cost
+from flexopt.run.hooks import scheduled
+from flexopt.run.pipeline import apply_schedule
+from flexopt.space.schedule import Schedule
 
 CONFIGS = ("ddpm-cifar10", "sd15")
 EMBEDDED = "fashion-mnist"  # flexopt's embedded teacher (trained weights): the issue's table
@@ -102,7 +102,7 @@ def build(name: str, tiny: bool, device: str, dtype: torch.dtype) -> Any:
     from diffusers import DDIMPipeline, DDIMScheduler
 
     if name == EMBEDDED:
-        from flexopt.models import load_pipeline
+        from flexopt.models.loading import load_pipeline
 
         src = load_pipeline(f"flexopt:{EMBEDDED}", device=device)
         unet = src.unet if dtype == torch.float32 else src.unet.to(dtype=dtype)

@@ -18,8 +18,8 @@ import time
 
 import torch
 
-from flexopt.evaluator import EvalSettings, ModelEvaluator
-from flexopt.schedule import Schedule
+from flexopt.search.evaluator import EvalSettings, ModelEvaluator
+from flexopt.space.schedule import Schedule
 
 
 def tiny_pipeline():
@@ -44,7 +44,7 @@ def main() -> None:
     ap.add_argument("--out", default="bench_rfid.json")
     args = ap.parse_args()
     if args.model:
-        from flexopt.models import load_pipeline
+        from flexopt.models.loading import load_pipeline
 
         pipe = load_pipeline(args.model)
     else:

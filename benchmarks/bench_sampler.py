@@ -19,8 +19,8 @@ import time
 
 import optuna
 
-from flexopt.sampler import CostLimit, FlexEvolutionSampler
-from flexopt.space import SearchSpace
+from flexopt.search.sampler import CostLimit, FlexEvolutionSampler
+from flexopt.space.segment import SearchSpace
 from flexopt.testing import SyntheticProblem
 
 CHECKPOINTS = (100, 300, 1000)

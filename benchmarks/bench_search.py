@@ -40,7 +40,7 @@ class Measure:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     from flexopt.cli.demo import DEMO_CONFIG
-    from flexopt.prefix import DEFAULT_PREFIX_CACHE_MB
+    from flexopt.run.prefix import DEFAULT_PREFIX_CACHE_MB
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="flexopt:fashion-mnist",
@@ -77,9 +77,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def build_objective(args: argparse.Namespace, cache_dir: str) -> Any:
     """The search's objective, as `flexopt search` builds it from the config and the flags."""
-    from flexopt.config import StudyConfig
-    from flexopt.models import load_pipeline, parse_device
-    from flexopt.objective import Objective
+    from flexopt.models.loading import load_pipeline, parse_device
+    from flexopt.search.config import StudyConfig
+    from flexopt.search.objective import Objective
 
     cfg = StudyConfig.load(args.config)
     choices = cfg.choices if args.t_ref is None else dataclasses.replace(cfg.choices,
@@ -110,7 +110,7 @@ def search(objective: Any, cfg: Any, args: argparse.Namespace) -> list[Any]:
     import optuna
     from optuna.trial import TrialState
 
-    from flexopt.study import make_sampler
+    from flexopt.search.study import make_sampler
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -21,10 +21,10 @@ import time
 
 import numpy as np
 
-from flexopt.data import load_images
-from flexopt.models import load_pipeline, load_unet_config
-from flexopt.pipeline import apply_schedule, generate_images
-from flexopt.schedule import Schedule
+from flexopt.models.data import load_images
+from flexopt.models.loading import load_pipeline, load_unet_config
+from flexopt.run.pipeline import apply_schedule, generate_images
+from flexopt.space.schedule import Schedule
 
 BLACK, WHITE = 0.02, 0.98  # "background" / "saturated" pixel thresholds, on the [0, 1] scale
 

@@ -17,10 +17,10 @@ import time
 
 import optuna
 
-from flexopt.evaluator import EvalSettings, ModelEvaluator
 from flexopt.metrics.reference import reference_stats
-from flexopt.models import load_pipeline
-from flexopt.study import feasible_trials, load_study, trial_schedule
+from flexopt.models.loading import load_pipeline
+from flexopt.search.evaluator import EvalSettings, ModelEvaluator
+from flexopt.search.study import feasible_trials, load_study, trial_schedule
 
 
 def main() -> None:

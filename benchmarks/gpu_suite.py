@@ -38,7 +38,7 @@ sys.path.insert(0, str(HERE))
 
 import bench_executor  # noqa: E402  (a sibling script, not a package)
 
-from flexopt.models import dtype_name  # noqa: E402
+from flexopt.models.loading import dtype_name  # noqa: E402
 
 BUDGET_S = 480  # the issue's 8 minutes
 
@@ -116,7 +116,7 @@ def host_syncs(args: argparse.Namespace) -> dict[str, Any] | None:
     """Synchronizing CUDA calls in one generation, flexopt vs the helper (CUDA only)."""
     if not args.device.startswith("cuda"):
         return None
-    from flexopt.schedule import Schedule
+    from flexopt.space.schedule import Schedule
 
     pipe = bench_executor.build("ddpm-cifar10", args.tiny, args.device, getattr(torch, args.dtype))
     batch = min(args.images, 16)
@@ -142,9 +142,9 @@ def host_syncs(args: argparse.Namespace) -> dict[str, Any] | None:
 def features_precision(args: argparse.Namespace) -> dict[str, Any]:
     """fp32 vs --features-dtype Inception on the embedded teacher's and a candidate's images."""
     from flexopt.metrics import FeatureStats, load_inception
-    from flexopt.models import load_pipeline
-    from flexopt.pipeline import apply_schedule, generate_images
-    from flexopt.schedule import Schedule
+    from flexopt.models.loading import load_pipeline
+    from flexopt.run.pipeline import apply_schedule, generate_images
+    from flexopt.space.schedule import Schedule
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -30,13 +30,13 @@ import time
 import numpy as np
 from scipy.stats import kendalltau
 
-from flexopt.cost import fit_space
-from flexopt.evaluator import EvalSettings, ModelEvaluator
 from flexopt.metrics import FeatureStats, score
-from flexopt.models import load_pipeline
-from flexopt.schedule import Schedule
-from flexopt.space import SearchSpace
-from flexopt.study import feasible_trials, load_study, trial_schedule
+from flexopt.models.loading import load_pipeline
+from flexopt.run.cost import fit_space
+from flexopt.search.evaluator import EvalSettings, ModelEvaluator
+from flexopt.search.study import feasible_trials, load_study, trial_schedule
+from flexopt.space.schedule import Schedule
+from flexopt.space.segment import SearchSpace
 
 COUNTS = (16, 32, 64, 128, 256)
 METRICS = ("rfid", "kid", "paired")

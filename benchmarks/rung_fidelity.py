@@ -45,7 +45,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def draw(objective, n: int, seed: int) -> list:
     """`n` distinct feasible candidates: half random (spread over costs), half their children."""
-    from flexopt.sampler import FlexEvolutionSampler, candidate_key
+    from flexopt.search.sampler import FlexEvolutionSampler, candidate_key
 
     space = objective.space
     smp = FlexEvolutionSampler(space, objective.feasible, seed=seed, seeds={})
@@ -71,9 +71,9 @@ def main(argv: list[str] | None = None) -> None:
     from scipy.stats import kendalltau
 
     from flexopt.cli.demo import DEMO_CONFIG
-    from flexopt.objective import Objective
-    from flexopt.pruning import parse_rungs
-    from flexopt.search import SearchJob
+    from flexopt.search.job import SearchJob
+    from flexopt.search.objective import Objective
+    from flexopt.search.pruning import parse_rungs
 
     args = parse_args(argv)
     job = SearchJob.from_config(DEMO_CONFIG, model=args.model, device=args.device,

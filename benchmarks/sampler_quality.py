@@ -71,8 +71,8 @@ def run_one(args: argparse.Namespace, variant: str, seed: int, folder: Path) -> 
     import optuna
 
     from flexopt.cli.demo import DEMO_CONFIG
-    from flexopt.search import SearchJob, run_search
-    from flexopt.study import (
+    from flexopt.search.job import SearchJob, run_search
+    from flexopt.search.study import (
         PRUNED_AT_ATTR,
         TrialCounts,
         feasible_trials,
@@ -119,10 +119,10 @@ def run_one(args: argparse.Namespace, variant: str, seed: int, folder: Path) -> 
 def held_out(args: argparse.Namespace, schedules: dict[str, dict]) -> dict[str, float]:
     """rFID of each schedule (by key) on the held-out seeds."""
     from flexopt.cli.demo import DEMO_CONFIG
-    from flexopt.config import StudyConfig
-    from flexopt.evaluator import EvalSettings, ModelEvaluator
-    from flexopt.models import load_pipeline, parse_device
-    from flexopt.schedule import Schedule
+    from flexopt.models.loading import load_pipeline, parse_device
+    from flexopt.search.config import StudyConfig
+    from flexopt.search.evaluator import EvalSettings, ModelEvaluator
+    from flexopt.space.schedule import Schedule
 
     cfg = StudyConfig.load(DEMO_CONFIG)
     pipe = load_pipeline(args.model, device=parse_device(args.device))
@@ -145,8 +145,8 @@ def main(argv: list[str] | None = None) -> None:
     import optuna
 
     from flexopt.cli.demo import DEMO_CONFIG
-    from flexopt.objective import Objective
-    from flexopt.search import SearchJob
+    from flexopt.search.job import SearchJob
+    from flexopt.search.objective import Objective
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     args = parse_args(argv)

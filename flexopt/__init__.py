@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from flexopt._version import __version__
 from flexopt.errors import FlexoptError
-from flexopt.schedule import PlacedStep, Schedule
-from flexopt.space import Candidate, SearchSpace, Segment, StepType
-from flexopt.timestep_space import Placement, TimestepSpace
+from flexopt.space.schedule import PlacedStep, Schedule
+from flexopt.space.segment import SearchSpace
+from flexopt.space.steps import Candidate, Segment, StepType
+from flexopt.space.timestep import Placement, TimestepSpace
 
 # Lazy: these need torch, diffusers or Optuna, which `flexopt --help` should not load.
 _LAZY = {
-    "apply_schedule": "flexopt.pipeline",
-    "scheduled": "flexopt.hooks",
-    "enable": "flexopt.hooks",
-    "disable": "flexopt.hooks",
-    "FlexScheduler": "flexopt.scheduler",
-    "FlexEvolutionSampler": "flexopt.sampler",
-    "Objective": "flexopt.objective",
-    "SearchJob": "flexopt.search",
-    "optimize": "flexopt.search",
-    "run_search": "flexopt.search",
+    "apply_schedule": "flexopt.run.pipeline",
+    "scheduled": "flexopt.run.hooks",
+    "enable": "flexopt.run.hooks",
+    "disable": "flexopt.run.hooks",
+    "FlexScheduler": "flexopt.run.scheduler",
+    "FlexEvolutionSampler": "flexopt.search.sampler",
+    "Objective": "flexopt.search.objective",
+    "SearchJob": "flexopt.search.job",
+    "optimize": "flexopt.search.loop",
+    "run_search": "flexopt.search.job",
 }
 
 

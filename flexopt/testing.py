@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import optuna
 
-from flexopt.space import Candidate, SearchSpace
-from flexopt.timestep_space import Placement, TimestepSpace
+from flexopt.space.segment import SearchSpace
+from flexopt.space.steps import Candidate
+from flexopt.space.timestep import Placement, TimestepSpace
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from flexopt.cli import main
 from flexopt.metrics.weights import converted_path
-from flexopt.schedule import Schedule
-from flexopt.study import TrialCounts
+from flexopt.search.study import TrialCounts
+from flexopt.space.schedule import Schedule
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "api.md"
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from flexopt.artifacts import (
+from flexopt.errors import FlexoptError
+from flexopt.search.artifacts import (
     TEACHER_GRID,
     SampleGridUploader,
     artifact_dir,
@@ -22,7 +23,6 @@ from flexopt.artifacts import (
     upload_sample_grid,
     upload_teacher_grid,
 )
-from flexopt.errors import FlexoptError
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 IMAGES = np.random.default_rng(0).integers(0, 256, (10, 3, 32, 32), dtype=np.uint8)

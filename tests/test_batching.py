@@ -11,9 +11,9 @@ import pytest
 import tiny
 import torch
 
-from flexopt.batching import in_batches, is_out_of_memory
-from flexopt.pipeline import apply_schedule, generate_images
-from flexopt.schedule import Schedule
+from flexopt.run.batching import in_batches, is_out_of_memory
+from flexopt.run.pipeline import apply_schedule, generate_images
+from flexopt.space.schedule import Schedule
 
 
 def _oom() -> torch.OutOfMemoryError:

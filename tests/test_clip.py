@@ -18,19 +18,14 @@ from click.testing import CliRunner
 from PIL import Image
 
 from flexopt.cli import main
-from flexopt.config import Budget, EvolutionConfig
 from flexopt.errors import FlexoptError
 from flexopt.metrics.clip import DEFAULT_CLIP_MODEL, ClipScorer, clip_scores
-from flexopt.schedule import Schedule
-from flexopt.space import SearchSpace
-from flexopt.study import (
-    Guard,
-    Objective,
-    SearchSettings,
-    feasibility,
-    feasible_trials,
-    make_sampler,
-)
+from flexopt.run.budget import Budget
+from flexopt.search.config import EvolutionConfig
+from flexopt.search.objective import Guard, Objective, feasibility
+from flexopt.search.study import SearchSettings, feasible_trials, make_sampler
+from flexopt.space.schedule import Schedule
+from flexopt.space.segment import SearchSpace
 
 pytest.importorskip("transformers")
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -10,14 +10,14 @@ import torch
 from click.testing import CliRunner
 
 from flexopt.cli import main
-from flexopt.conditioning import parse_class_labels
-from flexopt.config import StudyConfig
 from flexopt.errors import FlexoptError
-from flexopt.evaluator import EvalSettings
-from flexopt.models import load_pipeline
-from flexopt.pipeline import apply_schedule
-from flexopt.schedule import Schedule
-from flexopt.study import TrialCounts
+from flexopt.models.conditioning import parse_class_labels
+from flexopt.models.loading import load_pipeline
+from flexopt.run.pipeline import apply_schedule
+from flexopt.search.config import StudyConfig
+from flexopt.search.evaluator import EvalSettings
+from flexopt.search.study import TrialCounts
+from flexopt.space.schedule import Schedule
 
 
 def run(*args):

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from flexopt.config import Budget, StudyConfig, format_macs
 from flexopt.errors import FlexoptError
+from flexopt.run.budget import Budget, format_macs
+from flexopt.search.config import StudyConfig
 
 STUDIES = sorted((Path(__file__).parent.parent / "studies").glob("*.toml"))
 

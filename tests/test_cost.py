@@ -7,11 +7,11 @@ import pytest
 import tiny
 import torch
 
-from flexopt.cost import MacsProfile, count_macs, meta_unet, schedule_cost
 from flexopt.errors import FlexoptError
-from flexopt.models import REFERENCE_UNETS
-from flexopt.schedule import Schedule
-from flexopt.space import Segment
+from flexopt.models.loading import REFERENCE_UNETS
+from flexopt.run.cost import MacsProfile, count_macs, meta_unet, schedule_cost
+from flexopt.space.schedule import Schedule
+from flexopt.space.steps import Segment
 
 G = 1e9
 # SPEC §3: DeepCache, DDPM CIFAR-10, DDIM 100, uniform interval 5, avg MACs of branch 1..12.
@@ -38,7 +38,7 @@ def _flop_counter(config, sample_size: int) -> tuple[int, int]:
     from diffusers.models.attention_processor import Attention, AttnProcessor
     from torch.utils.flop_counter import FlopCounterMode
 
-    from flexopt.cost import _inputs
+    from flexopt.run.cost import _inputs
 
     unet = meta_unet(config)
     for module in unet.modules():

@@ -16,9 +16,9 @@ import pytest
 from click.testing import CliRunner
 from test_report_data import build_study
 
-from flexopt.artifacts import grid_png
 from flexopt.cli import main
 from flexopt.report.dashboard import dashboard_app
+from flexopt.search.artifacts import grid_png
 
 
 class _Quiet(WSGIRequestHandler):

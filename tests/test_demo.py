@@ -12,8 +12,8 @@ from diffusers import DDPMPipeline
 
 from flexopt.cli import main
 from flexopt.errors import FlexoptError
-from flexopt.models import embedded_models, load_pipeline, resolve_model
-from flexopt.schedule import Schedule
+from flexopt.models.loading import embedded_models, load_pipeline, resolve_model
+from flexopt.space.schedule import Schedule
 
 
 def test_embedded_teacher_is_a_plain_diffusers_pipeline():

@@ -12,13 +12,14 @@ import tiny
 from click.testing import CliRunner
 
 from flexopt.cli import main
-from flexopt.config import StudyConfig
-from flexopt.cost import MacsProfile, candidate_avg_macs, cost_range, fit_space, fitted_segments
 from flexopt.errors import FlexoptError
-from flexopt.sampler import CostLimit, FlexEvolutionSampler, candidate_key
-from flexopt.schedule import Schedule
-from flexopt.space import Candidate, SearchSpace, Segment
-from flexopt.study import baseline_schedules, enqueue_baselines, representable
+from flexopt.run.cost import MacsProfile, candidate_avg_macs, cost_range, fit_space, fitted_segments
+from flexopt.search.baselines import baseline_schedules, enqueue_baselines, representable
+from flexopt.search.config import StudyConfig
+from flexopt.search.sampler import CostLimit, FlexEvolutionSampler, candidate_key
+from flexopt.space.schedule import Schedule
+from flexopt.space.segment import SearchSpace
+from flexopt.space.steps import Candidate, Segment
 
 # The embedded teacher's profile (flexopt macs flexopt:fashion-mnist), branches 1..3.
 PROFILE = MacsProfile(175_960_000, (7_900_000, 20_230_000, 35_170_000))

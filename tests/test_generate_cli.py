@@ -13,11 +13,11 @@ import torch
 from click.testing import CliRunner
 
 from flexopt.cli import main
-from flexopt.cost import count_macs
 from flexopt.errors import FlexoptError
-from flexopt.models import REFERENCE_UNETS, load_pipeline, load_unet_config
-from flexopt.pipeline import apply_schedule
-from flexopt.schedule import Schedule
+from flexopt.models.loading import REFERENCE_UNETS, load_pipeline, load_unet_config
+from flexopt.run.cost import count_macs
+from flexopt.run.pipeline import apply_schedule
+from flexopt.space.schedule import Schedule
 
 
 def invoke(*args: str):
@@ -222,7 +222,7 @@ def test_unet_directory_needs_a_scheduler(tmp_path):
 
 def test_generate_in_bf16_by_its_short_name(ddim_dir, schedules, tmp_path):
     """--dtype bf16 runs the U-Net in bfloat16 (on CPU it works, slowly, and says so)."""
-    from flexopt.models import dtype_name, parse_dtype
+    from flexopt.models.loading import dtype_name, parse_dtype
 
     assert [dtype_name(n) for n in ("fp32", "bf16", "fp16", "float16")] == [
         "float32", "bfloat16", "float16", "float16"]

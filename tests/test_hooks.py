@@ -1,6 +1,6 @@
 """The step executor: full steps are the model's forward, partial steps are DeepCache's branch.
 
-References, each independent of `flexopt.hooks`:
+References, each independent of `flexopt.run.hooks`:
 - full step: the diffusers model's own `forward`;
 - partial step, any number of resnets per block: the model's own forward with every layer deeper
   than the branch replaced (forward hooks) by its output from the full call (DeepCache's
@@ -15,10 +15,10 @@ import tiny
 import torch
 
 from flexopt.errors import FlexoptError
-from flexopt.hooks import UNetExecutor
-from flexopt.pipeline import apply_schedule
-from flexopt.schedule import Schedule
-from flexopt.space import StepType
+from flexopt.run.hooks import UNetExecutor
+from flexopt.run.pipeline import apply_schedule
+from flexopt.space.schedule import Schedule
+from flexopt.space.steps import StepType
 
 _RESNET_SAMPLING = dict(
     down_block_types=(
@@ -343,7 +343,7 @@ def test_hook_reads_call_arguments_like_bind(args, kwargs):
     """The per-step fast path names arguments exactly as `inspect.Signature.bind` does."""
     import inspect
 
-    from flexopt.hooks import prepare
+    from flexopt.run.hooks import prepare
 
     pipe = tiny.ddim_pipeline(tiny.unet_cond())
     hook = prepare(pipe, Schedule.uniform(T, 3, 2))
@@ -352,7 +352,7 @@ def test_hook_reads_call_arguments_like_bind(args, kwargs):
 
 
 def test_hook_argument_errors_are_the_models():
-    from flexopt.hooks import prepare
+    from flexopt.run.hooks import prepare
 
     hook = prepare(tiny.ddim_pipeline(), Schedule.uniform(T, 3, 2))
     with pytest.raises(TypeError, match="multiple values for argument 'timestep'"):

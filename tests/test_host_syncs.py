@@ -1,5 +1,5 @@
-"""No host reads of tensors in the sampling loop's hot paths (`flexopt/hooks.py`,
-`flexopt/scheduler.py`): on a GPU each `.item()` / `float(t)` / `.cpu()` of a device tensor waits
+"""No host reads of tensors in the sampling loop's hot paths (`flexopt/run/hooks.py`,
+`flexopt/run/scheduler.py`): on a GPU each `.item()` / `float(t)` / `.cpu()` of a device tensor waits
 for the queue to drain. Checked on CPU by recording every such call made from those files during
 whole generations; the only ones allowed are reads of the schedule's own host constants (the grid's
 noise levels) and finding the first step of a run by its timestep (per run, not per step)."""
@@ -14,8 +14,8 @@ import tiny
 import torch
 
 import flexopt
-from flexopt.hooks import _on_device, scheduled
-from flexopt.schedule import Schedule
+from flexopt.run.hooks import _on_device, scheduled
+from flexopt.space.schedule import Schedule
 
 HOT = {str(Path(flexopt.__file__).parent / name) for name in ("hooks.py", "scheduler.py")}
 READS = ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__", "__index__")

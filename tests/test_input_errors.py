@@ -15,9 +15,9 @@ from click.testing import CliRunner
 from flexopt.cli import main
 from flexopt.errors import FlexoptError
 from flexopt.metrics.frechet import frechet_distance
-from flexopt.models import parse_device
-from flexopt.schedule import Schedule
-from flexopt.study import TrialCounts
+from flexopt.models.loading import parse_device
+from flexopt.search.study import TrialCounts
+from flexopt.space.schedule import Schedule
 
 
 def run(*args):
@@ -73,7 +73,7 @@ def test_files_that_are_not_text(model_dir, tmp_path):
                        "--out", tmp_path / "o"), "is not a text file")
     one_line_error(run("space", binary), "is not a text file")
     one_line_error(run("search", binary), "is not a text file")
-    from flexopt.conditioning import parse_prompts
+    from flexopt.models.conditioning import parse_prompts
 
     with pytest.raises(FlexoptError, match="is not a UTF-8 text file"):
         parse_prompts((), str(binary))
@@ -155,9 +155,10 @@ def test_search_refuses_before_making_a_study(model_dir, tmp_path, inception_wei
 
 def test_a_study_without_trials_takes_the_corrected_settings(model_dir, tmp_path,
                                                              inception_weights):
-    from flexopt.config import Budget, EvolutionConfig
-    from flexopt.space import SearchSpace
-    from flexopt.study import SearchSettings, make_sampler, open_study
+    from flexopt.run.budget import Budget
+    from flexopt.search.config import EvolutionConfig
+    from flexopt.search.study import SearchSettings, make_sampler, open_study
+    from flexopt.space.segment import SearchSpace
 
     storage = f"sqlite:///{tmp_path / 's.db'}"
     space = SearchSpace([4], [1], [1, 2], 8)

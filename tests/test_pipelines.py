@@ -14,8 +14,8 @@ import torch
 
 import flexopt
 from flexopt.errors import FlexoptError
-from flexopt.models import load_pipeline
-from flexopt.schedule import Schedule
+from flexopt.models.loading import load_pipeline
+from flexopt.space.schedule import Schedule
 
 pytest.importorskip("transformers")
 

@@ -13,8 +13,8 @@ from test_pipelines import _image
 
 import flexopt
 from flexopt.cli import main
-from flexopt.models import load_pipeline
-from flexopt.schedule import Schedule
+from flexopt.models.loading import load_pipeline
+from flexopt.space.schedule import Schedule
 
 pytest.importorskip("transformers")
 
@@ -126,7 +126,7 @@ def test_input_image_errors(img2img_dir, sdxl_dir, inputs, tmp_path, kind, extra
 
 
 def test_macs_of_an_sdxl_pipeline(sdxl_dir):
-    from flexopt.cost import count_macs
+    from flexopt.run.cost import count_macs
 
     r = run("macs", sdxl_dir, "--json")
     assert r.exit_code == 0, r.output
@@ -137,7 +137,7 @@ def test_macs_of_an_sdxl_pipeline(sdxl_dir):
 def test_macs_of_a_controlnet_pipeline(tmp_path):
     from diffusers import StableDiffusionControlNetPipeline
 
-    from flexopt.cost import count_controlnet_macs, count_macs
+    from flexopt.run.cost import count_controlnet_macs, count_macs
 
     parts = tiny.sd_components(tmp_path)
     net = tiny.controlnet(parts["unet"])

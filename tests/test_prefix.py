@@ -10,12 +10,12 @@ import tiny
 import torch
 
 from flexopt.errors import FlexoptError
-from flexopt.evaluator import EvalSettings, ModelEvaluator
-from flexopt.pipeline import apply_schedule, generate_images
-from flexopt.prefix import PrefixCache, PrefixKey, PrefixReuse
-from flexopt.schedule import Schedule
-from flexopt.scheduler import FlexScheduler, Resume, SamplerState
-from flexopt.space import Segment
+from flexopt.run.pipeline import apply_schedule, generate_images
+from flexopt.run.prefix import PrefixCache, PrefixKey, PrefixReuse
+from flexopt.run.scheduler import FlexScheduler, Resume, SamplerState
+from flexopt.search.evaluator import EvalSettings, ModelEvaluator
+from flexopt.space.schedule import Schedule
+from flexopt.space.steps import Segment
 
 SAMPLERS = ("ddim", "plms", "dpm-solver")
 L = 3
@@ -206,9 +206,9 @@ class _CountingEvaluator:
 def test_trials_record_the_calls_and_the_summary_counts_them():
     import optuna
 
-    from flexopt.search import prefix_reuse_line
-    from flexopt.space import SearchSpace
-    from flexopt.study import Objective
+    from flexopt.search.job import prefix_reuse_line
+    from flexopt.search.objective import Objective
+    from flexopt.space.segment import SearchSpace
 
     space = SearchSpace((4,), (1, 2), (1, 2, 3), 12)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))

@@ -16,27 +16,26 @@ import tiny
 from click.testing import CliRunner
 
 from flexopt.cli import main
-from flexopt.config import Budget, EvolutionConfig, StudyConfig
 from flexopt.errors import FlexoptError
-from flexopt.evaluator import EvalSettings, ModelEvaluator
 from flexopt.metrics import FeatureStats, score
-from flexopt.pipeline import apply_schedule, generate_images
-from flexopt.pruning import default_rungs, make_pruner, parse_rungs
-from flexopt.sampler import KEY_ATTR
-from flexopt.schedule import Schedule
-from flexopt.search import optimize
-from flexopt.space import SearchSpace
-from flexopt.study import (
+from flexopt.run.budget import Budget
+from flexopt.run.pipeline import apply_schedule, generate_images
+from flexopt.search.baselines import baseline_schedules, enqueue_baselines
+from flexopt.search.config import EvolutionConfig, StudyConfig
+from flexopt.search.evaluator import EvalSettings, ModelEvaluator
+from flexopt.search.loop import optimize
+from flexopt.search.objective import Objective, feasibility
+from flexopt.search.pruning import default_rungs, make_pruner, parse_rungs
+from flexopt.search.sampler import KEY_ATTR
+from flexopt.search.study import (
     PRUNED_AT_ATTR,
-    Objective,
     SearchSettings,
     TrialCounts,
-    baseline_schedules,
-    enqueue_baselines,
-    feasibility,
     make_sampler,
     open_study,
 )
+from flexopt.space.schedule import Schedule
+from flexopt.space.segment import SearchSpace
 from flexopt.testing import SyntheticProblem
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -16,7 +16,7 @@ from flexopt.errors import FlexoptError
 from flexopt.report.data import collect
 from flexopt.report.html import FIGURE_IDS, build_report
 from flexopt.report.png import export_pareto_png, pick_backend
-from flexopt.study import load_study
+from flexopt.search.study import load_study
 
 
 @pytest.fixture(scope="module")

@@ -20,15 +20,15 @@ import tiny
 from PIL import Image
 from test_report_data import build_study
 
-from flexopt.cost import count_macs, schedule_cost
-from flexopt.pipeline import apply_schedule, generate_images
 from flexopt.report.browser import find_browser, render, screenshot
 from flexopt.report.data import collect
 from flexopt.report.html import FIGURE_IDS, build_report
 from flexopt.report.png import export_pareto_png
-from flexopt.schedule import Schedule
-from flexopt.space import SearchSpace
-from flexopt.study import load_study
+from flexopt.run.cost import count_macs, schedule_cost
+from flexopt.run.pipeline import apply_schedule, generate_images
+from flexopt.search.study import load_study
+from flexopt.space.schedule import Schedule
+from flexopt.space.segment import SearchSpace
 
 BROWSER = find_browser()
 if BROWSER is None and not os.environ.get("CI"):

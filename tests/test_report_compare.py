@@ -27,8 +27,8 @@ from flexopt.report.data import collect, trials_frame
 from flexopt.report.figures import comparison_figure, placed_spans, strip_figure
 from flexopt.report.html import build_comparison, build_report
 from flexopt.report.png import export_comparison_png
-from flexopt.schedule import Schedule
-from flexopt.study import load_study, settings_of
+from flexopt.search.study import load_study, settings_of
+from flexopt.space.schedule import Schedule
 
 SETTINGS = "flexopt:settings"
 

@@ -1,6 +1,6 @@
 """Report data from a study: rows, Pareto front, progress, tables; plus the shared study fixture.
 
-`build_study` runs a small search through `flexopt.study` on a synthetic evaluator that also makes
+`build_study` runs a small search through `flexopt.search.study` on a synthetic evaluator that also makes
 images (the teacher's, and per candidate the teacher's degraded by its score, from the same
 "noises"), uploading sample grids the way the search's objective hook does. The other report
 tests import it from here.
@@ -17,15 +17,19 @@ import numpy as np
 import optuna
 import pytest
 
-from flexopt import study as fs
-from flexopt.artifacts import SampleGridUploader
-from flexopt.config import Budget, EvolutionConfig
 from flexopt.errors import FlexoptError
 from flexopt.report.data import collect, hypervolume, pareto_indices, trials_frame
-from flexopt.schedule import Schedule
-from flexopt.search import optimize
-from flexopt.space import SearchSpace, StepType
-from flexopt.study import feasible_trials, load_study
+from flexopt.run.budget import Budget
+from flexopt.search import baselines as fb
+from flexopt.search import objective as fo
+from flexopt.search import study as fs
+from flexopt.search.artifacts import SampleGridUploader
+from flexopt.search.config import EvolutionConfig
+from flexopt.search.loop import optimize
+from flexopt.search.study import feasible_trials, load_study
+from flexopt.space.schedule import Schedule
+from flexopt.space.segment import SearchSpace
+from flexopt.space.steps import StepType
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 SPACE = SearchSpace((4, 5, 6), (1, 2, 3), (1, 2, 3), t_ref=20)
@@ -86,13 +90,13 @@ def build_study(
     limit = b.max_avg_macs(ev.full_macs)
     settings = fs.SearchSettings(space, "ddim", b, multi, "rfid", type(ev).__name__, 6, 0)
     evo = EvolutionConfig(population=8, n_p=4, n_c=3, n_u=30)
-    sampler = fs.make_sampler("evo", space, fs.feasibility(space, "ddim", ev, limit), evo, 0)
+    sampler = fs.make_sampler("evo", space, fo.feasibility(space, "ddim", ev, limit), evo, 0)
     storage = f"sqlite:///{root / 'study.db'}"
     # Searched in memory, then copied: a SQLite commit per attribute would take seconds.
     study = fs.open_study(optuna.storages.InMemoryStorage(), name, settings, sampler)
-    baselines = fs.baseline_schedules(space, "ddim", ev.full_macs, ev.avg_macs, limit, mode="all")
-    fs.enqueue_baselines(study, baselines)
-    objective = fs.Objective(space, ev, "ddim", limit, multi)
+    baselines = fb.baseline_schedules(space, "ddim", ev.full_macs, ev.avg_macs, limit, mode="all")
+    fb.enqueue_baselines(study, baselines)
+    objective = fo.Objective(space, ev, "ddim", limit, multi)
     uploader = SampleGridUploader.for_storage(storage) if grids else None
 
     def with_grids(trial: optuna.Trial):  # what the one-line hook in Objective does

@@ -20,7 +20,7 @@ from flexopt.errors import FlexoptError
 from flexopt.report.dashboard import run_dashboard
 from flexopt.report.html import write_text_atomic
 from flexopt.report.png import png_path
-from flexopt.study import load_study
+from flexopt.search.study import load_study
 
 
 @pytest.fixture(scope="module")

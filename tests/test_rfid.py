@@ -10,7 +10,7 @@ import tiny
 from click.testing import CliRunner
 
 from flexopt.cli import main
-from flexopt.schedule import Schedule
+from flexopt.space.schedule import Schedule
 
 T_REF = 20
 # rFID from few images is noisy (Fréchet distance of 48 samples in 2048-d); 48 keeps the ordering

@@ -8,8 +8,9 @@ import pytest
 from optuna.testing.pytest_samplers import BasicSamplerTestCase, MultiObjectiveSamplerTestCase
 
 from flexopt.errors import FlexoptError
-from flexopt.sampler import FlexEvolutionSampler, candidate_key
-from flexopt.space import Candidate, SearchSpace
+from flexopt.search.sampler import FlexEvolutionSampler, candidate_key
+from flexopt.space.segment import SearchSpace
+from flexopt.space.steps import Candidate
 from flexopt.testing import SyntheticProblem
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -9,7 +9,8 @@ import pytest
 
 from flexopt import Schedule
 from flexopt.errors import FlexoptError
-from flexopt.space import Candidate, SearchSpace, Segment
+from flexopt.space.segment import SearchSpace
+from flexopt.space.steps import Candidate, Segment
 
 
 def test_full_schedule_is_plain_teacher():

@@ -16,13 +16,13 @@ import tiny
 import torch
 from test_scheduler import _ddim_reference, _gen, _maxdiff
 
-from flexopt.cost import schedule_cost
 from flexopt.errors import FlexoptError
-from flexopt.hooks import UNetExecutor
-from flexopt.pipeline import apply_schedule
-from flexopt.schedule import FORMAT_V2, PlacedStep, Schedule
-from flexopt.scheduler import make_sampler, plan, spaced_timesteps
-from flexopt.space import StepType
+from flexopt.run.cost import schedule_cost
+from flexopt.run.hooks import UNetExecutor
+from flexopt.run.pipeline import apply_schedule
+from flexopt.run.scheduler import make_sampler, plan
+from flexopt.space.schedule import FORMAT_V2, PlacedStep, Schedule, spaced_timesteps
+from flexopt.space.steps import StepType
 
 TIMESTEPS = [987, 901, 640, 511, 300, 160, 41, 7]  # not on any uniform grid
 
@@ -159,7 +159,7 @@ def test_timestep_beyond_the_model_is_one_clear_error():
 
 
 def test_cost_counts_each_placed_step():
-    from flexopt.cost import MacsProfile
+    from flexopt.run.cost import MacsProfile
 
     profile = MacsProfile(full=100, partial=(10, 20, 30))
     s = Schedule.placed("ddim", 10, [(900, 0), (800, 1), (700, 3), (500, 0)])

@@ -11,11 +11,11 @@ import tiny
 import torch
 
 from flexopt.errors import FlexoptError
-from flexopt.hooks import UNetExecutor
-from flexopt.pipeline import apply_schedule
-from flexopt.schedule import Schedule
-from flexopt.scheduler import make_sampler, plan
-from flexopt.space import Segment, StepType
+from flexopt.run.hooks import UNetExecutor
+from flexopt.run.pipeline import apply_schedule
+from flexopt.run.scheduler import make_sampler, plan
+from flexopt.space.schedule import Schedule
+from flexopt.space.steps import Segment, StepType
 
 SPACINGS = ("leading", "trailing", "linspace")
 BETAS = {k: v for k, v in tiny.DDPM_SCHEDULE.items() if k != "clip_sample"}  # noise schedule
@@ -273,7 +273,7 @@ def test_sampler_errors():
 # ------------------------------------------------------------------ FlexScheduler itself
 @pytest.mark.parametrize("sampler", ["ddim", "plms"])
 def test_flex_scheduler_timesteps_are_the_stock_ones_on_the_full_grid(sampler):
-    from flexopt.scheduler import FlexScheduler
+    from flexopt.run.scheduler import FlexScheduler
 
     stock = tiny.pndm_scheduler() if sampler == "plms" else tiny.ddim_scheduler(**tiny.SD_SCHEDULE)
     stock.set_timesteps(10)
@@ -289,7 +289,7 @@ def test_flex_scheduler_timesteps_are_the_stock_ones_on_the_full_grid(sampler):
 
 
 def test_flex_scheduler_runs_only_the_active_steps():
-    from flexopt.scheduler import FlexScheduler
+    from flexopt.run.scheduler import FlexScheduler
 
     flex = FlexScheduler.build(tiny.ddim_scheduler(), NULLS)
     assert len(flex.timesteps) == NULLS.nfe

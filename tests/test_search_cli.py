@@ -16,9 +16,9 @@ import tiny
 from click.testing import CliRunner
 
 from flexopt.cli import main
-from flexopt.schedule import Schedule
-from flexopt.storage import study_names
-from flexopt.study import TrialCounts
+from flexopt.search.storage import study_names
+from flexopt.search.study import TrialCounts
+from flexopt.space.schedule import Schedule
 
 SPACE = ["--segments", "4,5", "--branches", "1,2", "--intervals", "1,2,3,4", "--t-ref", "20"]
 

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flexopt.errors import FlexoptError
-from flexopt.space import Candidate, SearchSpace, Segment, StepType
+from flexopt.space.segment import SearchSpace
+from flexopt.space.steps import Candidate, Segment, StepType
 
 PAPER_CIFAR = SearchSpace((19, 20, 21), (1, 2, 3), (1, 2, 3), t_ref=100)
 

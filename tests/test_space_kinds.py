@@ -13,11 +13,11 @@ import tiny
 from click.testing import CliRunner
 
 from flexopt.cli import main
-from flexopt.config import SpaceChoices, StudyConfig
-from flexopt.cost import MacsProfile, fit_placed, fitted_steps
 from flexopt.errors import FlexoptError
-from flexopt.schedule import Schedule
-from flexopt.study import SearchSettings, space_from_identity
+from flexopt.run.cost import MacsProfile, fit_placed, fitted_steps
+from flexopt.search.config import SpaceChoices, StudyConfig
+from flexopt.search.study import SearchSettings, space_from_identity
+from flexopt.space.schedule import Schedule
 
 
 @pytest.fixture(scope="module")

@@ -13,12 +13,12 @@ import tiny
 from click.testing import CliRunner
 
 from flexopt.cli import main
-from flexopt.config import Budget
 from flexopt.errors import FlexoptError
 from flexopt.metrics.stats import FeatureStats
 from flexopt.metrics.teacher import TeacherCache, TeacherKey
-from flexopt.schedule import Schedule
-from flexopt.storage import LOCK_SUFFIX, StudyLock, make_storage, mask_url, storage_error
+from flexopt.run.budget import Budget
+from flexopt.search.storage import LOCK_SUFFIX, StudyLock, make_storage, mask_url, storage_error
+from flexopt.space.schedule import Schedule
 
 SPACE = ["--segments", "3", "--branches", "1", "--intervals", "1,2", "--t-ref", "6"]
 
@@ -182,7 +182,8 @@ def test_teacher_built_once_while_others_wait(tmp_path):
 def test_hub_id_on_an_offline_machine_is_one_line_at_once(monkeypatch):
     from huggingface_hub import constants
 
-    from flexopt import hub, models
+    from flexopt import hub
+    from flexopt.models import loading as models
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(hub, "_reachable", lambda host, port, timeout: False)
@@ -195,7 +196,7 @@ def test_hub_id_on_an_offline_machine_is_one_line_at_once(monkeypatch):
 
 
 def test_database_storage_without_artifacts_folder_is_masked():
-    from flexopt.artifacts import artifact_dir
+    from flexopt.search.artifacts import artifact_dir
 
     with pytest.raises(FlexoptError) as err:
         artifact_dir("postgresql://u:hunter2@db/x")

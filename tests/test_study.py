@@ -7,23 +7,22 @@ import warnings
 import optuna
 import pytest
 
-from flexopt.config import Budget, EvolutionConfig
 from flexopt.errors import FlexoptError
-from flexopt.schedule import Schedule
-from flexopt.search import WORKER_ATTR, optimize
-from flexopt.space import SearchSpace
-from flexopt.study import (
-    Objective,
+from flexopt.run.budget import Budget
+from flexopt.search.baselines import baseline_schedules, enqueue_baselines
+from flexopt.search.config import EvolutionConfig
+from flexopt.search.loop import WORKER_ATTR, optimize
+from flexopt.search.objective import Objective, feasibility
+from flexopt.search.study import (
     SearchSettings,
     TrialCounts,
-    baseline_schedules,
-    enqueue_baselines,
-    feasibility,
     feasible_trials,
     make_sampler,
     open_study,
     trial_schedule,
 )
+from flexopt.space.schedule import Schedule
+from flexopt.space.segment import SearchSpace
 from flexopt.testing import SyntheticProblem
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

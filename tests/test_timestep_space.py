@@ -12,11 +12,11 @@ import pytest
 from optuna.testing.pytest_samplers import BasicSamplerTestCase
 
 from flexopt.errors import FlexoptError
-from flexopt.sampler import CostLimit, FlexEvolutionSampler, candidate_key
-from flexopt.schedule import PlacedStep, Schedule
-from flexopt.space import SearchSpace
+from flexopt.search.sampler import CostLimit, FlexEvolutionSampler, candidate_key
+from flexopt.space.schedule import PlacedStep, Schedule
+from flexopt.space.segment import SearchSpace
+from flexopt.space.timestep import Placement, TimestepSpace
 from flexopt.testing import SyntheticPlacementProblem
-from flexopt.timestep_space import Placement, TimestepSpace
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -196,7 +196,7 @@ def test_crossover_stays_valid_and_takes_from_both_parents(space):
 
 
 def test_baselines_equal_spaced_timesteps():
-    from flexopt import scheduler
+    from flexopt.space import schedule as scheduler
 
     space = TimestepSpace((5, 10, 20), t_ref=50, train_timesteps=1000, offset=1)
     base = space.baselines()

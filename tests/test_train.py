@@ -13,9 +13,9 @@ from diffusers import DDPMPipeline
 from PIL import Image
 
 from flexopt.cli import main
-from flexopt.data import load_images, read_idx_images
 from flexopt.errors import FlexoptError
-from flexopt.train import TrainConfig, train_teacher
+from flexopt.models.data import load_images, read_idx_images
+from flexopt.models.train import TrainConfig, train_teacher
 
 TINY = dict(image_size=8, block_out_channels=(8, 16), attention_block=1, batch_size=4,
             warmup=2, checkpoint_every=2)

@@ -10,9 +10,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from flexopt.cli import main
-from flexopt.data import load_images
 from flexopt.errors import FlexoptError
-from flexopt.train import TrainConfig, check_config
+from flexopt.models.data import load_images
+from flexopt.models.train import TrainConfig, check_config
 
 TINY_CLI = ["--image-size", "8", "--channels", "8,16", "--batch-size", "2",
             "--checkpoint-every", "1"]

@@ -12,7 +12,7 @@ import tiny
 from click.testing import CliRunner
 
 from flexopt.cli import main
-from flexopt.study import feasible_trials, load_study
+from flexopt.search.study import feasible_trials, load_study
 
 SPACE = ["--segments", "auto", "--branches", "1,2", "--intervals", "1,2", "--t-ref", "20"]
 

@@ -21,10 +21,11 @@ from optuna.trial import TrialState
 from pgserver import PASSWORD, free_port, postgres
 from test_search_cli import CONFIG  # small evolution settings; flags override its space
 
-from flexopt.sampler import KEY_ATTR
-from flexopt.search import BASELINES_ATTR, WORKER_ATTR
-from flexopt.storage import make_storage, study_names
-from flexopt.study import PRUNED_AT_ATTR, TrialCounts
+from flexopt.search.baselines import BASELINES_ATTR
+from flexopt.search.loop import WORKER_ATTR
+from flexopt.search.sampler import KEY_ATTR
+from flexopt.search.storage import make_storage, study_names
+from flexopt.search.study import PRUNED_AT_ATTR, TrialCounts
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)

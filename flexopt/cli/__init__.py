@@ -10,7 +10,7 @@ import importlib
 
 import click
 
-from flexopt import __version__
+from flexopt._version import __version__
 from flexopt.errors import FlexoptError
 
 

@@ -32,8 +32,8 @@ def clip_score(model, schedule_path, clip_model, num_images, seed, batch_size, d
       flexopt clip-score path/to/sd15 --schedule best.json --prompt-file captions.jsonl \\
           --num-images 500 --seed 100000
     """
-    from flexopt.config import format_macs
-    from flexopt.schedule import Schedule
+    from flexopt.run.budget import format_macs
+    from flexopt.space.schedule import Schedule
 
     schedule = Schedule.load(schedule_path)
     cond = conditioning(prompts, prompt_file, guidance_scale, class_labels)

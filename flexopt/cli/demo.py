@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from flexopt.prefix import DEFAULT_PREFIX_CACHE_MB
+from flexopt.run.prefix import DEFAULT_PREFIX_CACHE_MB
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "demo.toml"
 HELD_OUT = 32  # images for the closing held-out comparison: about 30 s on 2 CPU cores
@@ -45,9 +45,9 @@ def demo(ctx, out_dir, minutes, n_trials, device, cache_dir, validate_images, pr
     from flexopt.cli.report import report
     from flexopt.cli.search import export, search
     from flexopt.cli.validate import validate
-    from flexopt.config import StudyConfig
     from flexopt.errors import FlexoptError
     from flexopt.report.files import make_folder
+    from flexopt.search.config import StudyConfig
 
     cfg = StudyConfig.load(DEMO_CONFIG)
     out = make_folder(out_dir)
@@ -58,7 +58,7 @@ def demo(ctx, out_dir, minutes, n_trials, device, cache_dir, validate_images, pr
                timeout=minutes, device=device, cache_dir=cache_dir, search_seed=0,
                baselines_mode="best", prefix_cache_mb=prefix_cache_mb)
     best = out / "best.json"
-    from flexopt.study import feasible_trials, load_study
+    from flexopt.search.study import feasible_trials, load_study
 
     if not feasible_trials(load_study(storage, cfg.study_name)):
         raise FlexoptError("the demo's search has no trial under the budget yet (stopped by "

@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from flexopt.cli.options import conditioning, echo_json, generation_options, open_pipeline
-from flexopt.config import format_macs
-from flexopt.schedule import SAMPLERS
+from flexopt.run.budget import format_macs
+from flexopt.space.schedule import SAMPLERS
 
 
 @click.command()
@@ -31,8 +31,8 @@ def macs(model, sample_size, attention, as_json):
     Example:
       flexopt macs path/to/stable-diffusion-v1-5 --json
     """
-    from flexopt.cost import count_controlnet_macs, count_macs
-    from flexopt.models import load_controlnet_config, load_unet_config
+    from flexopt.models.loading import load_controlnet_config, load_unet_config
+    from flexopt.run.cost import count_controlnet_macs, count_macs
 
     config = load_unet_config(model)
     profile = count_macs(config, sample_size)
@@ -112,12 +112,12 @@ def generate(
     """
     import numpy as np
 
-    from flexopt.conditioning import image_prompts
-    from flexopt.cost import count_macs, schedule_cost
-    from flexopt.evaluator import EvalSettings, check_conditioning, load_images
-    from flexopt.pipeline import apply_schedule, check_request, generate_images
+    from flexopt.models.conditioning import image_prompts
     from flexopt.report.files import make_folder, write_error
-    from flexopt.schedule import Schedule
+    from flexopt.run.cost import count_macs, schedule_cost
+    from flexopt.run.pipeline import apply_schedule, check_request, generate_images
+    from flexopt.search.evaluator import EvalSettings, check_conditioning, load_images
+    from flexopt.space.schedule import Schedule
 
     schedule = Schedule.load(schedule_path)
     check_request(schedule, sampler, t_ref)
@@ -144,7 +144,7 @@ def generate(
                 "".join(p + "\n" for p in image_prompts(settings.prompts, seed, 0, num_images)),
                 encoding="utf-8")
         if grid_columns:
-            from flexopt.artifacts import grid_png
+            from flexopt.search.artifacts import grid_png
 
             png = grid_png(result.images, max_images=num_images, thumb=None, pad=0,
                            columns=grid_columns, scale=grid_scale)

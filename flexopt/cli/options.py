@@ -8,9 +8,9 @@ from typing import Any
 
 import click
 
-from flexopt.config import AUTO, SPACE_KINDS, SpaceChoices, StudyConfig
 from flexopt.errors import FlexoptError
-from flexopt.space import parse_choices
+from flexopt.search.config import AUTO, SPACE_KINDS, SpaceChoices, StudyConfig
+from flexopt.space.segment import parse_choices
 
 MAX_SEED = 2**62  # torch generators take 64-bit seeds, and image i uses seed + i
 
@@ -153,7 +153,7 @@ def _keep_in_context(ctx: click.Context, param: click.Parameter, value: Any) -> 
 
 def _dtype(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """--dtype as its torch name; a bad value is one line naming the allowed ones."""
-    from flexopt.models import dtype_name
+    from flexopt.models.loading import dtype_name
 
     return dtype_name(value)
 
@@ -223,7 +223,7 @@ def generation_options(
 
 def open_pipeline(model: str, device: str | None, dtype: str):
     """Load MODEL's pipeline on `device` (default: cuda when available) in `dtype`."""
-    from flexopt.models import load_pipeline, parse_device, parse_dtype
+    from flexopt.models.loading import load_pipeline, parse_device, parse_dtype
 
     return load_pipeline(model, dtype=parse_dtype(dtype), device=parse_device(device))
 
@@ -231,7 +231,7 @@ def open_pipeline(model: str, device: str | None, dtype: str):
 def conditioning(prompts: tuple[str, ...], prompt_file: str | None, guidance_scale: float | None,
                  class_labels: str | None, cfg: StudyConfig | None = None) -> dict[str, Any]:
     """EvalSettings' prompts/guidance_scale/class_labels: flags first, else the study config's."""
-    from flexopt.conditioning import (
+    from flexopt.models.conditioning import (
         DEFAULT_GUIDANCE,
         list_images,
         parse_class_labels,

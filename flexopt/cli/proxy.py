@@ -21,7 +21,7 @@ def storage_proxy(storage, host, port):
       flexopt search study.toml --storage grpc://proxy-host:13000     # on each worker
     """
     from flexopt.report.dashboard import check_listen
-    from flexopt.storage import make_storage, mask_url, serve_proxy
+    from flexopt.search.storage import make_storage, mask_url, serve_proxy
 
     db = make_storage(storage, heartbeat=None)  # Optuna's proxy carries no heartbeats
     check_listen(host, port)  # a taken port is one line, not a traceback after the banner

@@ -144,7 +144,7 @@ def trials(storage, study_name, pareto, csv_path):
     """
     from flexopt.report.data import collect, trials_frame
     from flexopt.report.files import write_csv
-    from flexopt.study import load_study
+    from flexopt.search.study import load_study
 
     rep = collect(load_study(storage, study_name))
     frame = trials_frame(rep, rep.pareto if pareto else None)
@@ -172,8 +172,8 @@ def dashboard(storage, artifacts, no_artifacts, host, port):
     Example:
       flexopt dashboard --storage sqlite:///cifar.db    # then browse http://127.0.0.1:8080
     """
-    from flexopt.artifacts import artifact_dir
     from flexopt.report.dashboard import check_listen, checked_store, run_dashboard
+    from flexopt.search.artifacts import artifact_dir
 
     store = checked_store(storage, artifacts, use_artifacts=not no_artifacts)
     check_listen(host, port)  # a taken port is one line, not a traceback after the banner

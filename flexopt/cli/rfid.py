@@ -7,8 +7,8 @@ import warnings
 import click
 
 from flexopt.cli.options import conditioning, generation_options, open_pipeline
-from flexopt.config import format_macs
-from flexopt.schedule import SAMPLERS
+from flexopt.run.budget import format_macs
+from flexopt.space.schedule import SAMPLERS
 
 
 def metric_options(func=None, *, metric: bool = True):
@@ -72,9 +72,9 @@ def build_evaluator(model, sampler, t_ref, num_images, seed, batch_size, device,
     `cond` is `conditioning(...)`'s prompts/guidance_scale/class_labels; `clip_model`: also
     load that CLIP model (a text pipeline with prompts is checked first); "auto": the default
     CLIP model for a text pipeline given prompts, none otherwise; "none": none."""
-    from flexopt.evaluator import EvalSettings, ModelEvaluator, check_clip
     from flexopt.metrics.clip import DEFAULT_CLIP_MODEL
-    from flexopt.pipeline import pipeline_kind
+    from flexopt.run.pipeline import pipeline_kind
+    from flexopt.search.evaluator import EvalSettings, ModelEvaluator, check_clip
 
     pipe = open_pipeline(model, device, dtype)
     settings = EvalSettings(num_images, seed, batch_size, metric, **cond)
@@ -153,7 +153,7 @@ def rfid(model, schedule_path, num_images, seed, batch_size, device, dtype, prom
     Example:
       flexopt rfid path/to/ddpm-cifar10 --schedule best.json --num-images 1000 --seed 0
     """
-    from flexopt.schedule import Schedule
+    from flexopt.space.schedule import Schedule
 
     schedule = Schedule.load(schedule_path)
     cond = conditioning(prompts, prompt_file, guidance_scale, class_labels)
@@ -200,7 +200,7 @@ def fid(model, schedule_paths, reference, reference_split, reference_images, num
       flexopt fid flexopt:fashion-mnist --schedule teacher100.json --schedule teacher50.json \\
           --num-images 2000 --seed 300000 --bootstrap 200
     """
-    from flexopt.schedule import Schedule
+    from flexopt.space.schedule import Schedule
 
     if resamples == 1:
         raise click.BadParameter("1 resample gives no spread; use 0 (off) or at least 2",

@@ -17,10 +17,11 @@ from flexopt.cli.options import (
 from flexopt.cli.rfid import metric_options
 from flexopt.errors import FlexoptError
 from flexopt.metrics.clip import DEFAULT_CLIP_MODEL
-from flexopt.prefix import DEFAULT_PREFIX_CACHE_MB
-from flexopt.pruning import DEFAULT_PRUNER, PRUNERS
-from flexopt.schedule import SAMPLERS
-from flexopt.study import BASELINE_MODES, SAMPLER_NAMES
+from flexopt.run.prefix import DEFAULT_PREFIX_CACHE_MB
+from flexopt.search.baselines import BASELINE_MODES
+from flexopt.search.pruning import DEFAULT_PRUNER, PRUNERS
+from flexopt.search.study import SAMPLER_NAMES
+from flexopt.space.schedule import SAMPLERS
 
 
 @click.command()
@@ -115,7 +116,7 @@ def search(config, model, budget, n_trials, timeout, storage, study_name, search
     """
     import optuna
 
-    from flexopt.search import SearchJob, run_search, summary
+    from flexopt.search.job import SearchJob, run_search, summary
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the command prints its own lines
     cfg = load_config(config)
@@ -155,7 +156,7 @@ def export(storage, study_name, trial_number, best, out):
     """Write a trial's schedule to a file that `generate`, `rfid` and `apply_schedule` read."""
     from optuna.trial import TrialState
 
-    from flexopt.study import feasible_trials, load_study, trial_schedule
+    from flexopt.search.study import feasible_trials, load_study, trial_schedule
 
     if (trial_number is None) == (not best):
         raise FlexoptError("give exactly one of --trial N and --best")

@@ -7,8 +7,8 @@ import random
 import click
 
 from flexopt.cli.options import echo_json, load_config, resolve_space, space_options
-from flexopt.config import Budget, format_macs
 from flexopt.errors import FlexoptError
+from flexopt.run.budget import Budget, format_macs
 
 
 @click.command()
@@ -52,8 +52,8 @@ def space(config, space_kind, segments, branches, steps, intervals, t_ref, n_sam
     model = model or (cfg.model if cfg else None)
     fit = None
     if budget_ is not None and model:
-        from flexopt.cost import count_macs, fit_space
-        from flexopt.models import load_unet_config
+        from flexopt.models.loading import load_unet_config
+        from flexopt.run.cost import count_macs, fit_space
 
         profile = count_macs(load_unet_config(model))
         limit = budget_.max_avg_macs(profile.full)
@@ -113,7 +113,7 @@ def _placed(cfg, choices, n_samples, seed, budget, model, as_json) -> None:
     model = model or (cfg.model if cfg else None)
     total, offset, fit, limit = 1000, 0, None, None
     if model:
-        from flexopt.models import load_scheduler_config
+        from flexopt.models.loading import load_scheduler_config
 
         sched = load_scheduler_config(model)
         total, offset = int(sched.get("num_train_timesteps", 1000)), int(
@@ -122,8 +122,8 @@ def _placed(cfg, choices, n_samples, seed, budget, model, as_json) -> None:
         if not model:
             raise FlexoptError("--budget needs a model to cost the space: give --model (or a "
                                "CONFIG with `model = ...`)")
-        from flexopt.cost import count_macs, fit_placed
-        from flexopt.models import load_unet_config
+        from flexopt.models.loading import load_unet_config
+        from flexopt.run.cost import count_macs, fit_placed
 
         profile = count_macs(load_unet_config(model))
         limit = budget_.max_avg_macs(profile.full)

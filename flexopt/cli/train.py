@@ -57,9 +57,9 @@ def train_teacher(data, out_dir, steps, batch_size, lr, image_size, channels, se
     standard diffusers DDPMPipeline (safetensors) usable anywhere flexopt takes a MODEL;
     OUT/log.csv holds the loss curve.
     """
-    from flexopt.models import parse_device
-    from flexopt.train import TrainConfig
-    from flexopt.train import train_teacher as run
+    from flexopt.models.loading import parse_device
+    from flexopt.models.train import TrainConfig
+    from flexopt.models.train import train_teacher as run
 
     cfg = TrainConfig(data=data, image_size=image_size, block_out_channels=_channels(channels),
                       steps=steps, batch_size=batch_size, lr=lr, seed=seed, warmup=warmup,

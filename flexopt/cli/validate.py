@@ -9,9 +9,9 @@ import click
 
 from flexopt.cli.options import clip_model_option, conditioning, generation_options
 from flexopt.cli.rfid import build_evaluator, metric_options, reference_entry, reference_options
-from flexopt.config import format_macs
 from flexopt.errors import FlexoptError
 from flexopt.metrics.clip import DEFAULT_CLIP_MODEL
+from flexopt.run.budget import format_macs
 
 DEFAULT_SEED = 100_000  # far from a search's seeds (0 … num_images - 1 by default)
 
@@ -49,8 +49,8 @@ def validate(storage, study_name, trials, reference, reference_split, reference_
       flexopt validate --storage sqlite:///flexopt-demo/demo.db --num-images 1000 \\
           --reference fashion-mnist
     """
-    from flexopt.study import load_study, settings_of
-    from flexopt.validation import validate as run_validation
+    from flexopt.search.study import load_study, settings_of
+    from flexopt.search.validation import validate as run_validation
 
     study = load_study(storage, study_name)
     s = settings_of(study)

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from flexopt.batching import in_batches
 from flexopt.errors import FlexoptError
 from flexopt.metrics import _fidelity
 from flexopt.metrics.weights import (
@@ -21,6 +20,7 @@ from flexopt.metrics.weights import (
     load_inception_state_dict,
     resolve_inception_weights,
 )
+from flexopt.run.batching import in_batches
 
 FEATURE_DIM = 2048
 DEFAULT_BATCH_SIZE = 64

@@ -31,7 +31,7 @@ def reference_stats(
     """Inception statistics of a data set's images (the first `num_images`, default all).
 
     `features(images, progress)` maps N×3×H×W images to N×D features."""
-    from flexopt.data import NAMES, load_images
+    from flexopt.models.data import NAMES, load_images
 
     name = data if data in NAMES else str(Path(data).resolve())
     images = None

@@ -20,8 +20,8 @@ import optuna
 from flexopt.errors import FlexoptError
 from flexopt.report.data import StudyReport, TrialRow, collect, pareto_indices
 from flexopt.report.series import _STYLE, GREY, Series, metric_label
-from flexopt.storage import mask_url, study_names
-from flexopt.study import load_study
+from flexopt.search.storage import mask_url, study_names
+from flexopt.search.study import load_study
 
 # settings two studies must share to be compared: (key in `flexopt:settings`, name for the user)
 SHARED_SETTINGS = (("model", "model"), ("t_ref", "t_ref"), ("metric", "metric"),

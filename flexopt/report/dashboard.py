@@ -14,9 +14,9 @@ from typing import Any
 
 from optuna.artifacts import FileSystemArtifactStore
 
-from flexopt.artifacts import artifact_dir, open_store
 from flexopt.errors import FlexoptError
-from flexopt.study import study_names
+from flexopt.search.artifacts import artifact_dir, open_store
+from flexopt.search.study import study_names
 
 
 def checked_store(

@@ -19,14 +19,14 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from flexopt.errors import FlexoptError
-from flexopt.schedule import Schedule
-from flexopt.study import (
+from flexopt.search.study import (
     CONSTRAINT_NAME,
     PRUNED_AT_ATTR,
     SCHEDULE_ATTR,
     settings_of,
     trial_schedule,
 )
+from flexopt.space.schedule import Schedule
 
 KINDS = ("searched", "deepcache", "teacher", "ddim-quad", "baseline")
 

@@ -8,7 +8,6 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from flexopt.config import format_macs
 from flexopt.report.compare import ComparedStudy, Comparison, comparison_series
 from flexopt.report.data import StudyReport, TrialRow
 from flexopt.report.series import (
@@ -20,8 +19,9 @@ from flexopt.report.series import (
     pareto_series,
     speedup_ticks,
 )
-from flexopt.schedule import Schedule
-from flexopt.space import StepType
+from flexopt.run.budget import format_macs
+from flexopt.space.schedule import Schedule
+from flexopt.space.steps import StepType
 
 FULL_COLOUR = "#1f3b73"
 NULL_COLOUR = "#eeeeee"

@@ -24,9 +24,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from optuna.artifacts import FileSystemArtifactStore
 
-from flexopt import __version__
-from flexopt.artifacts import artifact_dir, find_sample_grid, find_teacher_grid, open_store
-from flexopt.config import format_macs
+from flexopt._version import __version__
 from flexopt.errors import FlexoptError
 from flexopt.report.compare import Comparison, compare, find_studies, space_kind
 from flexopt.report.data import StudyReport, TrialRow, collect, trials_frame
@@ -39,8 +37,10 @@ from flexopt.report.figures import (
 )
 from flexopt.report.files import make_parent, write_error
 from flexopt.report.series import metric_label
-from flexopt.storage import mask_url
-from flexopt.study import load_study
+from flexopt.run.budget import format_macs
+from flexopt.search.artifacts import artifact_dir, find_sample_grid, find_teacher_grid, open_store
+from flexopt.search.storage import mask_url
+from flexopt.search.study import load_study
 
 FIGURE_IDS = ("pareto", "strips", "progress")
 _PLOT_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}

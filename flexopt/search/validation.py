@@ -18,8 +18,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from flexopt.errors import FlexoptError
 from flexopt.metrics import FeatureStats
-from flexopt.schedule import Schedule
-from flexopt.study import feasible_trials, settings_of, trial_schedule
+from flexopt.search.study import feasible_trials, settings_of, trial_schedule
+from flexopt.space.schedule import Schedule
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ def validate(
     """Score the study's best searched schedule, its best baseline and `trials` on the
     evaluator's seeds (its `settings.seed`, `num_images`), against the teacher there.
 
-    `evaluator` is a `flexopt.evaluator.ModelEvaluator` for the study's model, sampler and
+    `evaluator` is a `flexopt.search.evaluator.ModelEvaluator` for the study's model, sampler and
     `t_ref`; `reference` (real images' statistics) adds the FID against them.
     """
     s = settings_of(study)

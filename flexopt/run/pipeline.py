@@ -18,15 +18,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from flexopt.batching import in_batches
-from flexopt.conditioning import image_prompts
 from flexopt.errors import FlexoptError
-from flexopt.hooks import RunStats, prepare, scheduled
-from flexopt.schedule import Schedule
-from flexopt.scheduler import BoundaryFn, Resume
+from flexopt.models.conditioning import image_prompts
+from flexopt.run.batching import in_batches
+from flexopt.run.hooks import RunStats, prepare, scheduled
+from flexopt.run.scheduler import BoundaryFn, Resume
+from flexopt.space.schedule import Schedule
 
 if TYPE_CHECKING:
-    from flexopt.prefix import PrefixReuse
+    from flexopt.run.prefix import PrefixReuse
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 
@@ -104,7 +104,7 @@ class ScheduledPipeline:
 
         `class_labels`: for a class-conditional U-Net under a pipeline that does not pass labels
         (DDPM / DDIM). `progress`: a bar over U-Net calls, or a function called after each.
-        `resume`: start at a stored segment boundary of this batch (`flexopt.prefix`);
+        `resume`: start at a stored segment boundary of this batch (`flexopt.run.prefix`);
         `on_boundary`: called with the state at each boundary the run reaches.
         """
         output_type = kwargs.get("output_type", "pil")
@@ -148,7 +148,7 @@ class GeneratedImages:
     seeds: np.ndarray  # int64 N
     seconds: float  # sampling wall-clock (U-Net calls, sampler updates, decoding)
     calls: int  # U-Net calls made
-    skipped: int = 0  # U-Net calls not made: resumed from a stored prefix (`flexopt.prefix`)
+    skipped: int = 0  # U-Net calls not made: resumed from a stored prefix (`flexopt.run.prefix`)
 
 
 def generate_images(
@@ -172,11 +172,11 @@ def generate_images(
     Image i draws its initial noise from `torch.Generator().manual_seed(seed + i)`, so the same
     (seed, i) gives the same noise whatever the batch size — which is what makes a candidate's
     images comparable with the teacher's (rFID, paired distance). Text pipelines draw from
-    `prompts` in a seeded order (`flexopt.conditioning.image_prompts`); class-conditional ones
+    `prompts` in a seeded order (`flexopt.models.conditioning.image_prompts`); class-conditional ones
     cycle through `class_labels`; img2img / ControlNet through `images` (the input or control
     image), inpainting also through `masks`. `prefix`: start
     each batch from its longest stored schedule prefix and keep its boundary states (the caller
-    checks the pipeline kind allows it, `flexopt.prefix.REUSABLE_KINDS`). `start`: a run made in
+    checks the pipeline kind allows it, `flexopt.run.prefix.REUSABLE_KINDS`). `start`: a run made in
     pieces (the rungs of a pruned search) gives, piece after piece, the same images as one call
     split into the same batches.
     """

@@ -18,15 +18,16 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from flexopt.config import format_macs
 from flexopt.errors import FlexoptError
-from flexopt.hooks import UNetExecutor
-from flexopt.models import unet_class
-from flexopt.schedule import Schedule
-from flexopt.space import Candidate, SearchSpace, Segment, StepType
+from flexopt.models.loading import size_multiple, unet_class
+from flexopt.run.budget import format_macs
+from flexopt.run.hooks import UNetExecutor
+from flexopt.space.schedule import Schedule
+from flexopt.space.segment import SearchSpace
+from flexopt.space.steps import Candidate, Segment, StepType
 
 if TYPE_CHECKING:
-    from flexopt.timestep_space import TimestepSpace
+    from flexopt.space.timestep import TimestepSpace
 
 TEXT_TOKENS = 77  # CLIP's sequence length: the cross-attention context of SD-style U-Nets
 
@@ -135,12 +136,6 @@ class _Counter:
     def remove(self) -> None:
         for h in self.handles:
             h.remove()
-
-
-def size_multiple(blocks: int) -> int:
-    """What a diffusers U-Net's input size must divide by: every down block but the last halves
-    the resolution, and the skip connections only line up when each halving is exact."""
-    return 2 ** (blocks - 1)
 
 
 def _inputs(unet: nn.Module, sample_size: int | tuple[int, int] | None) -> dict[str, Any]:
@@ -386,7 +381,7 @@ def fit_placed(profile: MacsProfile, t_ref: int, max_avg_macs: float, kind: str,
                train_timesteps: int = 1000, offset: int = 0, draws: int = 500) -> SpaceFit:
     """`fit_space` for the timestep and hybrid spaces: `steps=None` derives the K choices
     (`fitted_steps`); explicit ones are kept and checked like explicit N-segment choices."""
-    from flexopt.timestep_space import TimestepSpace
+    from flexopt.space.timestep import TimestepSpace
 
     hybrid = kind == "hybrid"
     for b in branches if hybrid else ():

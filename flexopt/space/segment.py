@@ -13,15 +13,13 @@ import itertools
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from optuna.distributions import CategoricalDistribution
 
 from flexopt.errors import FlexoptError
-
-if TYPE_CHECKING:
-    from flexopt.schedule import Schedule
+from flexopt.space.schedule import Schedule
+from flexopt.space.steps import Candidate, Segment
 
 N_SEGMENTS_PARAM = "n_segments"
 
@@ -34,69 +32,6 @@ def branch_param(i: int) -> str:
 def interval_param(i: int) -> str:
     """Optuna param name of segment `i`'s interval (0-based `i`)."""
     return f"seg_{i}_interval"
-
-
-class StepType(StrEnum):
-    """What one base-grid slot does: the whole U-Net, its shallow branch, or nothing."""
-
-    FULL = "F"
-    PARTIAL = "P"
-    NULL = "N"
-
-
-@dataclass(frozen=True, order=True)
-class Segment:
-    """One segment: a full step, then `interval - 1` partial steps with `branch` (1-based)."""
-
-    branch: int
-    interval: int
-
-    def step_types(self, segment_length: int) -> list[StepType]:
-        """Step type of each of the segment's `segment_length` slots."""
-        k = self.interval
-        return (
-            [StepType.FULL] + [StepType.PARTIAL] * (k - 1) + [StepType.NULL] * (segment_length - k)
-        )
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A segment-wise candidate: the ordered `(branch, interval)` of each segment."""
-
-    segments: tuple[Segment, ...]
-
-    def __post_init__(self) -> None:
-        # Accept lists and (branch, interval) pairs so callers need not build tuples of Segments.
-        segs = tuple(s if isinstance(s, Segment) else Segment(*s) for s in self.segments)
-        object.__setattr__(self, "segments", segs)
-
-    @property
-    def n_segments(self) -> int:
-        return len(self.segments)
-
-    @property
-    def nfe(self) -> int:
-        """Number of U-Net calls (full + partial steps)."""
-        return sum(s.interval for s in self.segments)
-
-    def step_types(self, segment_length: int) -> list[StepType]:
-        """Step type of every base-grid slot (`N · L` of them)."""
-        return [t for s in self.segments for t in s.step_types(segment_length)]
-
-    def slot_branches(self, segment_length: int) -> list[int | None]:
-        """Branch of every base-grid slot: the segment's branch on partial slots, else None."""
-        return [
-            s.branch if t is StepType.PARTIAL else None
-            for s in self.segments
-            for t in s.step_types(segment_length)
-        ]
-
-    def step_string(self, segment_length: int) -> str:
-        """Compact picture of the schedule, one letter per slot, `|` between segments."""
-        return "|".join("".join(s.step_types(segment_length)) for s in self.segments)
-
-    def __str__(self) -> str:
-        return " ".join(f"{s.branch}/{s.interval}" for s in self.segments)
 
 
 @dataclass(frozen=True)
@@ -452,8 +387,6 @@ class SearchSpace:
     # -------------------------------------------------------------------------- schedules
     def schedule(self, candidate: Candidate, sampler: str = "ddim", **meta: Any) -> Schedule:
         """The runnable schedule of a candidate."""
-        from flexopt.schedule import Schedule  # schedule imports this module
-
         return Schedule.from_candidate(candidate, self, sampler, **meta)
 
     def represent(self, schedule: Schedule) -> Candidate | None:

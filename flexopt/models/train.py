@@ -63,7 +63,7 @@ class TrainConfig:
 
 def check_config(cfg: TrainConfig) -> None:
     """Refuse an image size the U-Net cannot round-trip, before any data is loaded or trained."""
-    from flexopt.cost import size_multiple
+    from flexopt.models.loading import size_multiple
 
     blocks = len(cfg.block_out_channels)
     factor = size_multiple(blocks)
@@ -120,7 +120,7 @@ def _lr_at(cfg: TrainConfig, step: int) -> float:
 def _check_init(cfg: TrainConfig, channels: int) -> dict:
     """Refuse an `init_from` of another architecture, by name (a warm start continues a model,
     it does not convert one), reading no weights; returns its training record ({} if none)."""
-    from flexopt.models import load_unet_config, resolve_model
+    from flexopt.models.loading import load_unet_config, resolve_model
 
     src = cfg.init_from
     have = load_unet_config(src)
@@ -166,7 +166,7 @@ def train_teacher(
     from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
     from tqdm.auto import tqdm
 
-    from flexopt.data import load_images
+    from flexopt.models.data import load_images
 
     check_config(cfg)
     out = Path(out_dir)
@@ -189,7 +189,7 @@ def train_teacher(
     ckpt = out / "checkpoint.pt"
     prior = _check_init(cfg, channels) if cfg.init_from else {}
     if cfg.init_from and not ckpt.exists():  # resuming: the checkpoint has the weights
-        from flexopt.models import load_pipeline
+        from flexopt.models.loading import load_pipeline
 
         init = load_pipeline(cfg.init_from).unet.state_dict()
         model.load_state_dict(init)

@@ -1,23 +1,13 @@
 """The library call behind `flexopt search`: config → storage → study → baselines → optimize.
 
-`run_search(SearchJob)` is the whole command as one call; `optimize(study, objective, n_trials)` is
-its worker loop, usable on any study. Many workers (processes, machines) may run either at once on
-one study: a study lock (`flexopt.storage.StudyLock`) makes the baselines enqueued once and the
-trial total exact, a heartbeat re-runs a crashed worker's trial, and Ctrl-C (or SIGTERM) puts the
-running trial back in the queue so a later run evaluates it.
+`run_search(SearchJob)` is the whole command as one call, over one worker or several processes;
+the worker loop itself is `flexopt.search.loop.optimize`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
-import os
-import signal
-import socket
-import threading
-import time
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,31 +15,26 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import TrialState
 
-from flexopt.config import Budget, EvolutionConfig, SpaceChoices, StudyConfig, format_macs
 from flexopt.errors import FlexoptError
-from flexopt.objective import Objective, as_budget, noise_schedule
-from flexopt.prefix import DEFAULT_PREFIX_CACHE_MB
-from flexopt.pruning import DEFAULT_PRUNER, check_pruner, make_pruner, parse_rungs
-from flexopt.storage import StudyLock, check_storage, make_storage, mask_url
-from flexopt.study import (
+from flexopt.run.budget import Budget, format_macs
+from flexopt.run.prefix import DEFAULT_PREFIX_CACHE_MB
+from flexopt.search.baselines import baseline_schedules, enqueue_baselines_once
+from flexopt.search.config import EvolutionConfig, SpaceChoices, StudyConfig
+from flexopt.search.loop import optimize
+from flexopt.search.objective import Objective, as_budget, noise_schedule
+from flexopt.search.pruning import DEFAULT_PRUNER, check_pruner, make_pruner, parse_rungs
+from flexopt.search.storage import StudyLock, check_storage, make_storage, mask_url
+from flexopt.search.study import (
     TrialCounts,
-    baseline_schedules,
     default_storage,
-    enqueue_baselines,
     feasible_trials,
-    is_baseline,
     make_sampler,
     open_study,
 )
 
 if TYPE_CHECKING:
-    from flexopt.config import Space
+    from flexopt.search.config import Space
 
-BASELINES_ATTR = "flexopt:baselines"  # study system attr: the baselines were enqueued (names)
-WORKER_ATTR = "flexopt:worker"  # trial system attr: host:pid of the worker that ran it
-# A sampler that proposes nothing but over-budget candidates (random, TPE on a tight budget)
-# stops after this many rejections per trial asked for, plus the slack.
-REJECTED_PER_TRIAL, REJECTED_SLACK = 50, 1000
 Log = Callable[[str], None]
 
 
@@ -66,8 +51,8 @@ class SearchJob:
     sampler: str = "ddim"  # the diffusion sampler of the schedules
     search_sampler: str = "evo"  # evo, random, tpe, nsga2
     multi_objective: bool = False
-    baselines: str = "feasible"  # feasible, all, best, none (flexopt.study.BASELINE_MODES)
-    pruner: str | None = None  # none, median, halving, hyperband; None: flexopt.pruning's default
+    baselines: str = "feasible"  # feasible, all, best, none (flexopt.search.baselines.BASELINE_MODES)
+    pruner: str | None = None  # none, median, halving, hyperband; None: flexopt.search.pruning's default
     rungs: tuple[int, ...] | str | None = None  # image counts; None / "auto": 8, 16, 32, …
     search_seed: int | None = None
     artifacts: str | None = None
@@ -85,7 +70,7 @@ class SearchJob:
     clip_guard: float | None = None  # CLIP score at least the teacher's minus this
     cache_dir: str | None = None
     inception_weights: str | None = None
-    prefix_cache_mb: float = DEFAULT_PREFIX_CACHE_MB  # shared-prefix reuse (flexopt.prefix); 0: off
+    prefix_cache_mb: float = DEFAULT_PREFIX_CACHE_MB  # shared-prefix reuse (flexopt.run.prefix); 0: off
     evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
     timeout: float | None = None  # seconds, per worker
     heartbeat: int = 60  # seconds; a worker silent for twice this is presumed dead
@@ -162,7 +147,7 @@ class SearchJob:
 
 
 def _config_prompts(cfg: StudyConfig) -> tuple[str, ...]:
-    from flexopt.conditioning import parse_prompts
+    from flexopt.models.conditioning import parse_prompts
 
     return tuple(parse_prompts((), cfg.prompt_file, cfg.prompt_column)) if cfg.prompt_file \
         else ()
@@ -194,7 +179,7 @@ def run_search(job: SearchJob, log: Log = print) -> SearchResult:
     check_storage(storage, url)
     grids = None
     if job.upload_artifacts:  # a missing --artifacts for a database is one line now, too
-        from flexopt.artifacts import SampleGridUploader
+        from flexopt.search.artifacts import SampleGridUploader
 
         grids = SampleGridUploader.for_storage(url, job.artifacts)
     objective = Objective.from_model(
@@ -271,183 +256,7 @@ def _choices(values: Sequence[int]) -> str:
     return ",".join(map(str, vals))
 
 
-def enqueue_baselines_once(study: optuna.Study, lock: StudyLock,
-                           baselines: list[tuple[str, Any]], space: Space | None = None
-                           ) -> int:
-    """Enqueue the baselines once per study, whichever worker comes first.
-
-    Under the study lock, the first worker enqueues them and marks the study; the others see the
-    mark. Baselines added later (a resumed study with a larger space) are enqueued then.
-    """
-    names = [name for name, _ in baselines]
-    with lock():
-        done = study._storage.get_study_system_attrs(study._study_id).get(BASELINES_ATTR, [])
-        if set(names) <= set(done):
-            return 0
-        added = enqueue_baselines(study, baselines, space)
-        study._storage.set_study_system_attr(study._study_id, BASELINES_ATTR,
-                                             sorted(set(done) | set(names)))
-    return added
-
-
 # ------------------------------------------------------------------------------ worker loop
-def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], Any], n_trials: int, *,
-             timeout: float | None = None, progress: bool = False,
-             lock: StudyLock | None = None, poll: float = 0.5) -> int:
-    """Run trials until the study holds `n_trials` searched candidates (all workers together),
-    and every queued baseline.
-
-    `n_trials` counts searched candidates evaluated, to the end or to a rung where the pruner
-    stopped them (`TrialCounts.searched`); baselines and candidates the budget rejects before
-    any image is made run in addition. Unlike `study.optimize(n_trials=…)`, which counts this
-    process's trials, the total is the study's: a candidate starts only while evaluated plus
-    running ones stay under it (decided under the study lock), so N workers end with exactly
-    `n_trials`. A worker with nothing left to start waits while other workers' trials run, and
-    takes over a crashed worker's trial when the heartbeat fails it. Ctrl-C or SIGTERM puts the
-    running trial back in the queue and re-raises KeyboardInterrupt. Returns the number of
-    trials this call ran.
-    """
-    from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
-    from tqdm.auto import tqdm
-
-    lock = lock or StudyLock(study._storage, study.study_name)
-    heartbeat = is_heartbeat_enabled(study._storage)
-    deadline = None if timeout is None else time.monotonic() + timeout
-    worker = f"{socket.gethostname()}:{os.getpid()}"
-    max_rejected = REJECTED_PER_TRIAL * n_trials + REJECTED_SLACK
-    ran = 0
-    counts = TrialCounts.of_study(study)
-    bar = tqdm(total=n_trials, initial=min(counts.searched, n_trials), desc="search",
-               unit="candidate", disable=not progress, dynamic_ncols=True)
-    with _Interrupts().installed() as interrupts, contextlib.closing(bar):
-        while deadline is None or time.monotonic() < deadline:
-            interrupts.hold()  # released where the trial is run, or when there is none
-            with lock():
-                if heartbeat:  # under the lock: failing a stale trial and queueing its retry
-                    # are two writes, and a worker asking between them would start a new
-                    # candidate instead, leaving the retry waiting forever
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                        optuna.storages.fail_stale_trials(study)
-                trials = study.get_trials(deepcopy=False)
-                counts = TrialCounts.of(trials)
-                if counts.rejected > max_rejected:  # a sampler that keeps proposing over budget
-                    warnings.warn(f"stopping: {counts.rejected} candidates were over the budget "
-                                  f"for {counts.searched} evaluated; the sampler does not find "
-                                  "the feasible region (use --sampler evo, or a larger budget)",
-                                  RuntimeWarning, stacklevel=2)
-                    break
-                trial = None
-                if counts.searched + counts.running_searched < n_trials:
-                    trial = _ask(study, trials)
-                elif counts.waiting_baselines:  # baselines run in addition to the candidates
-                    trial = _claim(study, [t for t in trials if t.state == TrialState.WAITING
-                                           and is_baseline(t)])
-                if trial is not None:
-                    study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, worker)
-            if trial is None:
-                interrupts.raise_pending()
-                # without a heartbeat, nobody takes a crashed trial over: nothing to wait for
-                if counts.searched >= n_trials or not heartbeat:
-                    break
-                time.sleep(poll)  # others' trials are running; one may yet fail and be retried
-                continue
-            with get_heartbeat_thread(trial._trial_id, study._storage):
-                _run_one(study, trial, objective, interrupts.raise_pending)
-            ran += 1
-            bar.n = min(TrialCounts.of_study(study).searched, n_trials)
-            best = feasible_trials(study)
-            if best:
-                bar.set_postfix_str(f"best {best[0].values[0]:.4g} (trial {best[0].number})")
-            bar.refresh()
-    return ran
-
-
-def _ask(study: optuna.Study, trials: Sequence[optuna.trial.FrozenTrial]) -> optuna.Trial:
-    """The next trial: one a worker had started (a crashed worker's retry, an interrupted trial)
-    before any other queued candidate, else what `study.ask()` gives.
-
-    `study.ask()` pops the oldest queued trial, and the sampler queues children ahead; a retry
-    queued behind them would still be waiting when the total is reached, losing the candidate
-    the crashed worker had taken a place in that total for.
-    """
-    resumed = _claim(study, [t for t in trials if t.state == TrialState.WAITING
-                             and WORKER_ATTR in t.system_attrs])
-    if resumed is not None:
-        return resumed
-    with warnings.catch_warnings():  # Optuna warns that heartbeats belong to `study.optimize`;
-        warnings.simplefilter("ignore", UserWarning)  # this loop runs them itself
-        return study.ask()
-
-
-def _claim(study: optuna.Study, waiting: Sequence[optuna.trial.FrozenTrial]
-           ) -> optuna.Trial | None:
-    """The first of these queued trials this worker can take (WAITING → RUNNING, the claim
-    `study.ask()` makes; another worker may have won it), or None."""
-    for t in waiting:
-        try:
-            if study._storage.set_trial_state_values(t._trial_id, TrialState.RUNNING):
-                return optuna.Trial(study, t._trial_id)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue
-    return None
-
-
-def _run_one(study: optuna.Study, trial: optuna.Trial,
-             objective: Callable[[optuna.Trial], Any], before: Callable[[], None]) -> None:
-    """Run and tell one trial; an interrupt puts it back in the queue (same number, same
-    candidate) instead of failing it."""
-    try:
-        before()
-        value = objective(trial)
-    except optuna.TrialPruned:
-        study.tell(trial, state=TrialState.PRUNED)
-    except KeyboardInterrupt:
-        study._storage.set_trial_state_values(trial._trial_id, TrialState.WAITING)
-        raise
-    except Exception:
-        study.tell(trial, state=TrialState.FAIL)
-        raise
-    else:
-        study.tell(trial, value)
-
-
-class _Interrupts:
-    """Ctrl-C and SIGTERM (a scheduler stopping the job, `kill`) as KeyboardInterrupt, held back
-    while the study lock is held, so a trial is never left half-asked with no one to requeue it."""
-
-    def __init__(self) -> None:
-        self.holding = False
-        self.pending = False
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.holding:
-            self.pending = True
-        else:
-            raise KeyboardInterrupt
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[_Interrupts]:
-        if threading.current_thread() is not threading.main_thread():
-            yield self  # signals only reach the main thread; nothing to hold back elsewhere
-            return
-        previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT,
-                                                                      signal.SIGTERM)}
-        try:
-            yield self
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-    def hold(self) -> None:
-        """Hold signals back from here until `raise_pending` (lock, ask, trial set up)."""
-        self.holding = True
-
-    def raise_pending(self) -> None:
-        self.holding = False
-        if self.pending:
-            self.pending = False
-            raise KeyboardInterrupt
 
 
 # ----------------------------------------------------------------------------- local workers
@@ -564,5 +373,4 @@ def prefix_reuse_line(study: optuna.Study) -> list[str]:
             f"over {len(attrs)} evaluated trials"]
 
 
-__all__ = ["SearchJob", "SearchResult", "enqueue_baselines_once", "optimize", "run_search",
-           "summary"]
+__all__ = ["SearchJob", "SearchResult", "run_search", "summary"]

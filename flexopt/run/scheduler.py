@@ -24,8 +24,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin, SchedulerOutput
 
 from flexopt.errors import FlexoptError
-from flexopt.schedule import SAMPLERS, Schedule
-from flexopt.space import StepType
+from flexopt.space.schedule import SAMPLERS, Schedule
+from flexopt.space.steps import StepType
 
 # Scheduler classes whose config describes a discrete variance-preserving noise schedule
 # (betas over `num_train_timesteps`): we read the noise schedule from it and sample our own way.
@@ -135,33 +135,6 @@ def plan(grid: Grid, schedule: Schedule) -> list[Step]:
             )
         )
     return steps
-
-
-SPACINGS = ("uniform", "quadratic")
-
-
-def spaced_timesteps(k: int, train_timesteps: int, spacing: str = "uniform",
-                     offset: int = 0) -> tuple[int, ...]:
-    """`k` model timesteps, descending. "uniform": diffusers' "leading" spacing (DDPM / DDIM /
-    PNDM's default), the grid of the plain k-step teacher; "quadratic": the DDIM paper's CIFAR-10
-    spacing, `int((i · sqrt(0.8 T) / (k-1))²)`, dense near the data (made strictly increasing
-    where rounding would repeat a timestep)."""
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= train_timesteps:
-        raise FlexoptError(f"step count {k!r} is invalid; allowed: 1..{train_timesteps}")
-    if spacing == "uniform":
-        ts = [i * (train_timesteps // k) for i in range(k)]
-    elif spacing == "quadratic":
-        top = (0.8 * train_timesteps) ** 0.5
-        ts = [int((i * top / (k - 1)) ** 2) if k > 1 else 0 for i in range(k)]
-        for i in range(1, k):
-            ts[i] = max(ts[i], ts[i - 1] + 1)
-    else:
-        raise FlexoptError(f"spacing {spacing!r} is not supported; allowed: {', '.join(SPACINGS)}")
-    ts = [t + offset for t in ts]
-    if ts[-1] >= train_timesteps:
-        raise FlexoptError(f"{k} {spacing} steps with offset {offset} pass the model's "
-                           f"{train_timesteps} training timesteps")
-    return tuple(reversed(ts))
 
 
 def _check_timesteps(timesteps: Sequence[int], total: int) -> None:

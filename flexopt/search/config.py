@@ -6,68 +6,21 @@ checked, so a typo is reported instead of silently ignored.
 
 from __future__ import annotations
 
-import math
-import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flexopt.conditioning import parse_class_labels
 from flexopt.errors import FlexoptError
-from flexopt.schedule import check_sampler
-from flexopt.space import SearchSpace, parse_choices
+from flexopt.models.conditioning import parse_class_labels
+from flexopt.run.budget import Budget
+from flexopt.space.schedule import check_sampler
+from flexopt.space.segment import SearchSpace, parse_choices
 
 if TYPE_CHECKING:
-    from flexopt.timestep_space import TimestepSpace
+    from flexopt.space.timestep import TimestepSpace
 
     Space = SearchSpace | TimestepSpace
-
-_UNITS = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
-_BUDGET_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([KMGTkmgt]?|[xX])\s*$")
-
-
-@dataclass(frozen=True)
-class Budget:
-    """A maximum avg MACs, given directly (`3G`, `250M`, `6.1e9`) or as a speedup (`2.5x`)."""
-
-    macs: float | None = None
-    speedup: float | None = None
-
-    @classmethod
-    def parse(cls, text: str | float | int) -> Budget:
-        if isinstance(text, int | float) and not isinstance(text, bool):
-            text = repr(text)
-        m = _BUDGET_RE.match(str(text))
-        if not m or not 0 < float(m.group(1)) * _UNITS.get(m.group(2).upper(), 1.0) < math.inf:
-            raise FlexoptError(  # 1e400 parses as infinity: no budget at all, not a big one
-                f"budget {text!r} is invalid; allowed: avg MACs such as 3G, 250M, 6.1e9, "
-                "or a speedup such as 2.5x"
-            )
-        value, unit = float(m.group(1)), m.group(2).upper()
-        if unit == "X":
-            if value <= 1:
-                raise FlexoptError(f"budget {text!r}: a speedup must be above 1x")
-            return cls(speedup=value)
-        return cls(macs=value * _UNITS[unit])
-
-    def max_avg_macs(self, full_macs: float) -> float:
-        """The avg-MACs ceiling for a model whose full step costs `full_macs`."""
-        return self.macs if self.macs is not None else full_macs / self.speedup
-
-    def __str__(self) -> str:
-        if self.speedup is not None:
-            return f"{self.speedup:g}x"
-        return format_macs(self.macs)
-
-
-def format_macs(macs: float) -> str:
-    """Human form of a MACs count: 6.10G, 250.0M."""
-    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if macs >= scale:
-            return f"{macs / scale:.2f}{unit}"
-    return f"{macs:.3g}"
-
 
 @dataclass(frozen=True)
 class EvolutionConfig:
@@ -103,7 +56,7 @@ class SpaceChoices:
     """A space's choices as a config or flags give them.
 
     `kind` "segments": N-segment / branch / interval choices; `segments=None` is `"auto"`: the
-    N-segment choices are derived from the model's MACs and the budget (`flexopt.cost.fit_space`),
+    N-segment choices are derived from the model's MACs and the budget (`flexopt.run.cost.fit_space`),
     which are known only once the model is loaded. `kind` "timesteps" / "hybrid": `steps` are
     the step-count choices K (None: "auto", fitted to the budget), `branches` the hybrid's
     partial-step branches; `intervals` and `segments` are not used.
@@ -131,7 +84,7 @@ class SpaceChoices:
         """The space; auto choices need a budget and a model first (`fit_space`). A timestep
         space needs the model's training timesteps and `steps_offset` (for its baselines)."""
         if self.kind != "segments":
-            from flexopt.timestep_space import TimestepSpace
+            from flexopt.space.timestep import TimestepSpace
 
             if self.steps is None:
                 raise FlexoptError("steps = \"auto\" needs a budget and a model to fit the "
@@ -162,7 +115,7 @@ class StudyConfig:
     prompt_column: str | None = None  # JSONL / CSV prompt files: the caption column
     clip_model: str | None = None  # text pipelines: record each trial's CLIP score
     clip_guard: float | None = None  # CLIP score at least the teacher's minus this
-    pruner: str | None = None  # none, median, halving, hyperband (flexopt.pruning)
+    pruner: str | None = None  # none, median, halving, hyperband (flexopt.search.pruning)
     rungs: tuple[int, ...] | str | None = None  # image counts a candidate reports at, or "auto"
     storage: str | None = None
     study_name: str | None = None
@@ -327,7 +280,7 @@ def _text(value: Any, name: str) -> str | None:
 
 
 def _pruner(value: Any) -> str | None:
-    from flexopt.pruning import check_pruner
+    from flexopt.search.pruning import check_pruner
 
     return None if value is None else check_pruner(value)
 

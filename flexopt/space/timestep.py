@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 
 from flexopt.errors import FlexoptError
-from flexopt.schedule import PlacedStep
-from flexopt.space import parse_choices
+from flexopt.space.schedule import PlacedStep, spaced_timesteps
+from flexopt.space.segment import parse_choices
 
 if TYPE_CHECKING:
-    from flexopt.schedule import Schedule
+    from flexopt.space.schedule import Schedule
 
 N_STEPS_PARAM = "n_steps"
 FULL = 0  # the branch value of a full step
@@ -108,7 +108,6 @@ class StepMutation:
 
 
 def _spaced(k: int, train_timesteps: int, spacing: str, offset: int) -> tuple[int, ...]:
-    from flexopt.scheduler import spaced_timesteps  # torch and diffusers: import when needed
 
     return tuple(int(t) for t in spaced_timesteps(k, train_timesteps, spacing, offset))
 
@@ -242,7 +241,7 @@ class TimestepSpace:
         for each `K` choice, by name, lightest first per family (the sampler's seeds take the
         heaviest feasible)."""
         out: dict[str, Placement] = {}
-        # named as `flexopt.study.baseline_schedules` names them (the uniform one is the
+        # named as `flexopt.search.baselines.baseline_schedules` names them (the uniform one is the
         # fewer-step teacher), so a baseline enqueued by the search and a seed are one trial
         for family, spacing in (("teacher", "uniform"), ("ddim-quad", "quadratic")):
             for k in self.steps:
@@ -480,7 +479,7 @@ class TimestepSpace:
     # -------------------------------------------------------------------------- schedules
     def schedule(self, candidate: Placement, sampler: str = "ddim", **meta: Any) -> Schedule:
         """The runnable schedule of a candidate (`flexopt.schedule/2`)."""
-        from flexopt.schedule import Schedule
+        from flexopt.space.schedule import Schedule
 
         self.check(candidate)
         return Schedule.placed(sampler, self.t_ref, candidate.steps, **meta)

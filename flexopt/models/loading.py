@@ -159,6 +159,12 @@ def unet_class(config: dict[str, Any], source: str = "config") -> type:
     return getattr(diffusers, name)
 
 
+def size_multiple(blocks: int) -> int:
+    """What a diffusers U-Net's input size must divide by: every down block but the last halves
+    the resolution, and the skip connections only line up when each halving is exact."""
+    return 2 ** (blocks - 1)
+
+
 def _read_json(path: Path, source: str) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

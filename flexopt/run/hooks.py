@@ -31,9 +31,9 @@ import torch
 from torch import nn
 
 from flexopt.errors import FlexoptError
-from flexopt.schedule import Schedule
-from flexopt.scheduler import FlexScheduler
-from flexopt.space import StepType
+from flexopt.run.scheduler import FlexScheduler
+from flexopt.space.schedule import Schedule
+from flexopt.space.steps import StepType
 
 SUPPORTED_UNETS = ("UNet2DModel", "UNet2DConditionModel")
 SUPPORTED_DOWN_BLOCKS = (

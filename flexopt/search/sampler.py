@@ -31,8 +31,9 @@ from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from flexopt.errors import FlexoptError
-from flexopt.space import Candidate, Mutation, SearchSpace
-from flexopt.timestep_space import Placement, StepMutation, TimestepSpace
+from flexopt.space.segment import Mutation, SearchSpace
+from flexopt.space.steps import Candidate
+from flexopt.space.timestep import Placement, StepMutation, TimestepSpace
 
 PROPOSAL_ATTR = "flexopt:params"  # system attr: the candidate proposed for a trial
 KEY_ATTR = "flexopt:key"  # system attr: canonical candidate key, for duplicate detection

@@ -23,14 +23,14 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from flexopt.errors import FlexoptError
-from flexopt.schedule import Schedule
-from flexopt.space import Segment
+from flexopt.space.schedule import Schedule
+from flexopt.space.steps import Segment
 
 if TYPE_CHECKING:  # torch and diffusers stay unimported until something runs
-    from flexopt.scheduler import BoundaryFn, Resume
+    from flexopt.run.scheduler import BoundaryFn, Resume
 
 DEFAULT_PREFIX_CACHE_MB = 512.0
-# Pipeline kinds (`flexopt.pipeline.pipeline_kind`) whose state at a boundary is the latents and
+# Pipeline kinds (`flexopt.run.pipeline.pipeline_kind`) whose state at a boundary is the latents and
 # sampler history alone: unconditional / class-conditional and text-to-image.
 REUSABLE_KINDS = ("unconditional", "text")
 

@@ -1,7 +1,7 @@
 """Scoring schedules on a real model: generate → Inception features → rFID against the teacher.
 
 `ModelEvaluator` is what a search calls for every candidate (it implements
-`flexopt.study.ScheduleEvaluator`): it knows the model's MACs profile, holds the teacher's cached
+`flexopt.search.objective.ScheduleEvaluator`): it knows the model's MACs profile, holds the teacher's cached
 statistics, and scores a schedule by generating images from the same noises as the teacher.
 """
 
@@ -17,8 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from flexopt.conditioning import DEFAULT_GUIDANCE, files_digest, image_prompts
-from flexopt.cost import MacsProfile, count_macs, schedule_cost
 from flexopt.errors import FlexoptError
 from flexopt.metrics import FeatureStats, check_metric, load_inception, score
 from flexopt.metrics.clip import ClipComparison, ClipScorer
@@ -29,10 +27,12 @@ from flexopt.metrics.teacher import (
     TeacherKey,
     fingerprint_modules,
 )
-from flexopt.pipeline import GeneratedImages, apply_schedule, generate_images, pipeline_kind
-from flexopt.prefix import DEFAULT_PREFIX_CACHE_MB, REUSABLE_KINDS, PrefixCache, PrefixReuse
-from flexopt.pruning import check_rungs
-from flexopt.schedule import Schedule
+from flexopt.models.conditioning import DEFAULT_GUIDANCE, files_digest, image_prompts
+from flexopt.run.cost import MacsProfile, count_macs, schedule_cost
+from flexopt.run.pipeline import GeneratedImages, apply_schedule, generate_images, pipeline_kind
+from flexopt.run.prefix import DEFAULT_PREFIX_CACHE_MB, REUSABLE_KINDS, PrefixCache, PrefixReuse
+from flexopt.search.pruning import check_rungs
+from flexopt.space.schedule import Schedule
 
 
 @dataclass(frozen=True)

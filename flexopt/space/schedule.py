@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from flexopt.errors import FlexoptError
-from flexopt.space import Candidate, SearchSpace, Segment, StepType
+from flexopt.space.steps import Candidate, Segment, StepType
 
 FORMAT = "flexopt.schedule/1"
 FORMAT_V2 = "flexopt.schedule/2"
@@ -30,6 +30,33 @@ _KEYS = {"format", "sampler", "t_ref", "segment_length", "segments", "meta"}
 _KEYS_V2 = {"format", "sampler", "t_ref", "timesteps", "step_types", "meta"}
 # DPM-Solver++ order of a placed step (a v1 segment's order is its interval, SPEC §1).
 PLACED_ORDER = 2
+
+
+SPACINGS = ("uniform", "quadratic")
+
+
+def spaced_timesteps(k: int, train_timesteps: int, spacing: str = "uniform",
+                     offset: int = 0) -> tuple[int, ...]:
+    """`k` model timesteps, descending. "uniform": diffusers' "leading" spacing (DDPM / DDIM /
+    PNDM's default), the grid of the plain k-step teacher; "quadratic": the DDIM paper's CIFAR-10
+    spacing, `int((i · sqrt(0.8 T) / (k-1))²)`, dense near the data (made strictly increasing
+    where rounding would repeat a timestep)."""
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= train_timesteps:
+        raise FlexoptError(f"step count {k!r} is invalid; allowed: 1..{train_timesteps}")
+    if spacing == "uniform":
+        ts = [i * (train_timesteps // k) for i in range(k)]
+    elif spacing == "quadratic":
+        top = (0.8 * train_timesteps) ** 0.5
+        ts = [int((i * top / (k - 1)) ** 2) if k > 1 else 0 for i in range(k)]
+        for i in range(1, k):
+            ts[i] = max(ts[i], ts[i - 1] + 1)
+    else:
+        raise FlexoptError(f"spacing {spacing!r} is not supported; allowed: {', '.join(SPACINGS)}")
+    ts = [t + offset for t in ts]
+    if ts[-1] >= train_timesteps:
+        raise FlexoptError(f"{k} {spacing} steps with offset {offset} pass the model's "
+                           f"{train_timesteps} training timesteps")
+    return tuple(reversed(ts))
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -174,9 +201,10 @@ class Schedule:
 
     @classmethod
     def from_candidate(
-        cls, candidate: Candidate, space: SearchSpace, sampler: str = "ddim", **meta: Any
+        cls, candidate: Candidate, space: Any, sampler: str = "ddim", **meta: Any
     ) -> Schedule:
-        """The schedule of a search candidate (its space gives `t_ref` and `L`)."""
+        """The schedule of a search candidate; its `SearchSpace` checks it and gives `t_ref` and
+        `L`."""
         space.check(candidate)
         return cls(sampler, space.t_ref, space.segment_length, candidate.segments, dict(meta))
 
@@ -191,8 +219,6 @@ class Schedule:
                train_timesteps: int = 1000, offset: int = 0) -> Schedule:
         """`k` full steps at `spacing` ("uniform": the sampler's own k-step grid; "quadratic":
         the DDIM paper's CIFAR-10 spacing) as a placed-step schedule."""
-        from flexopt.scheduler import spaced_timesteps  # scheduler imports this module
-
         ts = spaced_timesteps(k, train_timesteps, spacing, offset)
         return cls.placed(sampler, t_ref, [PlacedStep(t) for t in ts])
 
@@ -338,7 +364,7 @@ class Schedule:
             raise FlexoptError(f"schedule file {str(p)!r} cannot be read: {err.strerror}") from None
         except UnicodeDecodeError:
             raise FlexoptError(f"schedule file {str(p)!r} is not a text file; allowed: a "
-                               "flexopt.schedule JSON file (see `flexopt export`)") from None
+                               "flexopt.space.schedule JSON file (see `flexopt export`)") from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:

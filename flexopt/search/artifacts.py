@@ -25,7 +25,7 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial
 
 from flexopt.errors import FlexoptError
-from flexopt.storage import mask_url
+from flexopt.search.storage import mask_url
 
 TRIAL_GRID = "samples.png"
 TEACHER_GRID = "teacher-samples.png"

@@ -32,7 +32,7 @@ from scipy.stats import kendalltau
 
 from flexopt.metrics import FeatureStats, score
 from flexopt.models.loading import load_pipeline
-from flexopt.run.cost import fit_space
+from flexopt.run.fitting import fit_space
 from flexopt.search.evaluator import EvalSettings, ModelEvaluator
 from flexopt.search.study import feasible_trials, load_study, trial_schedule
 from flexopt.space.schedule import Schedule

@@ -1,3 +1,4 @@
-"""The package version, in one place (setup.cfg reads it; `flexopt --version` and reports print it)."""
+"""The package version, in one place: setup.cfg reads it; `flexopt --version` and reports
+print it."""
 
 __version__ = "0.1.0"

@@ -13,7 +13,8 @@ from click.testing import CliRunner
 
 from flexopt.cli import main
 from flexopt.errors import FlexoptError
-from flexopt.run.cost import MacsProfile, candidate_avg_macs, cost_range, fit_space, fitted_segments
+from flexopt.run.cost import MacsProfile, candidate_avg_macs
+from flexopt.run.fitting import cost_range, fit_space, fitted_segments
 from flexopt.search.baselines import baseline_schedules, enqueue_baselines, representable
 from flexopt.search.config import StudyConfig
 from flexopt.search.sampler import CostLimit, FlexEvolutionSampler, candidate_key

@@ -15,7 +15,7 @@ import tiny
 import torch
 
 from flexopt.errors import FlexoptError
-from flexopt.run.hooks import UNetExecutor
+from flexopt.run.executor import UNetExecutor
 from flexopt.run.pipeline import apply_schedule
 from flexopt.space.schedule import Schedule
 from flexopt.space.steps import StepType

@@ -12,7 +12,8 @@ import torch
 from flexopt.errors import FlexoptError
 from flexopt.run.pipeline import apply_schedule, generate_images
 from flexopt.run.prefix import PrefixCache, PrefixKey, PrefixReuse
-from flexopt.run.scheduler import FlexScheduler, Resume, SamplerState
+from flexopt.run.samplers import Resume, SamplerState
+from flexopt.run.scheduler import FlexScheduler
 from flexopt.search.evaluator import EvalSettings, ModelEvaluator
 from flexopt.space.schedule import Schedule
 from flexopt.space.steps import Segment

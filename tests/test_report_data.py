@@ -1,6 +1,6 @@
 """Report data from a study: rows, Pareto front, progress, tables; plus the shared study fixture.
 
-`build_study` runs a small search through `flexopt.search.study` on a synthetic evaluator that also makes
+`build_study` runs a small search through `flexopt.search` on a synthetic evaluator that also makes
 images (the teacher's, and per candidate the teacher's degraded by its score, from the same
 "noises"), uploading sample grids the way the search's objective hook does. The other report
 tests import it from here.

@@ -15,8 +15,8 @@ from optuna.trial import TrialState
 from test_report_data import BuiltStudy, build_study
 
 from flexopt.cli import main
-from flexopt.cli.report import NO_PARETO
 from flexopt.errors import FlexoptError
+from flexopt.report.commands import NO_PARETO
 from flexopt.report.dashboard import run_dashboard
 from flexopt.report.html import write_text_atomic
 from flexopt.report.png import png_path

@@ -18,9 +18,10 @@ from test_scheduler import _ddim_reference, _gen, _maxdiff
 
 from flexopt.errors import FlexoptError
 from flexopt.run.cost import schedule_cost
-from flexopt.run.hooks import UNetExecutor
+from flexopt.run.executor import UNetExecutor
+from flexopt.run.grid import plan
 from flexopt.run.pipeline import apply_schedule
-from flexopt.run.scheduler import make_sampler, plan
+from flexopt.run.samplers import make_sampler
 from flexopt.space.schedule import FORMAT_V2, PlacedStep, Schedule, spaced_timesteps
 from flexopt.space.steps import StepType
 

@@ -11,9 +11,10 @@ import tiny
 import torch
 
 from flexopt.errors import FlexoptError
-from flexopt.run.hooks import UNetExecutor
+from flexopt.run.executor import UNetExecutor
+from flexopt.run.grid import plan
 from flexopt.run.pipeline import apply_schedule
-from flexopt.run.scheduler import make_sampler, plan
+from flexopt.run.samplers import make_sampler
 from flexopt.space.schedule import Schedule
 from flexopt.space.steps import Segment, StepType
 

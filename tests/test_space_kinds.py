@@ -14,7 +14,8 @@ from click.testing import CliRunner
 
 from flexopt.cli import main
 from flexopt.errors import FlexoptError
-from flexopt.run.cost import MacsProfile, fit_placed, fitted_steps
+from flexopt.run.cost import MacsProfile
+from flexopt.run.fitting import fit_placed, fitted_steps
 from flexopt.search.config import SpaceChoices, StudyConfig
 from flexopt.search.study import SearchSettings, space_from_identity
 from flexopt.space.schedule import Schedule

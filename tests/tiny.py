@@ -2,8 +2,8 @@
 
 Every builder seeds torch so a test gets the same weights each run. `save(obj, dir)` writes with
 `save_pretrained`, so tests can load them back through the path a user's model directory or hub id
-takes (`flexopt.models.loading`). The reference U-Net configs of the paper's models (for MACs) live in
-`flexopt.models.loading.REFERENCE_UNETS`.
+takes (`flexopt.models.loading`). The reference U-Net configs of the paper's models (for MACs) live
+in `flexopt.models.loading.REFERENCE_UNETS`.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
+from flexopt.cli.metric_options import metric_options
 from flexopt.cli.options import clip_model_option, conditioning, generation_options
-from flexopt.cli.rfid import build_evaluator, metric_options
 from flexopt.metrics.clip import DEFAULT_CLIP_MODEL
 
 
@@ -33,6 +33,7 @@ def clip_score(model, schedule_path, clip_model, num_images, seed, batch_size, d
           --num-images 500 --seed 100000
     """
     from flexopt.run.budget import format_macs
+    from flexopt.search.scoring import build_evaluator
     from flexopt.space.schedule import Schedule
 
     schedule = Schedule.load(schedule_path)

@@ -42,11 +42,12 @@ def demo(ctx, out_dir, minutes, n_trials, device, cache_dir, validate_images, pr
     same study. The settings are flexopt/demo.toml
     (studies/demo.toml).
     """
+    from flexopt.cli.export import export
     from flexopt.cli.report import report
-    from flexopt.cli.search import export, search
+    from flexopt.cli.search import search
     from flexopt.cli.validate import validate
     from flexopt.errors import FlexoptError
-    from flexopt.report.files import make_folder
+    from flexopt.files import make_folder
     from flexopt.search.config import StudyConfig
 
     cfg = StudyConfig.load(DEMO_CONFIG)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from flexopt.cli.options import conditioning, echo_json, generation_options, open_pipeline
-from flexopt.run.budget import format_macs
+from flexopt.cli.options import conditioning, echo_json, generation_options
 from flexopt.space.schedule import SAMPLERS
 
 
@@ -31,30 +30,14 @@ def macs(model, sample_size, attention, as_json):
     Example:
       flexopt macs path/to/stable-diffusion-v1-5 --json
     """
-    from flexopt.models.loading import load_controlnet_config, load_unet_config
-    from flexopt.run.cost import count_controlnet_macs, count_macs
+    from flexopt.run.macs_summary import summarize_macs
 
-    config = load_unet_config(model)
-    profile = count_macs(config, sample_size)
-    size = sample_size or config.get("sample_size")
-    controlnet = load_controlnet_config(model)
-    extra = {}
-    if controlnet is not None:
-        extra["controlnet_macs"] = count_controlnet_macs(controlnet, size)
+    summary = summarize_macs(model, sample_size)
     if as_json:
-        echo_json({**profile.to_json(attention), **extra})
+        echo_json(summary.to_json(attention))
         return
-    click.echo(f"model      : {model} ({config['_class_name']}, input {size}, batch 1)")
-    click.echo(f"full step  : {format_macs(profile.full)} MACs")
-    if extra:
-        click.echo(f"controlnet : {format_macs(extra['controlnet_macs'])} MACs per executed step "
-                   "(beside the U-Net's; not in a schedule's MACs)")
-    if attention:
-        click.echo(f"attention  : {format_macs(profile.attention_full)} (matmuls, not in MACs)")
-    click.echo(f"max branch : {profile.max_branch}")
-    click.echo("branch  partial MACs  of full")
-    for b, m in enumerate(profile.partial, 1):
-        click.echo(f"{b:>6}  {format_macs(m):>12}  {100 * m / profile.full:6.1f}%")
+    for line in summary.lines(attention):
+        click.echo(line)
 
 
 @click.command()
@@ -110,53 +93,13 @@ def generate(
       flexopt generate path/to/ddpm-cifar10 --schedule best.json --num-images 64 --seed 0 \\
           --out samples/
     """
-    import numpy as np
+    from flexopt.models.loading import open_pipeline
+    from flexopt.search.generation import GenerateRequest, generate_to_folder
 
-    from flexopt.models.conditioning import image_prompts
-    from flexopt.report.files import make_folder, write_error
-    from flexopt.run.cost import count_macs, schedule_cost
-    from flexopt.run.pipeline import apply_schedule, check_request, generate_images
-    from flexopt.search.evaluator import EvalSettings, check_conditioning, load_images
-    from flexopt.space.schedule import Schedule
-
-    schedule = Schedule.load(schedule_path)
-    check_request(schedule, sampler, t_ref)
-    out_dir = make_folder(out)  # before the model loads: a bad --out costs nothing
-    pipe = open_pipeline(model, device, dtype)
-    device = pipe._execution_device
-    run = apply_schedule(pipe, schedule)
-    cost = schedule_cost(schedule, count_macs(pipe.unet))
-
-    settings = EvalSettings(num_images, seed, batch_size,
-                            **conditioning(prompts, prompt_file, guidance_scale, class_labels))
-    check_conditioning(pipe, settings)
-    result = generate_images(run, num_images, seed, batch_size, prompts=settings.prompts,
-                             guidance_scale=settings.guidance_scale,
-                             class_labels=settings.class_labels,
-                             images=load_images(settings.images, "RGB"),
-                             masks=load_images(settings.masks, "L"))
-    try:
-        for i, img in enumerate(result.images):
-            pipe.numpy_to_pil(img[None])[0].save(out_dir / f"{i:05d}.png")
-        np.savez(out_dir / "images.npz", images=result.images, seeds=result.seeds)
-        if settings.prompts:  # image i's prompt (a seeded shuffle of the prompts, cycled)
-            (out_dir / "prompts.txt").write_text(
-                "".join(p + "\n" for p in image_prompts(settings.prompts, seed, 0, num_images)),
-                encoding="utf-8")
-        if grid_columns:
-            from flexopt.search.artifacts import grid_png
-
-            png = grid_png(result.images, max_images=num_images, thumb=None, pad=0,
-                           columns=grid_columns, scale=grid_scale)
-            (out_dir / "grid.png").write_bytes(png)
-    except OSError as err:  # e.g. the disk filled up
-        raise write_error(out_dir, err) from None
-    seconds, calls = result.seconds, result.calls
-    extra = (", prompts.txt" if settings.prompts else "") + (", grid.png" if grid_columns else "")
-    click.echo(f"wrote {num_images} images to {out_dir} (PNGs, images.npz{extra})")
-    click.echo(
-        f"NFE {schedule.nfe} per image ({calls} batched U-Net calls), "
-        f"avg MACs {format_macs(cost.avg_macs)} ({cost.speedup:.2f}x fewer than "
-        f"{schedule.t_ref} full steps)"
-    )
-    click.echo(f"sampling time {seconds:.2f} s ({num_images / seconds:.2f} images/s on {device})")
+    request = GenerateRequest(schedule_path, out, num_images, seed, batch_size, sampler, t_ref,
+                              grid_columns, grid_scale)
+    done = generate_to_folder(
+        request, open_pipe=lambda: open_pipeline(model, device, dtype),
+        conditions=lambda: conditioning(prompts, prompt_file, guidance_scale, class_labels))
+    for line in done.lines():
+        click.echo(line)

@@ -8,134 +8,9 @@ from typing import Any
 
 import click
 
-from flexopt.errors import FlexoptError
-from flexopt.search.config import AUTO, SPACE_KINDS, SpaceChoices, StudyConfig
-from flexopt.space.segment import parse_choices
+from flexopt.search.config import StudyConfig
 
 MAX_SEED = 2**62  # torch generators take 64-bit seeds, and image i uses seed + i
-
-
-def choice_list(flag: str, text: str | None) -> tuple[int, ...] | None:
-    """Parse `19,20,21` (or a range `19-21`) for `flag`; None when the flag was not given."""
-    if text is None:
-        return None
-    parts: list[str] = []
-    for item in text.split(","):
-        item = item.strip()
-        lo, sep, hi = item.partition("-")
-        if sep and lo.strip().isdigit() and hi.strip().isdigit():
-            parts.extend(str(v) for v in range(int(lo), int(hi) + 1))
-        else:
-            parts.append(item)
-    if parts == [""]:
-        parts = []
-    return parse_choices(flag, parts)
-
-
-def space_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """`--space/--segments/--branches/--intervals/--steps/--t-ref`: the search-space choices
-    (override a config)."""
-    opts = [
-        click.option(
-            "--space",
-            "space_kind",
-            type=click.Choice(SPACE_KINDS),
-            default=None,
-            help="What the search chooses: segments (Flexiffusion: per segment a branch and an "
-                 "interval on a uniform grid), timesteps (AutoDiffusion: which timesteps run, "
-                 "all full steps) or hybrid (which timesteps run, each full or partial with a "
-                 "branch). Default: the config's, else segments.",
-        ),
-        click.option(
-            "--segments",
-            metavar="LIST",
-            help="N-segment choices, e.g. 19,20,21 (or a range 19-21), or 'auto': fitted to "
-                 "the budget so that it sits inside the space's cost range.",
-        ),
-        click.option("--branches", metavar="LIST",
-                     help="Branch choices (1-based), e.g. 1,2,3 (hybrid: of its partial steps)."),
-        click.option(
-            "--steps",
-            metavar="LIST",
-            help="timesteps / hybrid spaces: the step-count choices K, e.g. 22-24, or 'auto' "
-                 "(default): fitted to the budget.",
-        ),
-        click.option(
-            "--intervals",
-            metavar="LIST",
-            help="Interval choices, e.g. 1,2,3; the largest is the segment length L.",
-        ),
-        click.option(
-            "--t-ref",
-            "t_ref",
-            type=int,
-            metavar="T",
-            help="Teacher's step count (avg MACs divide by it; default: the config's t_ref, "
-                 "else 100).",
-        ),
-    ]
-    for opt in reversed(opts):
-        func = opt(func)
-    return func
-
-
-def resolve_space(
-    config: StudyConfig | None,
-    segments: str | None,
-    branches: str | None,
-    intervals: str | None,
-    t_ref: int | None,
-    kind: str | None = None,
-    steps: str | None = None,
-) -> SpaceChoices:
-    """The space's choices from a config with flags overriding it, or from the flags alone
-    (`segments` / `steps` may be "auto": the `SpaceChoices` field is then None)."""
-    base = config.choices if config is not None else None
-    kind = kind or (base.kind if base is not None else "segments")
-    if kind != "segments":
-        return _placed_choices(base, kind, branches, steps, t_ref)
-    if steps is not None:
-        raise FlexoptError("--steps applies to --space timesteps or hybrid; the segments space "
-                           "takes --segments")
-    auto = segments is not None and segments.strip().lower() == AUTO
-    seg = None if auto else choice_list("--segments", segments)
-    br = choice_list("--branches", branches)
-    it = choice_list("--intervals", intervals)
-    if t_ref is not None and t_ref < 1:
-        raise FlexoptError(f"--t-ref {t_ref} is invalid; allowed: an integer >= 1")
-    missing = [
-        flag
-        for flag, v in (("--segments", seg or auto), ("--branches", br), ("--intervals", it))
-        if not v and base is None
-    ]
-    if missing:
-        raise FlexoptError(
-            f"no search space: give a study config (see studies/) or {', '.join(missing)}"
-        )
-    return SpaceChoices(
-        None if auto else (seg if seg is not None else base.segments),
-        br if br is not None else base.branches,
-        it if it is not None else base.intervals,
-        t_ref if t_ref is not None else (base.t_ref if base is not None else 100),
-    )
-
-
-def _placed_choices(base: SpaceChoices | None, kind: str, branches: str | None,
-                    steps: str | None, t_ref: int | None) -> SpaceChoices:
-    """Choices of a timestep / hybrid space: K choices ("auto" unless given) and, for the
-    hybrid, branch choices (default: the config's, else 1,2,3)."""
-    if t_ref is not None and t_ref < 1:
-        raise FlexoptError(f"--t-ref {t_ref} is invalid; allowed: an integer >= 1")
-    auto = steps is None or steps.strip().lower() == AUTO
-    k = None if auto else choice_list("--steps", steps)
-    if auto and steps is None and base is not None and base.kind == kind:
-        k = base.steps
-    br = choice_list("--branches", branches) or (base.branches if base is not None else (1, 2, 3))
-    return SpaceChoices(
-        base.segments if base is not None else None, br,
-        base.intervals if base is not None else (1, 2, 3),
-        t_ref if t_ref is not None else (base.t_ref if base is not None else 100),
-        kind, k)
 
 
 def load_config(path: str | None) -> StudyConfig | None:
@@ -144,6 +19,11 @@ def load_config(path: str | None) -> StudyConfig | None:
 
 def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2))
+
+
+def echo_err(line: str) -> None:
+    """A note or warning line, on stderr (the library's `log`/`note` callbacks)."""
+    click.echo(line, err=True)
 
 
 def _keep_in_context(ctx: click.Context, param: click.Parameter, value: Any) -> None:
@@ -221,51 +101,17 @@ def generation_options(
     return decorate
 
 
-def open_pipeline(model: str, device: str | None, dtype: str):
-    """Load MODEL's pipeline on `device` (default: cuda when available) in `dtype`."""
-    from flexopt.models.loading import load_pipeline, parse_device, parse_dtype
-
-    return load_pipeline(model, dtype=parse_dtype(dtype), device=parse_device(device))
-
-
 def conditioning(prompts: tuple[str, ...], prompt_file: str | None, guidance_scale: float | None,
                  class_labels: str | None, cfg: StudyConfig | None = None) -> dict[str, Any]:
-    """EvalSettings' prompts/guidance_scale/class_labels: flags first, else the study config's."""
-    from flexopt.models.conditioning import (
-        DEFAULT_GUIDANCE,
-        list_images,
-        parse_class_labels,
-        parse_prompts,
-    )
+    """`flexopt.search.overrides.conditioning` with the context-kept flags (--prompt-column,
+    --init-images, --mask-images)."""
+    from flexopt.search.overrides import conditioning as merged
 
     ctx = click.get_current_context(silent=True)
     meta = ctx.meta if ctx is not None else {}
-    column = meta.get("flexopt.prompt_column")
-    from_config = not prompts and not prompt_file and cfg is not None and cfg.prompt_file
-    if from_config:
-        prompt_file = cfg.prompt_file
-        column = column or cfg.prompt_column
-    if guidance_scale is None and cfg is not None:
-        guidance_scale = cfg.guidance_scale
-    labels = parse_class_labels(class_labels) or (cfg.class_labels if cfg else ())
-    try:
-        parsed = parse_prompts(prompts, prompt_file, column)
-    except FlexoptError as err:
-        if not from_config:
-            raise
-        raise FlexoptError(f"{err} (the prompt_file of {cfg.source}; see studies/prompts/"
-                           "README.md, or give --prompt-file)") from None
-    inputs = {
-        key: list_images(meta[f"flexopt.{name}"], f"--{name.replace('_', '-')}")
-        for key, name in (("images", "init_images"), ("masks", "mask_images"))
-        if meta.get(f"flexopt.{name}")
-    }
-    return {
-        "prompts": parsed,
-        "guidance_scale": DEFAULT_GUIDANCE if guidance_scale is None else guidance_scale,
-        "class_labels": labels,
-        **inputs,
-    }
+    return merged(prompts, prompt_file, guidance_scale, class_labels, cfg,
+                  meta.get("flexopt.prompt_column"), meta.get("flexopt.init_images"),
+                  meta.get("flexopt.mask_images"))
 
 
 def clip_model_option(help_text: str):

@@ -1,24 +1,16 @@
-"""`flexopt search` (run or resume a study) and `flexopt export` (write a trial's schedule)."""
+"""`flexopt search`: run or resume a study."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import click
 
-from flexopt.cli.options import (
-    clip_model_option,
-    conditioning,
-    generation_options,
-    load_config,
-    resolve_space,
-    space_options,
-)
-from flexopt.cli.rfid import metric_options
-from flexopt.errors import FlexoptError
+from flexopt.cli.metric_options import metric_options
+from flexopt.cli.options import clip_model_option, conditioning, generation_options, load_config
+from flexopt.cli.search_options import worker_options
+from flexopt.cli.space_options import space_options
 from flexopt.metrics.clip import DEFAULT_CLIP_MODEL
-from flexopt.run.prefix import DEFAULT_PREFIX_CACHE_MB
 from flexopt.search.baselines import BASELINE_MODES
+from flexopt.search.overrides import resolve_space
 from flexopt.search.pruning import DEFAULT_PRUNER, PRUNERS
 from flexopt.search.study import SAMPLER_NAMES
 from flexopt.space.schedule import SAMPLERS
@@ -62,23 +54,7 @@ from flexopt.space.schedule import SAMPLERS
               help="Image counts a candidate reports at, below the images per candidate "
                    "(default: CONFIG's [rfid] rungs, else auto: 8, 16, 32, … below it).")
 @click.option("--no-baselines", is_flag=True, help="Same as --baselines none.")
-@click.option("--search-seed", type=int, default=None,
-              help="Seed of this worker's sampler (default: random; give one per worker).")
-@click.option("--artifacts", type=click.Path(file_okay=False), default=None,
-              help="Artifact store for sample grids (default for sqlite:///x.db: x-artifacts/).")
-@click.option("--no-artifacts", is_flag=True, help="Do not upload sample grids.")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Worker processes on this machine sharing the study (one per GPU when there "
-                   "are GPUs); start more on other machines with the same command.")
-@click.option("--heartbeat", type=click.IntRange(min=1), default=60, show_default=True,
-              help="Seconds between a worker's heartbeats; a trial silent for twice as long is "
-                   "failed and re-run by another worker (database storages).")
-@click.option("--prefix-cache-mb", type=click.FloatRange(min=0), default=DEFAULT_PREFIX_CACHE_MB,
-              show_default=True,
-              help="CPU memory (MiB) for shared-prefix reuse: a candidate starts from the stored "
-                   "state of the longest schedule prefix it shares with a recent one (same "
-                   "images, fewer U-Net calls; unconditional and text-to-image pipelines). "
-                   "0 disables it.")
+@worker_options
 @click.option("--clip-guard", type=click.FloatRange(min=0), default=None, metavar="D",
               help="Text pipelines: a trial whose CLIP score is under the teacher's minus D is "
                    "infeasible (an Optuna constraint, like the budget: never a parent, never "
@@ -140,58 +116,3 @@ def search(config, model, budget, n_trials, timeout, storage, study_name, search
         raise SystemExit(130) from None
     for line in summary(result, job.metric, job.baselines):
         click.echo(line)
-
-
-@click.command()
-@click.option("--storage", required=True, help="Optuna storage URL of the study.")
-@click.option("--study-name", default=None,
-              help="Study to export from (default: the only study in STORAGE).")
-@click.option("--trial", "trial_number", type=click.IntRange(min=0), default=None,
-              help="Export this trial's schedule.")
-@click.option("--best", is_flag=True,
-              help="Export the best complete trial under the budget (lowest first objective).")
-@click.option("--out", required=True, type=click.Path(dir_okay=False),
-              help="Schedule file to write (flexopt.schedule/1 JSON).")
-def export(storage, study_name, trial_number, best, out):
-    """Write a trial's schedule to a file that `generate`, `rfid` and `apply_schedule` read."""
-    from optuna.trial import TrialState
-
-    from flexopt.search.study import feasible_trials, load_study, trial_schedule
-
-    if (trial_number is None) == (not best):
-        raise FlexoptError("give exactly one of --trial N and --best")
-    study = load_study(storage, study_name)
-    study_name = study.study_name
-    if best:
-        candidates = feasible_trials(study)
-        if not candidates:
-            raise FlexoptError(f"study {study_name!r} has no complete trial under its budget yet")
-        trial = candidates[0]
-    else:
-        numbers = [t.number for t in study.trials]
-        if trial_number not in numbers:
-            raise FlexoptError(f"trial {trial_number} is not in study {study_name!r}; allowed: "
-                               f"0..{max(numbers) if numbers else -1}")
-        trial = study.trials[trial_number]
-        if trial.state != TrialState.COMPLETE:
-            raise FlexoptError(f"trial {trial_number} is {trial.state.name}, not COMPLETE; "
-                               "export a complete trial")
-    from flexopt.report.files import make_parent, write_error
-
-    schedule = trial_schedule(study, trial)
-    if best and "baseline" in trial.user_attrs:
-        searched = [t for t in candidates if "baseline" not in t.user_attrs]
-        versus = (f"the best searched candidate, trial {searched[0].number}, scored "
-                  f"{searched[0].values[0]:.4g}" if searched else
-                  "no searched candidate under the budget was evaluated")
-        click.echo(f"the best under the budget is a baseline, {trial.user_attrs['baseline']} "
-                   f"(trial {trial.number}, {trial.values[0]:.4g}): {versus}; `flexopt validate` "
-                   "compares the two on unseen seeds")
-    meta = {"study": study_name, "trial": trial.number, "objective": list(trial.values),
-            **{k: trial.user_attrs[k] for k in ("avg_macs", "speedup", "nfe", "baseline")
-               if k in trial.user_attrs}}
-    try:
-        dataclasses.replace(schedule, meta=meta).save(make_parent(out))
-    except OSError as err:
-        raise write_error(out, err) from None
-    click.echo(f"wrote trial {trial.number} ({schedule.step_string()}) to {out}")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
+from flexopt.cli.metric_options import metric_options, reference_options
 from flexopt.cli.options import clip_model_option, conditioning, generation_options
-from flexopt.cli.rfid import build_evaluator, metric_options, reference_entry, reference_options
 from flexopt.errors import FlexoptError
 from flexopt.metrics.clip import DEFAULT_CLIP_MODEL
 from flexopt.run.budget import format_macs
@@ -49,6 +49,7 @@ def validate(storage, study_name, trials, reference, reference_split, reference_
       flexopt validate --storage sqlite:///flexopt-demo/demo.db --num-images 1000 \\
           --reference fashion-mnist
     """
+    from flexopt.search.scoring import build_evaluator, reference_entry
     from flexopt.search.study import load_study, settings_of
     from flexopt.search.validation import validate as run_validation
 

@@ -360,6 +360,12 @@ def load_pipeline(
     return pipe
 
 
+def open_pipeline(model: str, device: str | None = None, dtype: str = "float32"):
+    """`load_pipeline` from command-line names: `device` (default: cuda when available) and
+    `dtype` ("float32", "bf16", …)."""
+    return load_pipeline(model, dtype=parse_dtype(dtype), device=parse_device(device))
+
+
 def _from_pretrained(cls: type, where: str, source: str, **extra: Any):
     from diffusers.utils import is_accelerate_available
 

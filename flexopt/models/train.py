@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -143,6 +144,18 @@ def _save_atomic(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+@dataclass
+class _Run:
+    """A training run's state: what a checkpoint holds."""
+
+    model: torch.nn.Module
+    ema: torch.nn.Module
+    opt: torch.optim.Optimizer
+    gen: torch.Generator
+    step: int = 0
+    seconds: float = 0.0
+
+
 def train_teacher(
     cfg: TrainConfig,
     out_dir: str | os.PathLike[str],
@@ -163,7 +176,7 @@ def train_teacher(
     schedule). `snapshot_every` keeps the EMA pipeline at `OUT/snapshots/step-NNNNNN` so a
     training curve (FID per step) can be measured afterwards; `OUT/log.csv` records the loss.
     """
-    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+    from diffusers import DDPMPipeline, DDPMScheduler
     from tqdm.auto import tqdm
 
     from flexopt.models.data import load_images
@@ -175,19 +188,61 @@ def train_teacher(
         images = load_images(cfg.data, cfg.image_size)
     data = torch.from_numpy(images).float().div(127.5).sub(1.0)  # [-1, 1]
     n_images, channels = data.shape[0], data.shape[1]
-    torch.manual_seed(cfg.seed)
-    model = UNet2DModel(**cfg.unet_config(channels)).to(device)
-    ema = copy.deepcopy(model).eval().requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    ckpt = out / "checkpoint.pt"
+    prior = _check_init(cfg, channels) if cfg.init_from else {}
+    run = _start(cfg, channels, device, ckpt, prior, log)
     # clip_sample=False in the exported config: DDIM (flexopt's and diffusers') clips x0 but keeps
     # the unclipped epsilon, so on data whose background sits at -1 (Fashion-MNIST) each step
     # nudges it brighter and more steps sample *worse* (docs/teacher.md, "more steps, worse").
     scheduler = DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule="linear",
                               prediction_type="epsilon", clip_sample=False)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    step, seconds = 0, 0.0
-    ckpt = out / "checkpoint.pt"
-    prior = _check_init(cfg, channels) if cfg.init_from else {}
+    alphas = scheduler.alphas_cumprod.to(device)
+    curve = _Curve(out / "log.csv", run.step)
+    bar = tqdm(total=cfg.steps, initial=run.step, desc="train", unit="step", disable=not progress)
+    t0 = time.perf_counter() - run.seconds
+    loss_avg = None
+    run.model.train()
+
+    run_start = time.perf_counter()
+    last = min(cfg.steps, stop_at) if stop_at is not None else cfg.steps
+    while run.step < last:
+        if time_limit is not None and time.perf_counter() - run_start > time_limit:
+            log(f"time limit reached at step {run.step}")
+            break
+        loss = _train_step(run, cfg, data, alphas, device)
+        loss_avg = loss if loss_avg is None else 0.98 * loss_avg + 0.02 * loss
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_avg:.4f}")
+        step = run.step
+        if step % log_every == 0:
+            curve.add(step, loss_avg, _lr_at(cfg, step - 1), time.perf_counter() - t0)
+        if snapshot_every and step % snapshot_every == 0:
+            DDPMPipeline(unet=run.ema, scheduler=scheduler).save_pretrained(
+                out / "snapshots" / f"step-{step:06d}", safe_serialization=True)
+        if step % cfg.checkpoint_every == 0 or step == last:
+            curve.flush()
+            _save_checkpoint(run, cfg, ckpt, t0)
+    bar.close()
+    curve.flush()
+    if run.step % cfg.checkpoint_every and run.step != last:  # stopped by the time limit
+        _save_checkpoint(run, cfg, ckpt, t0)
+    pipe = DDPMPipeline(unet=run.ema, scheduler=scheduler)
+    pipe.save_pretrained(out / "pipeline", safe_serialization=True)
+    info = _lineage(cfg, prior, run, time.perf_counter() - t0, device, n_images, loss_avg)
+    (out / "pipeline" / "flexopt_training.json").write_text(json.dumps(info, indent=2))
+    return out / "pipeline"
+
+
+def _start(cfg: TrainConfig, channels: int, device: str, ckpt: Path, prior: dict[str, Any],
+           log: Callable[[str], None]) -> _Run:
+    """A fresh run (seeded), warm-started from `cfg.init_from`, or resumed from `ckpt`."""
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(cfg.seed)
+    model = UNet2DModel(**cfg.unet_config(channels)).to(device)
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    run = _Run(model, ema, opt, torch.Generator().manual_seed(cfg.seed))
     if cfg.init_from and not ckpt.exists():  # resuming: the checkpoint has the weights
         from flexopt.models.loading import load_pipeline
 
@@ -201,69 +256,55 @@ def train_teacher(
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
-        gen.set_state(state["generator"])
-        step, seconds = int(state["step"]), float(state["seconds"])
-        log(f"resuming from {ckpt} at step {step}")
-    alphas = scheduler.alphas_cumprod.to(device)
-    curve = _Curve(out / "log.csv", step)
-    bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", disable=not progress)
-    t0 = time.perf_counter() - seconds
-    loss_avg = None
-    model.train()
-    def save_checkpoint() -> None:
-        _save_atomic({
-            "config": _config_json(cfg),
-            "model": model.state_dict(), "ema": ema.state_dict(),
-            "optimizer": opt.state_dict(), "generator": gen.get_state(),
-            "step": step, "seconds": time.perf_counter() - t0,
-        }, ckpt)
+        run.gen.set_state(state["generator"])
+        run.step, run.seconds = int(state["step"]), float(state["seconds"])
+        log(f"resuming from {ckpt} at step {run.step}")
+    return run
 
-    run_start = time.perf_counter()
-    last = min(cfg.steps, stop_at) if stop_at is not None else cfg.steps
-    while step < last:
-        if time_limit is not None and time.perf_counter() - run_start > time_limit:
-            log(f"time limit reached at step {step}")
-            break
-        idx = torch.randint(0, n_images, (cfg.batch_size,), generator=gen)
-        x0 = data[idx].to(device)
-        if torch.rand((), generator=gen) < 0.5:  # horizontal flips: Fashion-MNIST is symmetric
-            x0 = x0.flip(-1)
-        noise = torch.randn(x0.shape, generator=gen).to(device)
-        t = torch.randint(0, cfg.num_train_timesteps, (cfg.batch_size,), generator=gen).to(device)
-        a = alphas[t].view(-1, 1, 1, 1)
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        loss = F.mse_loss(model(xt, t).sample, noise)
-        for g in opt.param_groups:
-            g["lr"] = _lr_at(cfg, step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
-                pe.lerp_(pm, 1 - decay)
-        step += 1
-        loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_avg:.4f}")
-        if step % log_every == 0:
-            curve.add(step, loss_avg, _lr_at(cfg, step - 1), time.perf_counter() - t0)
-        if snapshot_every and step % snapshot_every == 0:
-            DDPMPipeline(unet=ema, scheduler=scheduler).save_pretrained(
-                out / "snapshots" / f"step-{step:06d}", safe_serialization=True)
-        if step % cfg.checkpoint_every == 0 or step == last:
-            curve.flush()
-            save_checkpoint()
-    bar.close()
-    curve.flush()
-    if step % cfg.checkpoint_every and step != last:  # stopped by the time limit
-        save_checkpoint()
-    pipe = DDPMPipeline(unet=ema, scheduler=scheduler)
-    pipe.save_pretrained(out / "pipeline", safe_serialization=True)
-    info = {"config": asdict(cfg), "steps": step, "seconds": time.perf_counter() - t0,
+
+def _save_checkpoint(run: _Run, cfg: TrainConfig, ckpt: Path, t0: float) -> None:
+    """Everything a resumed run needs to continue exactly (atomic: a crash keeps the last one)."""
+    run.seconds = time.perf_counter() - t0
+    _save_atomic({
+        "config": _config_json(cfg),
+        "model": run.model.state_dict(), "ema": run.ema.state_dict(),
+        "optimizer": run.opt.state_dict(), "generator": run.gen.get_state(),
+        "step": run.step, "seconds": run.seconds,
+    }, ckpt)
+
+
+def _train_step(run: _Run, cfg: TrainConfig, data: torch.Tensor, alphas: torch.Tensor,
+                device: str) -> float:
+    """One optimizer step on a random batch (epsilon loss), then the EMA update; its loss."""
+    idx = torch.randint(0, data.shape[0], (cfg.batch_size,), generator=run.gen)
+    x0 = data[idx].to(device)
+    if torch.rand((), generator=run.gen) < 0.5:  # horizontal flips: Fashion-MNIST is symmetric
+        x0 = x0.flip(-1)
+    noise = torch.randn(x0.shape, generator=run.gen).to(device)
+    t = torch.randint(0, cfg.num_train_timesteps, (cfg.batch_size,), generator=run.gen).to(device)
+    a = alphas[t].view(-1, 1, 1, 1)
+    xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+    loss = F.mse_loss(run.model(xt, t).sample, noise)
+    for g in run.opt.param_groups:
+        g["lr"] = _lr_at(cfg, run.step)
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(run.model.parameters(), 1.0)
+    run.opt.step()
+    decay = min(cfg.ema_decay, (1 + run.step) / (10 + run.step))
+    with torch.no_grad():
+        for pe, pm in zip(run.ema.parameters(), run.model.parameters(), strict=True):
+            pe.lerp_(pm, 1 - decay)
+    run.step += 1
+    return loss.item()
+
+
+def _lineage(cfg: TrainConfig, prior: dict[str, Any], run: _Run, seconds: float, device: str,
+             n_images: int, loss_avg: float | None) -> dict[str, Any]:
+    """`flexopt_training.json`: this run's settings and cost, and the warm starts before it."""
+    info = {"config": asdict(cfg), "steps": run.step, "seconds": seconds,
             "device": device, "images": n_images, "torch": torch.__version__,
-            "final_loss_ema": loss_avg, "parameters": sum(p.numel() for p in ema.parameters())}
+            "final_loss_ema": loss_avg, "parameters": sum(p.numel() for p in run.ema.parameters())}
     if cfg.init_from:
         info["init"] = {"from": cfg.init_from, "steps": prior.get("steps"),
                         "seconds": prior.get("seconds"), "device": prior.get("device")}
@@ -271,9 +312,8 @@ def train_teacher(
             info["init"]["init"] = prior["init"]
         before = prior.get("total_steps", prior.get("steps"))
         if isinstance(before, int):
-            info["total_steps"] = before + step
-    (out / "pipeline" / "flexopt_training.json").write_text(json.dumps(info, indent=2))
-    return out / "pipeline"
+            info["total_steps"] = before + run.step
+    return info
 
 
 class _Curve:

@@ -26,6 +26,7 @@ from optuna.artifacts import FileSystemArtifactStore
 
 from flexopt._version import __version__
 from flexopt.errors import FlexoptError
+from flexopt.files import make_parent, write_error
 from flexopt.report.compare import Comparison, compare, find_studies, space_kind
 from flexopt.report.data import StudyReport, TrialRow, collect, trials_frame
 from flexopt.report.figures import (
@@ -35,7 +36,6 @@ from flexopt.report.figures import (
     strip_figure,
     strip_label,
 )
-from flexopt.report.files import make_parent, write_error
 from flexopt.report.series import metric_label
 from flexopt.run.budget import format_macs
 from flexopt.search.artifacts import artifact_dir, find_sample_grid, find_teacher_grid, open_store

@@ -15,11 +15,11 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from flexopt.errors import FlexoptError
+from flexopt.files import make_parent, write_error
 from flexopt.report.browser import find_browser, screenshot
 from flexopt.report.compare import Comparison, comparison_series
 from flexopt.report.data import StudyReport
 from flexopt.report.figures import budget_label, comparison_figure, pareto_figure
-from flexopt.report.files import make_parent, write_error
 from flexopt.report.series import (
     GREY,
     MacsUnit,

@@ -1,9 +1,9 @@
 """Work in batches that shrink on GPU out-of-memory: generation and Inception features share it.
 
 Why halving is safe here: image i draws its noise from seed + i whatever the batch (see
-`flexopt.run.pipeline.generate_images`), and the FID network is per image, so a smaller batch changes
-how long a run takes, never its result. The first batch that fits is kept for the rest of the run,
-so the out-of-memory cost is paid once, not once per batch.
+`flexopt.run.pipeline.generate_images`), and the FID network is per image, so a smaller batch
+changes how long a run takes, never its result. The first batch that fits is kept for the rest of
+the run, so the out-of-memory cost is paid once, not once per batch.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The budget of a search: a maximum avg MACs per step, given as MACs or as a speedup."""
+"""The budget of a search: a maximum avg MACs per step, given as MACs or as a speedup over the
+teacher. Light on purpose (no torch): configs and `flexopt --help` parse budgets."""
 
 from __future__ import annotations
 

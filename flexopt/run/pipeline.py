@@ -22,7 +22,7 @@ from flexopt.errors import FlexoptError
 from flexopt.models.conditioning import image_prompts
 from flexopt.run.batching import in_batches
 from flexopt.run.hooks import RunStats, prepare, scheduled
-from flexopt.run.scheduler import BoundaryFn, Resume
+from flexopt.run.samplers import BoundaryFn, Resume
 from flexopt.space.schedule import Schedule
 
 if TYPE_CHECKING:
@@ -172,24 +172,17 @@ def generate_images(
     Image i draws its initial noise from `torch.Generator().manual_seed(seed + i)`, so the same
     (seed, i) gives the same noise whatever the batch size — which is what makes a candidate's
     images comparable with the teacher's (rFID, paired distance). Text pipelines draw from
-    `prompts` in a seeded order (`flexopt.models.conditioning.image_prompts`); class-conditional ones
-    cycle through `class_labels`; img2img / ControlNet through `images` (the input or control
+    `prompts` in a seeded order (`flexopt.models.conditioning.image_prompts`); class-conditional
+    ones cycle through `class_labels`; img2img / ControlNet through `images` (the input or control
     image), inpainting also through `masks`. `prefix`: start
     each batch from its longest stored schedule prefix and keep its boundary states (the caller
     checks the pipeline kind allows it, `flexopt.run.prefix.REUSABLE_KINDS`). `start`: a run made in
     pieces (the rungs of a pruned search) gives, piece after piece, the same images as one call
     split into the same batches.
     """
-    if num_images < 1 or batch_size < 1 or start < 0:
-        raise FlexoptError(
-            f"num_images {num_images} / batch_size {batch_size} / start {start} are invalid; "
-            "allowed: >= 1, >= 1, >= 0"
-        )
-    if (run.kind in ("image", "inpaint") and not images) or (run.kind == "inpaint" and not masks):
-        raise FlexoptError(
-            f"{type(run.pipe).__name__} needs input images{' and masks' * (run.kind == 'inpaint')}"
-            "; allowed: pass them (--init-images DIR, --mask-images DIR)"
-        )
+    _check_inputs(run, num_images, batch_size, start, images, masks)
+    inputs = _Inputs(seed, tuple(prompts or ()), guidance_scale, tuple(class_labels or ()),
+                     images, masks)
     from tqdm.auto import tqdm
 
     n_batches = -(-num_images // batch_size)
@@ -210,7 +203,7 @@ def generate_images(
             counted = prefix.skipped, len(prefix.resumed)
             kwargs["resume"], kwargs["on_boundary"] = prefix.batch(first, n)
         try:
-            batch = _run_batch(first, kwargs)
+            batch = inputs.call(run, first, kwargs)
         except BaseException:
             if prefix is not None:
                 prefix.skipped, prefix.resumed[:] = counted[0], prefix.resumed[:counted[1]]
@@ -218,26 +211,6 @@ def generate_images(
         seconds += run.stats.seconds
         calls += run.stats.nfe
         return np.asarray(batch, dtype=np.float32)
-
-    def _run_batch(first: int, kwargs: dict[str, Any]) -> Any:
-        """One pipeline call for images `first ..`, with each image's prompt, input and label."""
-        n = len(kwargs["generator"])
-        if run.kind != "unconditional":
-            texts = image_prompts(prompts or (), seed, first, n)
-            for key, given in (("image", images), ("mask_image", masks)):
-                if given:
-                    kwargs[key] = [given[(first + i) % len(given)] for i in range(n)]
-            batch = run(texts, guidance_scale=guidance_scale, **kwargs).images
-        else:
-            if class_labels:
-                labels = [class_labels[(first + i) % len(class_labels)] for i in range(n)]
-                kwargs["class_labels"] = torch.tensor(labels, device=run.device)
-            # Tensors where the pipeline returns them (DDPM, DDIM): its own numpy conversion
-            # fails on a bfloat16 U-Net's images; in float32 both give the same numbers.
-            batch = run(batch_size=n, **{**kwargs, "output_type": "pt"}).images
-            if isinstance(batch, torch.Tensor):
-                batch = batch.float().cpu().permute(0, 2, 3, 1).numpy()
-        return batch
 
     def recount(first: int, size: int) -> None:
         if bar is not None:  # the calls left, in batches of the new size
@@ -251,3 +224,49 @@ def generate_images(
     seeds = np.arange(seed + start, seed + start + num_images, dtype=np.int64)
     skipped = prefix.skipped if prefix is not None else 0
     return GeneratedImages(np.concatenate(out), seeds, seconds, calls, skipped)
+
+
+def _check_inputs(run: ScheduledPipeline, num_images: int, batch_size: int, start: int,
+                  images: Sequence[Any] | None, masks: Sequence[Any] | None) -> None:
+    if num_images < 1 or batch_size < 1 or start < 0:
+        raise FlexoptError(
+            f"num_images {num_images} / batch_size {batch_size} / start {start} are invalid; "
+            "allowed: >= 1, >= 1, >= 0"
+        )
+    if (run.kind in ("image", "inpaint") and not images) or (run.kind == "inpaint" and not masks):
+        raise FlexoptError(
+            f"{type(run.pipe).__name__} needs input images{' and masks' * (run.kind == 'inpaint')}"
+            "; allowed: pass them (--init-images DIR, --mask-images DIR)"
+        )
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """What a pipeline call takes besides the noise, for each image index: its prompt (in the
+    seeded order), class label, input image and mask, each cycled over the images."""
+
+    seed: int
+    prompts: Sequence[str]
+    guidance_scale: float
+    class_labels: Sequence[int]
+    images: Sequence[Any] | None
+    masks: Sequence[Any] | None
+
+    def call(self, run: ScheduledPipeline, first: int, kwargs: dict[str, Any]) -> Any:
+        """One pipeline call for images `first ..`, with each image's prompt, input and label."""
+        n = len(kwargs["generator"])
+        if run.kind != "unconditional":
+            texts = image_prompts(self.prompts, self.seed, first, n)
+            for key, given in (("image", self.images), ("mask_image", self.masks)):
+                if given:
+                    kwargs[key] = [given[(first + i) % len(given)] for i in range(n)]
+            return run(texts, guidance_scale=self.guidance_scale, **kwargs).images
+        if self.class_labels:
+            labels = [self.class_labels[(first + i) % len(self.class_labels)] for i in range(n)]
+            kwargs["class_labels"] = torch.tensor(labels, device=run.device)
+        # Tensors where the pipeline returns them (DDPM, DDIM): its own numpy conversion
+        # fails on a bfloat16 U-Net's images; in float32 both give the same numbers.
+        batch = run(batch_size=n, **{**kwargs, "output_type": "pt"}).images
+        if isinstance(batch, torch.Tensor):
+            batch = batch.float().cpu().permute(0, 2, 3, 1).numpy()
+        return batch

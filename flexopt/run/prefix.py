@@ -27,7 +27,7 @@ from flexopt.space.schedule import Schedule
 from flexopt.space.steps import Segment
 
 if TYPE_CHECKING:  # torch and diffusers stay unimported until something runs
-    from flexopt.run.scheduler import BoundaryFn, Resume
+    from flexopt.run.samplers import BoundaryFn, Resume
 
 DEFAULT_PREFIX_CACHE_MB = 512.0
 # Pipeline kinds (`flexopt.run.pipeline.pipeline_kind`) whose state at a boundary is the latents and

@@ -56,10 +56,10 @@ class SpaceChoices:
     """A space's choices as a config or flags give them.
 
     `kind` "segments": N-segment / branch / interval choices; `segments=None` is `"auto"`: the
-    N-segment choices are derived from the model's MACs and the budget (`flexopt.run.cost.fit_space`),
-    which are known only once the model is loaded. `kind` "timesteps" / "hybrid": `steps` are
-    the step-count choices K (None: "auto", fitted to the budget), `branches` the hybrid's
-    partial-step branches; `intervals` and `segments` are not used.
+    N-segment choices are derived from the model's MACs and the budget
+    (`flexopt.run.fitting.fit_space`), which are known only once the model is loaded. `kind`
+    "timesteps" / "hybrid": `steps` are the step-count choices K (None: "auto", fitted to the
+    budget), `branches` the hybrid's partial-step branches; `intervals` and `segments` are not used.
     """
 
     segments: tuple[int, ...] | None

@@ -1,8 +1,9 @@
 """Scoring schedules on a real model: generate → Inception features → rFID against the teacher.
 
 `ModelEvaluator` is what a search calls for every candidate (it implements
-`flexopt.search.objective.ScheduleEvaluator`): it knows the model's MACs profile, holds the teacher's cached
-statistics, and scores a schedule by generating images from the same noises as the teacher.
+`flexopt.search.objective.ScheduleEvaluator`): it knows the model's MACs profile, holds the
+teacher's cached statistics, and scores a schedule by generating images from the same noises as the
+teacher.
 """
 
 from __future__ import annotations

@@ -51,8 +51,8 @@ class SearchJob:
     sampler: str = "ddim"  # the diffusion sampler of the schedules
     search_sampler: str = "evo"  # evo, random, tpe, nsga2
     multi_objective: bool = False
-    baselines: str = "feasible"  # feasible, all, best, none (flexopt.search.baselines.BASELINE_MODES)
-    pruner: str | None = None  # none, median, halving, hyperband; None: flexopt.search.pruning's default
+    baselines: str = "feasible"  # feasible, all, best, none (search.baselines.BASELINE_MODES)
+    pruner: str | None = None  # none, median, halving, hyperband; None: search.pruning's default
     rungs: tuple[int, ...] | str | None = None  # image counts; None / "auto": 8, 16, 32, …
     search_seed: int | None = None
     artifacts: str | None = None
@@ -70,7 +70,7 @@ class SearchJob:
     clip_guard: float | None = None  # CLIP score at least the teacher's minus this
     cache_dir: str | None = None
     inception_weights: str | None = None
-    prefix_cache_mb: float = DEFAULT_PREFIX_CACHE_MB  # shared-prefix reuse (flexopt.run.prefix); 0: off
+    prefix_cache_mb: float = DEFAULT_PREFIX_CACHE_MB  # shared-prefix reuse (run.prefix); 0: off
     evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
     timeout: float | None = None  # seconds, per worker
     heartbeat: int = 60  # seconds; a worker silent for twice this is presumed dead
@@ -182,35 +182,10 @@ def run_search(job: SearchJob, log: Log = print) -> SearchResult:
         from flexopt.search.artifacts import SampleGridUploader
 
         grids = SampleGridUploader.for_storage(url, job.artifacts)
-    objective = Objective.from_model(
-        job.model, job.space, job.budget, device=job.device, dtype=job.dtype,
-        num_images=job.num_images, seed=job.seed, sampler=job.sampler,
-        batch_size=job.batch_size, metric=job.metric, prompts=job.prompts,
-        guidance_scale=job.guidance_scale, class_labels=job.class_labels,
-        multi_objective=job.multi_objective, cache_dir=job.cache_dir,
-        inception_weights=job.inception_weights, progress=job.progress,
-        prefix_cache_mb=job.prefix_cache_mb, clip_model=job.clip_model,
-        clip_guard=job.clip_guard, rungs=job.rung_counts)
-    ev, limit = objective.evaluator, objective.max_avg_macs
-    space = objective.space
-    log(f"model {job.model}: full step {format_macs(ev.full_macs)} MACs, max branch "
-        f"{ev.profile.max_branch}; teacher {job.sampler} {space.t_ref} steps")
-    if limit is not None:
-        log(f"budget: avg MACs < {format_macs(limit)} "
-            f"({ev.full_macs / limit:.2f}x fewer than the teacher)")
-    fit = objective.space_fit
-    if fit is not None:
-        fitted = " (fitted to the budget)" if getattr(job.space, "auto", False) else ""
-        if space.kind == "segments":
-            log(f"space: N-segment {','.join(map(str, space.segments))}{fitted}, branches "
-                f"{','.join(map(str, space.branches))}, intervals "
-                f"{','.join(map(str, space.intervals))}; cost {fit.costs}")
-        else:
-            log(f"space: {space.kind}, step counts {_choices(space.steps)}{fitted}"
-                + (f", branches {','.join(map(str, space.branches))}" if space.branches else "")
-                + f"; cost {fit.costs}")
-        if fit.warning:
-            log(f"warning: {fit.warning}")
+    objective = _objective(job)
+    ev, limit, space = objective.evaluator, objective.max_avg_macs, objective.space
+    for line in _setup_lines(job, objective):
+        log(line)
     smp = make_sampler(job.search_sampler, space, objective.feasible, job.evolution,
                        job.search_seed)
     # open (and check) the study before the teacher: a refused resume should not cost its images
@@ -246,6 +221,45 @@ def run_search(job: SearchJob, log: Log = print) -> SearchResult:
     timed_out = (job.timeout is not None
                  and TrialCounts.of_study(study).searched < job.n_trials)
     return SearchResult(study, url, ran, queued, timed_out)
+
+
+def _objective(job: SearchJob) -> Objective:
+    """The job's objective: its model loaded, its space fitted to the budget."""
+    return Objective.from_model(
+        job.model, job.space, job.budget, device=job.device, dtype=job.dtype,
+        num_images=job.num_images, seed=job.seed, sampler=job.sampler,
+        batch_size=job.batch_size, metric=job.metric, prompts=job.prompts,
+        guidance_scale=job.guidance_scale, class_labels=job.class_labels,
+        multi_objective=job.multi_objective, cache_dir=job.cache_dir,
+        inception_weights=job.inception_weights, progress=job.progress,
+        prefix_cache_mb=job.prefix_cache_mb, clip_model=job.clip_model,
+        clip_guard=job.clip_guard, rungs=job.rung_counts)
+
+
+def _setup_lines(job: SearchJob, objective: Objective) -> list[str]:
+    """What a search says before it starts: the model's cost, the budget, the space fitted."""
+    ev, limit, space = objective.evaluator, objective.max_avg_macs, objective.space
+    lines = [f"model {job.model}: full step {format_macs(ev.full_macs)} MACs, max branch "
+             f"{ev.profile.max_branch}; teacher {job.sampler} {space.t_ref} steps"]
+    if limit is not None:
+        lines.append(f"budget: avg MACs < {format_macs(limit)} "
+                     f"({ev.full_macs / limit:.2f}x fewer than the teacher)")
+    fit = objective.space_fit
+    if fit is None:
+        return lines
+    fitted = " (fitted to the budget)" if getattr(job.space, "auto", False) else ""
+    if space.kind == "segments":
+        lines.append(f"space: N-segment {','.join(map(str, space.segments))}{fitted}, branches "
+                     f"{','.join(map(str, space.branches))}, intervals "
+                     f"{','.join(map(str, space.intervals))}; cost {fit.costs}")
+    else:
+        lines.append(
+            f"space: {space.kind}, step counts {_choices(space.steps)}{fitted}"
+            + (f", branches {','.join(map(str, space.branches))}" if space.branches else "")
+            + f"; cost {fit.costs}")
+    if fit.warning:
+        lines.append(f"warning: {fit.warning}")
+    return lines
 
 
 def _choices(values: Sequence[int]) -> str:

@@ -101,7 +101,7 @@ class Objective:
     _teacher_scores: dict[str, float] | None = field(default=None, init=False, repr=False)
 
     settings: SearchSettings | None = None
-    space_fit: Any = None  # flexopt.run.cost.SpaceFit: the space's cost range against the budget
+    space_fit: Any = None  # flexopt.run.fitting.SpaceFit: the space's cost range against the budget
     _claimed: set[int] = field(default_factory=set, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -144,7 +144,7 @@ class Objective:
         steps, and a candidate scores the rFID of `num_images` images (image i: seed + i).
 
         `space` may be `SpaceChoices` with `segments=None`: the N-segment choices are then fitted
-        to the budget (`flexopt.run.cost.fit_space`); `SpaceChoices(kind="timesteps" | "hybrid")`
+        to the budget (`flexopt.run.fitting.fit_space`); `SpaceChoices(kind="timesteps" | "hybrid")`
         searches placed steps (K choices fitted when `steps` is None, `fit_placed`), as does a
         `TimestepSpace`. `objective.space` is the space searched and
         `objective.space_fit` its cost range against the budget. `prefix_cache_mb`: CPU memory
@@ -154,9 +154,10 @@ class Objective:
         infeasible (default model then `flexopt.metrics.clip.DEFAULT_CLIP_MODEL`).
         `rungs` (image counts, e.g. (8, 16); "auto": `flexopt.search.pruning.default_rungs`): each
         candidate reports its score after each rung, so the study's pruner
-        (`optuna.create_study(pruner=flexopt.search.pruning.make_pruner(...))`) can stop it there."""
+        (`optuna.create_study(pruner=flexopt.search.pruning.make_pruner(...))`) can stop it
+        there."""
         from flexopt.models.conditioning import DEFAULT_GUIDANCE
-        from flexopt.run.cost import fit_space
+        from flexopt.run.fitting import fit_space
         from flexopt.run.prefix import DEFAULT_PREFIX_CACHE_MB
         from flexopt.search.evaluator import EvalSettings, ModelEvaluator
         from flexopt.search.pruning import parse_rungs
@@ -415,7 +416,7 @@ def noise_schedule(pipe: Any) -> tuple[int, int]:
 
 def _placed_space(ev: Any, pipe: Any, choices: Any, limit: float | None) -> tuple[Space, Any]:
     """A timestep / hybrid space for this model: K choices fitted to the budget when "auto"."""
-    from flexopt.run.cost import fit_placed
+    from flexopt.run.fitting import fit_placed
 
     total, offset = noise_schedule(pipe)
     if not isinstance(choices, SpaceChoices):  # a TimestepSpace built by the caller

@@ -1,4 +1,5 @@
-"""Writing report outputs (CSV, HTML, PNG) with one clear error when a file cannot be written.
+"""Writing output files (schedules, CSV, HTML, PNG, images) with one clear error when a file cannot
+be written.
 
 The outputs go where the user said: missing parent folders are created, and any remaining OS
 error names the file and the real reason (some, like pandas', carry no `strerror`).

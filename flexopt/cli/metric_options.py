@@ -1,0 +1,48 @@
+"""`--metric/--cache-dir/--inception-weights` and `--reference…`: how images are scored."""
+
+from __future__ import annotations
+
+import click
+
+
+def metric_options(func=None, *, metric: bool = True):
+    """--metric/--cache-dir/--inception-weights: how images are scored and where caches live.
+
+    `metric=False` leaves out --metric (the teacher cache serves every metric)."""
+    if func is None:
+        return lambda f: metric_options(f, metric=metric)
+    from flexopt.metrics import METRICS
+
+    for opt in reversed([
+        *([click.option("--metric", type=click.Choice(list(METRICS)), default="rfid",
+                        show_default=True,
+                        help="rfid (Fréchet distance to the teacher's features), kid, or paired "
+                             "(mean feature distance per noise).")] if metric else []),
+        click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+                     help="Cache for teacher statistics and Inception weights "
+                          "(default: $FLEXOPT_CACHE_DIR or ~/.cache/flexopt)."),
+        click.option("--inception-weights", type=click.Path(dir_okay=False), default=None,
+                     help="FID Inception weights to use (state dict or TorchScript)."),
+    ]):
+        func = opt(func)
+    return func
+
+
+def reference_options(default: str | None):
+    """--reference/--reference-split/--reference-images: real images for the standard FID."""
+    opts = [
+        click.option("--reference", default=default, show_default=default is not None,
+                     help="Real images for the standard FID: fashion-mnist, digits, or a folder "
+                          "of images."),
+        click.option("--reference-split", type=click.Choice(["train", "test"]), default="test",
+                     show_default=True),
+        click.option("--reference-images", type=click.IntRange(min=2), default=None,
+                     help="Use the first N reference images (default: all)."),
+    ]
+
+    def decorate(func):
+        for opt in reversed(opts):
+            func = opt(func)
+        return func
+
+    return decorate

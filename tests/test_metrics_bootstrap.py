@@ -92,3 +92,39 @@ def test_the_interval_is_the_levels_percentiles_of_the_resampled_differences(ref
 def test_bad_input_is_named(reference, sets, resamples, level, message):
     with pytest.raises(FlexoptError, match=message):
         paired_bootstrap(reference, sets, resamples, level=level)
+
+
+@pytest.mark.parametrize("n", [12, 40])  # the N×N Gram form (N < d) and the d×d form
+def test_a_paired_reference_is_resampled_with_the_same_rows(n):
+    """rFID's reference is the teacher's images from the same noises: each resample takes the
+    same rows of its features, and the value equals scipy's FID on those rows."""
+    teacher = data(3, n)
+    a, b = teacher + 0.3 * data(4, n), teacher + 0.6 * data(5, n)
+    stats = FeatureStats.from_features(teacher)
+    boot = paired_bootstrap(stats, [a, b], resamples=5, seed=11, reference_features=teacher)
+    # scipy's sqrtm of a singular product (N < d) is good to ~1e-7
+    assert boot.values == pytest.approx([scipy_fid(stats, a), scipy_fid(stats, b)], rel=1e-6)
+    rng = np.random.default_rng(11)
+    for row in boot.replicates:
+        idx = rng.integers(0, n, n)
+        ref = FeatureStats.from_features(teacher[idx])
+        assert row == pytest.approx([scipy_fid(ref, a[idx]), scipy_fid(ref, b[idx])],
+                                    rel=1e-6, abs=1e-9)
+
+
+def test_frechet_between_raw_sets_equals_scipy():
+    from flexopt.metrics import frechet_between
+
+    x, y = data(6, 10), data(7, 13) + 0.1  # fewer images than dimensions: singular covariances
+    assert frechet_between(x, y) == pytest.approx(
+        sqrtm_fd(x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False)),
+        rel=1e-6)
+    x, y = data(8, 60), data(9, 50)
+    assert frechet_between(x, y) == pytest.approx(
+        sqrtm_fd(x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False)),
+        rel=1e-9)
+
+
+def test_a_paired_reference_needs_the_same_rows(reference):
+    with pytest.raises(FlexoptError, match="paired with the sets' images: 7 rows"):
+        paired_bootstrap(reference, [data(1, 8)], 3, reference_features=data(2, 7))

@@ -12,7 +12,8 @@ import tiny
 from click.testing import CliRunner
 
 from flexopt.cli import main
-from flexopt.search.study import feasible_trials, load_study
+from flexopt.search.study import VALIDATION_ATTR, feasible_trials, load_study
+from flexopt.search.validation import BASELINE_FAMILIES
 
 SPACE = ["--segments", "auto", "--branches", "1,2", "--intervals", "1,2", "--t-ref", "20"]
 
@@ -59,13 +60,23 @@ def test_validate_equals_rfid_of_the_exported_schedules(searched, tmp_path):
     assert "4 held-out images from seed 5000" in r.output
     data = json.loads(out.read_text())
     labels = [row["label"] for row in data["rows"]]
-    assert labels == ["teacher", "best searched", "best baseline"]
-    assert data["overlap"] == 0 and "the baseline" in data["verdict"]
+    families = set(BASELINE_FAMILIES.values())
+    assert labels[:2] == ["teacher", "best searched"] and len(labels) > 2
+    assert set(labels[2:]) <= families and len(set(labels[2:])) == len(labels) - 2
+    assert data["overlap"] == 0 and "best baseline" in data["verdict"]
     study = load_study(storage, "v")
     feasible = feasible_trials(study)
     best_searched = next(t for t in feasible if "baseline" not in t.user_attrs)
-    best_baseline = next(t for t in feasible if "baseline" in t.user_attrs)
-    for row, trial in zip(data["rows"][1:], (best_searched, best_baseline), strict=True):
+    # each family's strongest feasible baseline by the search's own score
+    strongest = {}
+    for t in feasible:
+        if "baseline" in t.user_attrs:
+            strongest.setdefault(t.user_attrs["baseline"].split()[0], t)
+    trials = [best_searched, *strongest.values()]
+    assert [r["name"] for r in data["rows"][1:]] == [
+        f"trial {t.number}" + (f" ({t.user_attrs['baseline']})" if "baseline" in t.user_attrs
+                               else "") for t in trials]
+    for row, trial in zip(data["rows"][1:], trials, strict=True):
         assert row["search_value"] == pytest.approx(trial.values[0])
         sched = tmp_path / f"t{trial.number}.json"
         assert run("export", "--storage", storage, "--trial", trial.number, "--out",
@@ -76,6 +87,14 @@ def test_validate_equals_rfid_of_the_exported_schedules(searched, tmp_path):
         assert r2.exit_code == 0, r2.output
         value = float(re.search(r"rfid: (\S+)", r2.output).group(1))
         assert row["rfid"] == pytest.approx(value, rel=1e-5)
+    # every baseline gets its difference (point estimates without --bootstrap)
+    rfid = {r["name"]: r["rfid"] for r in data["rows"]}
+    searched_name = data["rows"][1]["name"]
+    assert [d["baseline"] for d in data["differences"]] == [r["name"] for r in data["rows"][2:]]
+    for d in data["differences"]:
+        assert d["value"] == pytest.approx(rfid[searched_name] - rfid[d["baseline"]])
+        assert d["low"] is None and d["verdict"] in ("beats", "does not beat")
+    assert "point estimates" in data["verdict"]
     assert data["rows"][0]["rfid"] == 0.0
 
 
@@ -107,3 +126,64 @@ def test_export_says_when_the_best_is_a_baseline(searched, tmp_path):
         assert "the best under the budget is a baseline" in r.output
     else:
         assert "is a baseline" not in r.output
+
+
+def test_validate_bootstrap_gives_intervals_and_the_report_shows_them(searched, tmp_path):
+    _, _, storage, common, _ = searched
+    out = tmp_path / "v.json"
+    r = run("validate", "--storage", storage, "--num-images", 6, "--seed", 7000, "--batch-size",
+            6, "--bootstrap", 50, "--json", out, *common)
+    assert r.exit_code == 0, r.output
+    data = json.loads(out.read_text())
+    assert data["resamples"] == 50 and data["differences"]
+    for d in data["differences"]:
+        assert d["se"] > 0 and d["low"] <= d["high"]
+        word = ("beats" if d["high"] < 0 else "loses" if d["low"] > 0
+                else "not distinguishable on these images")
+        assert d["verdict"] == word
+        assert f"{d['baseline']}: rFID difference" in r.output
+    best = min((row for row in data["rows"] if row["kind"] == "baseline"),
+               key=lambda row: row["rfid"])
+    assert f"(best baseline: {best['label']}, {best['name']})" in data["verdict"]
+    assert data["verdict"] in r.output
+    # kept on the study: the report shows it
+    assert load_study(storage, "v").user_attrs[VALIDATION_ATTR] == data
+    html = tmp_path / "r.html"
+    r = run("report", "--storage", storage, "--out", html, "--no-artifacts")
+    assert r.exit_code == 0, r.output
+    text = html.read_text()
+    assert "Held-out validation" in text and "6 held-out images from seed 7000" in text
+    assert "paired bootstrap, 50 resamples" in text and "95% interval" in text
+
+
+def test_validate_one_resample_is_refused(searched):
+    _, _, storage, common, _ = searched
+    r = run("validate", "--storage", storage, "--num-images", 2, "--bootstrap", 1, *common)
+    assert r.exit_code == 2 and "bootstrap 1 is invalid" in r.output
+
+
+
+@pytest.mark.parametrize(("low", "high", "word"), [
+    (-2.0, -0.5, "beats"), (0.5, 2.0, "loses"), (-1.0, 1.0, "not distinguishable on these images")])
+def test_the_verdict_follows_the_interval_against_the_best_baseline(low, high, word):
+    """The baseline to beat is the best on the held-out images (not on the search's seeds), and
+    the verdict is read off the interval of the difference, not the point estimate."""
+    from flexopt.metrics.bootstrap import Interval
+    from flexopt.search.validation import Difference, Validation, ValidationRow
+    from flexopt.space.schedule import Schedule
+
+    s = Schedule.uniform(10, 2, 1)
+
+    def row(label, name, kind, rfid, search):
+        return ValidationRow(label, name, kind, s, 1.0, 2.0, 5, rfid, search_value=search)
+
+    rows = [row("best searched", "trial 9", "searched", 10.0, 1.0),
+            row("fewer-step teacher", "trial 1 (teacher T=5)", "baseline", 10.4, 2.0),
+            row("DeepCache-uniform", "trial 2 (deepcache n=2 b=1)", "baseline", 11.0, 1.5)]
+    diffs = [Difference("rfid", rows[1].name, -0.4, Interval(-0.4, 0.3, low, high, 0.95)),
+             Difference("rfid", rows[2].name, -1.0, Interval(-1.0, 0.3, -2.0, -0.1, 0.95))]
+    v = Validation(rows, 100, 5000, 0, differences=diffs, resamples=200)
+    assert v.best_baseline().name == "trial 1 (teacher T=5)"  # held-out, not search value
+    assert v.verdict().endswith(f"the searched schedule {word} it")
+    assert "best baseline: fewer-step teacher, trial 1 (teacher T=5)" in v.verdict()
+    assert f"[{low:.3g}, {high:.3g}]" in v.verdict()

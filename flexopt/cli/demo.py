@@ -10,6 +10,7 @@ from flexopt.run.prefix import DEFAULT_PREFIX_CACHE_MB
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "demo.toml"
 HELD_OUT = 32  # images for the closing held-out comparison: about 30 s on 2 CPU cores
+BOOTSTRAP = 1000  # its paired resamples: an interval on each difference (a second at 32 images)
 
 
 @click.command()
@@ -26,7 +27,8 @@ HELD_OUT = 32  # images for the closing held-out comparison: about 30 s on 2 CPU
               help="Cache for teacher statistics and Inception weights.")
 @click.option("--validate-images", type=click.IntRange(min=0), default=HELD_OUT, show_default=True,
               help="Held-out images (unseen seeds) on which the best searched schedule and the "
-                   "best baseline are compared at the end; 0 skips it.")
+                   "baselines are compared at the end, with a paired-bootstrap interval on each "
+                   "difference; 0 skips it.")
 @click.option("--prefix-cache-mb", type=click.FloatRange(min=0),
               default=DEFAULT_PREFIX_CACHE_MB, show_default=True,
               help="CPU memory (MiB) for shared-prefix reuse, as in `flexopt search`; 0 "
@@ -37,10 +39,10 @@ def demo(ctx, out_dir, minutes, n_trials, device, cache_dir, validate_images, pr
 
     Builds the teacher's cached statistics, runs an evolutionary search under a 2.5x budget (its
     space fitted to the budget, the strongest baselines in its first population), exports the
-    best schedule, writes the HTML report and compares the best searched schedule with the best
-    baseline on held-out seeds — about five minutes on 2 CPU cores. Re-running continues the
-    same study. The settings are flexopt/demo.toml
-    (studies/demo.toml).
+    best schedule, compares it with the baselines on held-out seeds (with a paired-bootstrap
+    interval: "beats", "loses" or "not distinguishable on these images") and writes the HTML
+    report — about five minutes on 2 CPU cores. Re-running continues the same study. The
+    settings are flexopt/demo.toml (studies/demo.toml).
     """
     from flexopt.cli.export import export
     from flexopt.cli.report import report
@@ -65,15 +67,15 @@ def demo(ctx, out_dir, minutes, n_trials, device, cache_dir, validate_images, pr
         raise FlexoptError("the demo's search has no trial under the budget yet (stopped by "
                            "--minutes or --n-trials); run `flexopt demo` again to continue it")
     ctx.invoke(export, storage=storage, study_name=cfg.study_name, best=True, out=str(best))
+    if validate_images:  # before the report, which shows it
+        click.echo(f"\non {validate_images} held-out images (seeds the search never used):")
+        ctx.invoke(validate, storage=storage, study_name=cfg.study_name,
+                   num_images=validate_images, device=device, cache_dir=cache_dir,
+                   resamples=BOOTSTRAP, json_out=str(out / "validation.json"))
     html = out / "report.html"
     # report takes several studies: its --storage / --study-name are tuples
     ctx.invoke(report, storage=(storage,), study_name=(cfg.study_name,), out=str(html),
                highlight=())
-    if validate_images:
-        click.echo(f"\non {validate_images} held-out images (seeds the search never used):")
-        ctx.invoke(validate, storage=storage, study_name=cfg.study_name,
-                   num_images=validate_images, device=device, cache_dir=cache_dir,
-                   json_out=str(out / "validation.json"))
     click.echo("\nwhat next:")
     click.echo(f"  open {html}")
     click.echo(f"  flexopt generate {cfg.model} --schedule {best} --num-images 16 --out "

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
+from flexopt.cli.report_options import storage_options
+
 
 @click.command()
-@click.option("--storage", required=True, help="Optuna storage URL of the study.")
-@click.option("--study-name", default=None,
-              help="Study to export from (default: the only study in STORAGE).")
+@storage_options(artifacts=False)
 @click.option("--trial", "trial_number", type=click.IntRange(min=0), default=None,
               help="Export this trial's schedule.")
 @click.option("--best", is_flag=True,

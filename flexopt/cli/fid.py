@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from flexopt.cli.metric_options import metric_options, reference_options
+from flexopt.cli.metric_options import bootstrap_option, metric_options, reference_options
 from flexopt.cli.options import conditioning, echo_err, generation_options
 
 
@@ -16,12 +16,10 @@ from flexopt.cli.options import conditioning, echo_err, generation_options
                    "score several schedules on the same seeds.")
 @reference_options("fashion-mnist")
 @generation_options(default_batch=64, min_images=2)
-@click.option("--bootstrap", "resamples", type=click.IntRange(min=0), default=0,
-              show_default=True,
-              help="Resample the images N times (the same resamples for every schedule) for each "
-                   "FID's standard error and a 95% interval on each schedule's difference from "
-                   "the first; 200 resamples give the SE, 1,000 a steadier interval (about 1 s per "
-                   "resample and schedule for 4,000 images on 2 cores). 0: off.")
+@bootstrap_option("Resample the images N times (the same resamples for every schedule) for "
+                  "each FID's standard error and a 95% interval on each schedule's difference "
+                  "from the first; 200 resamples give the SE, 1,000 a steadier interval (about "
+                  "1 s per resample and schedule for 4,000 images on 2 cores). 0: off.")
 @metric_options(metric=False)
 def fid(model, schedule_paths, reference, reference_split, reference_images, num_images, seed,
         batch_size, resamples, device, dtype, prompts, prompt_file, guidance_scale, class_labels,

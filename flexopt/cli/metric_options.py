@@ -46,3 +46,9 @@ def reference_options(default: str | None):
         return func
 
     return decorate
+
+
+def bootstrap_option(help_text: str):
+    """--bootstrap N: paired-bootstrap resamples for standard errors and intervals (0: off)."""
+    return click.option("--bootstrap", "resamples", type=click.IntRange(min=0), default=0,
+                        show_default=True, help=help_text)

@@ -1,5 +1,5 @@
-"""The flags `flexopt report`, `flexopt trials` and `flexopt dashboard` share: where the search's
-storage (and its sample grids) are, and --highlight's trial numbers."""
+"""The flags the commands that read a study share (report, trials, dashboard, export, validate):
+where the search's storage (and its sample grids) are, and --highlight's trial numbers."""
 
 from __future__ import annotations
 

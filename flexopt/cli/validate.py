@@ -7,19 +7,17 @@ from pathlib import Path
 
 import click
 
-from flexopt.cli.metric_options import metric_options, reference_options
+from flexopt.cli.metric_options import bootstrap_option, metric_options, reference_options
 from flexopt.cli.options import clip_model_option, conditioning, generation_options
+from flexopt.cli.report_options import storage_options
 from flexopt.errors import FlexoptError
 from flexopt.metrics.clip import DEFAULT_CLIP_MODEL
-from flexopt.run.budget import format_macs
 
 DEFAULT_SEED = 100_000  # far from a search's seeds (0 … num_images - 1 by default)
 
 
 @click.command()
-@click.option("--storage", required=True, help="Optuna storage URL of the study.")
-@click.option("--study-name", default=None,
-              help="Study to validate (default: the only study in STORAGE).")
+@storage_options(artifacts=False)
 @click.option("--trial", "trials", type=click.IntRange(min=0), multiple=True,
               help="Also score this trial (repeat for several).")
 @reference_options(None)
@@ -27,22 +25,27 @@ DEFAULT_SEED = 100_000  # far from a search's seeds (0 … num_images - 1 by def
               help="The study's model from another place (default: the one it was searched on).")
 @clip_model_option("Text pipelines: the CLIP model of the CLIP column (default: the one the "
                    f"study was searched with, else {DEFAULT_CLIP_MODEL}); none: no column.")
+@bootstrap_option("Resample the held-out images N times (paired: the same images for every "
+                  "schedule and the teacher) for each difference's SE and 95% interval, and a "
+                  "verdict of beats / loses / not distinguishable; 1,000 for steady ends. "
+                  "0: point estimates only.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Also write the table as JSON to this file.")
 @generation_options(default_batch=64, min_images=2, num_images_default=1000,
                     num_images_help="Held-out images per schedule.", seed_default=DEFAULT_SEED)
 @metric_options(metric=False)
 def validate(storage, study_name, trials, reference, reference_split, reference_images, model,
-             clip_model, json_out, num_images, seed, batch_size, device, dtype, prompts,
+             clip_model, resamples, json_out, num_images, seed, batch_size, device, dtype, prompts,
              prompt_file, guidance_scale, class_labels, cache_dir, inception_weights):
-    """Score a study's best searched schedule and its best baseline on seeds it never used.
+    """Score a study's best searched schedule against its baselines on seeds it never used.
 
     The search picks the best of many noisy scores on its own images, which flatters the winner
-    (SPEC §3). This scores the best searched schedule and the best baseline under the budget
-    (plus any --trial) on NUM_IMAGES fresh images (seeds SEED, SEED+1, …; default 100000): rFID
-    against the teacher's images from the same noises, and with --reference the standard FID
-    against real images. Text and class-conditional studies take the same --prompt-file /
-    --class-labels as their search.
+    (SPEC §3). This scores the best searched schedule and the strongest baseline of each family
+    under the budget (plus any --trial) on NUM_IMAGES fresh images (seeds SEED, SEED+1, …;
+    default 100000): rFID against the teacher's images from the same noises, and with
+    --reference the standard FID against real images. Text and class-conditional studies take
+    the same --prompt-file / --class-labels as their search. --bootstrap gives each difference
+    an interval; the result is kept on the study, and `flexopt report` shows it.
 
     \b
     Example:
@@ -66,29 +69,14 @@ def validate(storage, study_name, trials, reference, reference_split, reference_
                            "the same --prompt-file/--prompt/--class-labels/--guidance-scale")
     ref = None if reference is None else reference_entry(
         ev, reference, reference_split, reference_images, cache_dir).stats
-    result = run_validation(study, ev, trials, ref, reference, progress=True)
+    result = run_validation(study, ev, trials, ref, reference, progress=True, bootstrap=resamples)
     if result.overlap:
         click.echo(f"warning: {result.overlap} of these {num_images} seeds were also the "
                    "search's; use --seed beyond them for a fair check", err=True)
     click.echo(f"study {study.study_name!r}: {num_images} held-out images from seed {seed}"
                + (f"; FID against {ref.n} {reference} {reference_split} images" if ref else ""))
-    fid, clip = ref is not None, ev.clip is not None
-    head = (f"{'':15} {'schedule':34} {'avg MACs':>9} {'speedup':>8} {'NFE':>4} "
-            f"{'rFID':>8}" + (f" {'FID':>8}" if fid else "") + (f" {'CLIP':>7}" if clip else "")
-            + f" {'search':>8}")
-    click.echo(head)
-    win = result.winner("rfid")
-    win_fid = result.winner("fid") if fid else None
-    for r in result.rows:
-        marks = ("*" if r is win else "") + ("+" if r is win_fid else "")
-        sv = "-" if r.search_value is None else f"{r.search_value:.4g}"
-        click.echo(f"{r.label:15} {r.name[:34]:34} {format_macs(r.avg_macs):>9} "
-                   f"{r.speedup:>7.2f}x {r.nfe:>4} {r.rfid:>8.3f}"
-                   + (f" {r.fid:>8.3f}" if fid else "") + (f" {r.clip:>7.3f}" if clip else "")
-                   + f" {sv:>8} {marks}")
-    click.echo("* lowest rFID" + ("; + lowest FID" if fid else "") + " (teacher excluded); "
-               "search: the score on the search's own images"
-               + (f"; CLIP: {ev.clip.name}, higher is better" if clip else ""))
+    for line in result.table():
+        click.echo(line)
     click.echo(result.verdict())
     if json_out:
         try:

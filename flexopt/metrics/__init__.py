@@ -17,7 +17,7 @@ from flexopt.metrics.features import (
     load_inception,
     to_uint8,
 )
-from flexopt.metrics.frechet import frechet_distance, sqrtm_psd
+from flexopt.metrics.frechet import frechet_between, frechet_distance, sqrtm_psd
 from flexopt.metrics.kid import kid, paired_distance
 from flexopt.metrics.objectives import DEFAULT_METRIC, METRICS, check_metric, score
 from flexopt.metrics.stats import FeatureStats
@@ -36,6 +36,7 @@ __all__ = [
     "cache_dir",
     "check_metric",
     "clip_scores",
+    "frechet_between",
     "frechet_distance",
     "inception_features",
     "kid",

@@ -13,6 +13,9 @@ two sets, taken on the same resample, carries nearly the same lift on both sides
 depends on its own covariance, so a small part remains); its interval is the percentile interval
 of the resampled differences, whose ends need more resamples (1,000) than the standard error
 (200).
+
+rFID's reference is the teacher's images from the same noises: paired with every set, so a
+resample takes the same rows of the teacher's features too (`reference_features`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from flexopt.errors import FlexoptError
-from flexopt.metrics.frechet import check_features
+from flexopt.metrics.frechet import check_features, clamp_distance, frechet_between
 from flexopt.metrics.stats import FeatureStats
 
 
@@ -74,12 +77,15 @@ def paired_bootstrap(
     seed: int = 0,
     level: float = 0.95,
     progress: Callable[[], None] | None = None,
+    reference_features: np.ndarray | None = None,
 ) -> PairedBootstrap:
     """FID of each feature set (N×d rows, row i from the same noise in every set) against
     `reference`, and on `resamples` paired resamples of the rows (`seed`: the resampling's RNG).
 
+    `reference_features` (N×d, row i from noise i too: the teacher's, for rFID) are resampled
+    with the same rows; `reference` (their statistics) then gives the values on all the images.
     `progress` is called once per resample. Cost: one FID per set per resample (about a second
-    for 4,000 2048-d features on 2 cores)."""
+    for 4,000 2048-d features on 2 cores; with `reference_features`, ~0.1 s for 500)."""
     if isinstance(features, np.ndarray):
         raise FlexoptError("give the feature sets as a list of N×d arrays (one per schedule), "
                            f"not one array of shape {features.shape}")
@@ -96,12 +102,49 @@ def paired_bootstrap(
                            f"{resamples!r}")
     if not 0.0 < level < 1.0:
         raise FlexoptError(f"the interval's level must be in (0, 1), got {level}")
+    paired = None
+    if reference_features is not None:
+        paired = check_features(reference_features, reference.dim)
+        if paired.shape[0] != n:
+            raise FlexoptError(f"the reference's features are paired with the sets' images: "
+                               f"{paired.shape[0]} rows, the sets have {n}")
     values = tuple(reference.frechet_to(s) for s in sets)
+    grams = None
+    if paired is not None and n < reference.dim:  # the N×N form is the cheaper one
+        grams = [_PairedGrams(paired, s) for s in sets]
     rng = np.random.default_rng(seed)
     reps = np.empty((resamples, len(sets)))
     for b in range(resamples):
         idx = rng.integers(0, n, n)
-        reps[b] = [reference.frechet_to(s[idx]) for s in sets]
+        if paired is None:
+            reps[b] = [reference.frechet_to(s[idx]) for s in sets]
+        elif grams is None:
+            reps[b] = [frechet_between(paired[idx], s[idx]) for s in sets]
+        else:
+            reps[b] = [g.frechet(idx) for g in grams]
         if progress is not None:
             progress()
     return PairedBootstrap(values, reps, level)
+
+
+class _PairedGrams:
+    """FD between two paired feature sets on any resample of their rows, from their Gram
+    matrices, computed once: a resample is then an N×N problem (centring and a singular-value
+    sum), not an N×N×d one. Equal to `frechet_between(x[idx], y[idx])` (tested)."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
+        x, y = x.astype(np.float64), y.astype(np.float64)
+        self.kxx, self.kyy, self.kxy = x @ x.T, y @ y.T, x @ y.T
+
+    def frechet(self, idx: np.ndarray) -> float:
+        n = len(idx)
+        sub = np.ix_(idx, idx)
+
+        def centred(k: np.ndarray) -> np.ndarray:  # H K H, H = I - 11ᵀ/n
+            k = k[sub]
+            return k - k.mean(axis=0) - k.mean(axis=1, keepdims=True) + k.mean()
+
+        kxx, kyy, kxy = centred(self.kxx), centred(self.kyy), centred(self.kxy)
+        mean_sq = (self.kxx[sub].mean() + self.kyy[sub].mean() - 2.0 * self.kxy[sub].mean())
+        tr_cov = float(np.linalg.svd(kxy, compute_uv=False).sum()) / (n - 1)
+        return clamp_distance(mean_sq + (np.trace(kxx) + np.trace(kyy)) / (n - 1) - 2.0 * tr_cov)

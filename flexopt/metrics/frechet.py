@@ -76,6 +76,32 @@ def frechet_to_features(
     return clamp_distance(diff @ diff + trace_sigma1 + trace2 - 2.0 * tr_cov)
 
 
+def frechet_between(x: np.ndarray, y: np.ndarray) -> float:
+    """FD between the Gaussians fitted to two raw feature sets (N×d and M×d), for when neither
+    side's √Σ is at hand: a bootstrap that resamples the teacher's images as well.
+
+    With Xc, Yc centred and scaled by 1/√(N-1), 1/√(M-1): Σ1 = XcᵀXc, Σ2 = YcᵀYc, and the
+    nonzero eigenvalues of Σ1 Σ2 are the squared singular values of Xc Ycᵀ (N×M), so
+    tr √(Σ1 Σ2) is its nuclear norm: an N²d + N³ problem instead of d³ when N, M < d.
+    """
+    x = check_features(x, None).astype(np.float64)
+    y = check_features(y, x.shape[1]).astype(np.float64)
+    if x.shape[0] < 2 or y.shape[0] < 2:
+        raise FlexoptError(f"Fréchet distance needs at least 2 images on each side, got "
+                           f"{x.shape[0]} and {y.shape[0]}")
+    mu1, mu2 = x.mean(axis=0), y.mean(axis=0)
+    xc = (x - mu1) / np.sqrt(x.shape[0] - 1)
+    yc = (y - mu2) / np.sqrt(y.shape[0] - 1)
+    d = x.shape[1]
+    if max(x.shape[0], y.shape[0]) < d:
+        tr_cov = float(np.linalg.svd(xc @ yc.T, compute_uv=False).sum())
+    else:
+        tr_cov = trace_sqrt_product(sqrtm_psd(xc.T @ xc), yc.T @ yc)
+    diff = mu1 - mu2
+    return clamp_distance(diff @ diff + float(np.einsum("ij,ij->", xc, xc))
+                          + float(np.einsum("ij,ij->", yc, yc)) - 2.0 * tr_cov)
+
+
 def clamp_distance(value: float) -> float:
     """A squared distance is never negative: a tiny negative (a distribution against itself,
     -1e-13) is round-off, shown as 0."""

@@ -23,6 +23,7 @@ from flexopt.search.study import (
     CONSTRAINT_NAME,
     PRUNED_AT_ATTR,
     SCHEDULE_ATTR,
+    VALIDATION_ATTR,
     settings_of,
     trial_schedule,
 )
@@ -170,6 +171,7 @@ class StudyReport:
     chosen: list[int]  # trials the user asked to highlight
     full_macs: float | None
     max_avg_macs: float | None
+    validation: dict[str, Any] | None = None  # the last `flexopt validate` (Validation.to_dict)
 
     def row(self, number: int) -> TrialRow:
         return next(r for r in self.rows if r.number == number)
@@ -244,6 +246,7 @@ def collect(study: optuna.Study, highlight: Sequence[int] = ()) -> StudyReport:
         study_name=study.study_name, settings=settings, metric=metric,
         multi_objective=len(study.directions) > 1, rows=rows, pareto=front, best=best,
         best_searched=best_searched, chosen=chosen, full_macs=full, max_avg_macs=limit,
+        validation=study.user_attrs.get(VALIDATION_ATTR),
     )
 
 

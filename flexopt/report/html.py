@@ -158,6 +158,43 @@ def _pareto_table(report: StudyReport) -> str:
     return re.sub(r"<td>(\d+F)", r'<td class="steps">\1', text)  # placed: "987F 901P2 …"
 
 
+def _validation(v: dict) -> str:
+    """The held-out check `flexopt validate` kept on the study: its table, each difference
+    (best searched − baseline) with its interval, and the verdict."""
+    fid = v.get("reference") is not None
+    head = ("<tr><th></th><th>schedule</th><th>avg MACs</th><th>speedup</th><th>NFE</th>"
+            "<th>rFID</th>" + ("<th>FID</th>" if fid else "") + "<th>search</th></tr>")
+    rows = "".join(
+        f"<tr><td>{html.escape(r['label'])}</td><td>{html.escape(r['name'])}</td>"
+        f"<td>{format_macs(r['avg_macs'])}</td><td>{r['speedup']:.2f}×</td><td>{r['nfe']}</td>"
+        f"<td>{r['rfid']:.4g}</td>" + (f"<td>{_num(r.get('fid'))}</td>" if fid else "")
+        + f"<td>{_num(r.get('search_value'))}</td></tr>" for r in v["rows"])
+    diffs = "".join(
+        f"<tr><td>{'rFID' if d['metric'] == 'rfid' else 'FID'}</td>"
+        f"<td>{html.escape(d['baseline'])}</td><td>{d['value']:+.4g}</td>"
+        f"<td>{_num(d.get('se'))}</td><td>"
+        + ("" if d.get("low") is None else f"[{d['low']:.4g}, {d['high']:.4g}]")
+        + f"</td><td>{html.escape(d['verdict'])}</td></tr>" for d in v.get("differences", []))
+    seeds = (f"{v['num_images']} held-out images from seed {v['seed']}"
+             + (f" ({v['overlap']} of them also the search's)" if v.get("overlap") else "")
+             + (f"; FID against {v.get('reference_images')} {v['reference']} images" if fid
+                else "")
+             + (f"; paired bootstrap, {v['resamples']} resamples" if v.get("resamples") else
+                "; point estimates (no --bootstrap)"))
+    table = f'<table class="summary">{head}{rows}</table>'
+    if diffs:
+        table += ('<table class="summary"><tr><th>metric</th><th>best searched minus</th>'
+                  '<th>difference</th><th>SE</th><th>95% interval</th><th>verdict</th></tr>'
+                  f"{diffs}</table>")
+    return (f'<p class="note">{html.escape(seeds)}. Scored by `flexopt validate`: a schedule '
+            "counts when it beats the best baseline on seeds the search never used.</p>"
+            f'{table}<p class="verdict">{html.escape(v.get("verdict", ""))}</p>')
+
+
+def _num(value: object) -> str:
+    return "" if value is None else f"{value:.4g}"
+
+
 def _samples(rows: list[SampleRow], note: str) -> str:
     if not rows:
         return f'<p class="note">{html.escape(note)}</p>'
@@ -192,6 +229,8 @@ their own series; grey points are over the budget. Hover a point for its schedul
 {parts["strips"]}
 <{h}>Samples</{h}>
 {_samples(samples, samples_note)}
+{f"<{h}>Held-out validation</{h}>" + _validation(report.validation) if report.validation
+ else ""}
 <{h}>Search progress</{h}>
 {parts["progress"]}
 """

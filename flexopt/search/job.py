@@ -367,8 +367,8 @@ def summary(result: SearchResult, metric: str, baselines: bool | str) -> list[st
         f"  flexopt export --storage {shown} --study-name {name} --best --out best.json   "
         "# the best under budget" + ("" if baselines in (False, "none") else
                                      ", baselines included"),
-        f"  flexopt validate --storage {shown} --study-name {name} --num-images 1000   "
-        "# best searched vs best baseline on unseen seeds",
+        f"  flexopt validate --storage {shown} --study-name {name} --num-images 1000 "
+        "--bootstrap 1000   # best searched vs the baselines on unseen seeds",
         f"  flexopt report --storage {shown} --study-name {name} --out report.html",
         f"  flexopt dashboard --storage {shown}",
     ]

@@ -82,9 +82,9 @@ class Objective:
     """Flexiffusion's objective: the rFID of a trial's schedule, under an avg-MACs budget.
 
     Build one with `from_pipeline` (a loaded diffusers pipeline) or `from_model` (a directory,
-    hub id or `flexopt:NAME`), then hand `objective.feasible` to `FlexEvolutionSampler`.
+    hub id or `flexopt:NAME`), then hand `objective.feasible` to `FlexEvolutionSampler`; or
+    build it directly from a space and any `ScheduleEvaluator` (a synthetic problem in tests).
     """
-
 
     space: Space
     evaluator: ScheduleEvaluator
@@ -98,10 +98,10 @@ class Objective:
     # Image counts after which a candidate reports its score and the study's pruner may stop
     # it (`flexopt.search.pruning`); () scores every candidate on all its images.
     rungs: tuple[int, ...] = ()
-    _teacher_scores: dict[str, float] | None = field(default=None, init=False, repr=False)
-
+    # Recorded on the study at the first trial (from_pipeline / from_model set them).
     settings: SearchSettings | None = None
     space_fit: Any = None  # flexopt.run.fitting.SpaceFit: the space's cost range against the budget
+    _teacher_scores: dict[str, float] | None = field(default=None, init=False, repr=False)
     _claimed: set[int] = field(default_factory=set, init=False, repr=False)
 
     def __post_init__(self) -> None:

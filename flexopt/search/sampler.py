@@ -14,6 +14,7 @@ population, the best `n_u` complete trials) and makes up to `n_c` feasible child
 Over a `TimestepSpace` (issue 16) an iteration is AutoDiffusion's instead (seed 004, Alg. 1): the
 parents are the population's top `top_k`; each child is, with probability `crossover_prob`, the
 crossover of two of them, else the mutation of one (each timestep moves with `mutation_prob`).
+The strategies themselves are in `flexopt.search.strategies`.
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from optuna.distributions import BaseDistribution
@@ -31,42 +31,24 @@ from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from flexopt.errors import FlexoptError
-from flexopt.space.segment import Mutation, SearchSpace
-from flexopt.space.steps import Candidate
-from flexopt.space.timestep import Placement, StepMutation, TimestepSpace
+from flexopt.search.strategies import (
+    AnyCandidate,
+    AnySpace,
+    CostLimit,
+    Feasible,
+    RandomDraws,
+    autodiffusion_children,
+    candidate_key,
+    mutation_children,
+)
 
 PROPOSAL_ATTR = "flexopt:params"  # system attr: the candidate proposed for a trial
 KEY_ATTR = "flexopt:key"  # system attr: canonical candidate key, for duplicate detection
-
-AnySpace = SearchSpace | TimestepSpace
-AnyCandidate = Candidate | Placement
-Feasible = Callable[[Any], bool]
-
-
-@dataclass(frozen=True)
-class CostLimit:
-    """A feasibility check that also knows the cost: `candidate -> cost(candidate) < limit`.
-
-    Passed as the sampler's `feasible`, it lets the first population spread over costs up to the
-    budget (where good candidates are) instead of piling at the space's median cost.
-    """
-
-    cost: Callable[[Any], float]
-    limit: float | None = None
-
-    def __call__(self, candidate: AnyCandidate) -> bool:
-        return self.limit is None or self.cost(candidate) < self.limit
-
 
 def _whole_study(study: Study) -> Study:
     """The study itself: under `HyperbandPruner` a sampler is handed a view of one bracket's
     trials, which cannot enqueue; the evolution's population is the whole study's."""
     return study._study if hasattr(study, "_bracket_id") else study  # type: ignore[attr-defined]
-
-
-def candidate_key(space: AnySpace, candidate: AnyCandidate) -> str:
-    """A string naming the steps a candidate runs (equal for equivalent candidates)."""
-    return str(space.canonical(candidate))
 
 
 def _pareto_ranks(values: Sequence[Sequence[float]]) -> list[int]:
@@ -285,142 +267,40 @@ class FlexEvolutionSampler(BaseSampler):
                 if candidate_key(self.space, cand) not in seen:
                     return cand, {"origin": "seed", "baseline": name}
             return self.random_feasible(seen, self._spread(proposed)), {"origin": "random"}
-        if hasattr(self.space, "crossover"):
-            return self._propose_autodiffusion(study, seen, population)
-        # Tournament: the best of n_p random members is the parent.
-        contenders = self._rng.sample(range(len(population)), min(self.n_p, len(population)))
-        parent_trial = population[min(contenders)]  # population is sorted best first
-        parent = self._decode(parent_trial)
-        children: list[tuple[Candidate, list[Mutation]]] = []
-        keys = set(seen)
-        for _ in range(self.max_tries):
-            if len(children) >= self.n_c:
-                break
-            child, record = self.space.mutate(parent, self._rng, self.n_m)
-            key = candidate_key(self.space, child)
-            if key in keys or not self.feasible(child):
-                continue
-            keys.add(key)
-            children.append((child, record))
-        if not children:  # the parent's neighbourhood is exhausted: explore elsewhere
-            attrs = {"origin": "random", "stalled_parent": parent_trial.number}
-            return self.random_feasible(seen), attrs
-        for child, record in children[1:]:
-            study.enqueue_trial(
-                self.space.to_params(child),
-                user_attrs=self._child_attrs(parent_trial, record),
-            )
-        child, record = children[0]
-        return child, self._child_attrs(parent_trial, record)
-
-    def _propose_autodiffusion(
-        self, study: Study, seen: set[str], population: list[FrozenTrial]
-    ) -> tuple[AnyCandidate, dict[str, Any]]:
-        """AutoDiffusion's iteration: crossover and mutation children of the top-k parents."""
-        space = self.space
-        assert isinstance(space, TimestepSpace)
-        parents = [(t, self._decode(t)) for t in population[: self.top_k]]
-        children: list[tuple[AnyCandidate, dict[str, Any]]] = []
-        keys = set(seen)
-        for _ in range(self.max_tries):
-            if len(children) >= self.n_c:
-                break
-            if len(parents) >= 2 and self._rng.random() < self.crossover_prob:
-                (ta, a), (tb, b) = self._rng.sample(parents, 2)
-                child = space.crossover(a, b, self._rng)
-                attrs: dict[str, Any] = {"origin": "crossover", "parents": [ta.number, tb.number]}
-            else:
-                tp, p = self._rng.choice(parents)
-                child, record = space.mutate(p, self._rng, self.n_m, prob=self.mutation_prob)
-                attrs = self._child_attrs(tp, record)
-            key = candidate_key(space, child)
-            if key in keys or not self.feasible(child):
-                continue
-            keys.add(key)
-            children.append((child, attrs))
+        if hasattr(self.space, "crossover"):  # AutoDiffusion's iteration over a TimestepSpace
+            parents = [(t, self._decode(t)) for t in population[: self.top_k]]
+            stalled = parents[0][0]
+            children = autodiffusion_children(
+                self.space, parents, self._rng, self.feasible, seen, n_c=self.n_c, n_m=self.n_m,
+                max_tries=self.max_tries, crossover_prob=self.crossover_prob,
+                mutation_prob=self.mutation_prob)
+        else:  # Alg. 1: tournament, the best of n_p random members is the parent
+            contenders = self._rng.sample(range(len(population)), min(self.n_p, len(population)))
+            stalled = population[min(contenders)]  # population is sorted best first
+            children = mutation_children(self.space, stalled, self._decode(stalled), self._rng,
+                                         self.feasible, seen, n_c=self.n_c, n_m=self.n_m,
+                                         max_tries=self.max_tries)
         if not children:  # the parents' neighbourhood is exhausted: explore elsewhere
-            return self.random_feasible(seen), {"origin": "random", "stalled_parent":
-                                                parents[0][0].number}
+            return self.random_feasible(seen), {"origin": "random",
+                                                "stalled_parent": stalled.number}
         for child, attrs in children[1:]:
-            study.enqueue_trial(space.to_params(child), user_attrs=attrs)
+            study.enqueue_trial(self.space.to_params(child), user_attrs=attrs)
         return children[0]
 
-    @staticmethod
-    def _child_attrs(
-        parent: FrozenTrial, record: Sequence[Mutation | StepMutation]
-    ) -> dict[str, Any]:
-        return {"origin": "mutation", "parent": parent.number, "mutation": [str(m) for m in record]}
-
     def _spread(self, i: int) -> float | None:
-        """The avg-MACs target of the `i`-th random member: spread evenly (a golden-ratio
-        sequence, so any prefix is spread too) from 0.6x the budget up to the budget."""
-        limit = getattr(self.feasible, "limit", None)
-        if limit is None:
-            return None
-        lo = max(self.feasible.cost(self.space.lightest()), 0.6 * limit)
-        return lo + (limit - lo) * ((0.5 + i * 0.6180339887498949) % 1.0)
+        """The avg-MACs target of the `i`-th random member of the first population."""
+        return self._draws().spread(i)
 
     def near_cost(self, target: float, seen: set[str] = frozenset()) -> AnyCandidate | None:
-        """A new feasible candidate whose cost is near `target` (at most the budget).
-
-        Draws the size (N-segment, or K) uniformly (a uniform draw over candidates nearly
-        always takes the largest), then makes the draw lighter or heavier one mutation at a
-        time towards the target. None when no new feasible candidate was found.
-        """
-        cost, limit = self.feasible.cost, self.feasible.limit
-        best: tuple[float, AnyCandidate] | None = None
-        for _ in range(self.max_tries // 10 or 1):
-            cand = self.space.sample(self._rng, self._rng.choice(self.space.sizes))
-            for _ in range(4 * self.space.sizes[-1]):
-                c = cost(cand)
-                if c < limit and abs(c - target) <= 0.03 * limit:
-                    break
-                mode = "lighter" if c >= limit or c > target else "heavier"
-                try:
-                    cand, _ = self.space.mutate(cand, self._rng, 1, modes=(mode,))
-                except FlexoptError:  # already the lightest / heaviest
-                    break
-            c = cost(cand)
-            if c < limit and candidate_key(self.space, cand) not in seen:
-                if best is None or abs(c - target) < best[0]:
-                    best = (abs(c - target), cand)
-                if best[0] <= 0.03 * limit:
-                    break
-        return None if best is None else best[1]
+        """A new feasible candidate whose cost is near `target` (`RandomDraws.near_cost`)."""
+        return self._draws().near_cost(target, seen)
 
     def random_feasible(self, seen: set[str] = frozenset(),
                         target: float | None = None) -> AnyCandidate:
-        """A random feasible candidate, new if possible; near `target` avg MACs when given (and
-        the sampler's `feasible` is a `CostLimit`).
+        """A random feasible candidate, new if possible (`RandomDraws.random_feasible`)."""
+        return self._draws().random_feasible(seen, target)
 
-        Uniform draws first; if the budget rejects them all, a draw is made lighter one random
-        mutation at a time until it fits (so tight budgets still get varied candidates).
-        """
-        if target is not None and isinstance(self.feasible, CostLimit):
-            near = self.near_cost(target, seen)
-            if near is not None:
-                return near
-        best_seen = None
-        for _ in range(self.max_tries):
-            cand = self.space.sample(self._rng)
-            if self.feasible(cand):
-                if candidate_key(self.space, cand) not in seen:
-                    return cand
-                best_seen = best_seen or cand
-        lightest = self.space.lightest()
-        if not self.feasible(lightest):
-            raise FlexoptError(
-                "no candidate of the search space fits the budget: even the lightest "
-                f"({lightest}) is over it; raise the budget or allow fewer/lighter segments"
-            )
-        for _ in range(self.max_tries):
-            cand = self.space.sample(self._rng)
-            while not self.feasible(cand):
-                cand, _ = self.space.mutate(cand, self._rng, 1, modes=("lighter",))
-            if candidate_key(self.space, cand) not in seen:
-                return cand
-            best_seen = best_seen or cand
-        return best_seen or lightest
-
+    def _draws(self) -> RandomDraws:
+        return RandomDraws(self.space, self.feasible, self._rng, self.max_tries)
 
 __all__ = ["CostLimit", "FlexEvolutionSampler", "candidate_key"]

@@ -34,6 +34,7 @@ CONSTRAINTS_ATTR = "constraints"  # trial system attr: the constraint values, as
 PRUNED_AT_ATTR = "pruned_at"  # user attr: the rung (image count) a pruner stopped a trial at
 SCHEDULE_ATTR = "schedule"  # user attr holding a baseline's whole schedule (not in the space)
 _SETTINGS_ATTR = "flexopt:settings"
+VALIDATION_ATTR = "flexopt:validation"  # study user attr: the last `validate` (its to_dict())
 
 
 @dataclass(frozen=True)

@@ -1,32 +1,44 @@
 """Held-out validation (SPEC §3): is the search's answer better on images it never saw?
 
 A search scores every candidate on its own seeds and keeps the best of many noisy numbers, which
-flatters the winner. `validate` takes the best searched schedule and the best baseline under the
-budget (plus any trials named) and scores each on fresh seeds: rFID against the teacher's images
-from the same noises, when a data set is given the standard FID against real images, and with
-a CLIP model (text pipelines) the CLIP score of each, the teacher's included.
+flatters the winner. `validate` takes the best searched schedule and the strongest feasible
+baseline of each family (fewer-step teacher, DDIM-quadratic, DeepCache-uniform; plus any trials
+named) and scores each on fresh seeds: rFID against the teacher's images from the same noises,
+when a data set is given the standard FID against real images, and with a CLIP model (text
+pipelines) the CLIP score of each, the teacher's included. The best baseline is the one best on
+these images; with a paired bootstrap each difference gets an interval, and the verdict is
+"beats", "loses" or "not distinguishable on these images".
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from flexopt.errors import FlexoptError
 from flexopt.metrics import FeatureStats
-from flexopt.search.study import feasible_trials, settings_of, trial_schedule
+from flexopt.metrics.bootstrap import Interval, paired_bootstrap
+from flexopt.run.budget import format_macs
+from flexopt.search.study import VALIDATION_ATTR, feasible_trials, settings_of, trial_schedule
 from flexopt.space.schedule import Schedule
+
+# A baseline's family is the first word of its name (`flexopt.search.baselines`): the held-out
+# check scores the strongest feasible one of each, not only the one that won on the search's seeds.
+BASELINE_FAMILIES = {"teacher": "fewer-step teacher", "ddim-quad": "DDIM-quadratic",
+                     "deepcache": "DeepCache-uniform"}
+METRIC_NAMES = {"rfid": "rFID", "fid": "FID"}
 
 
 @dataclass(frozen=True)
 class ValidationRow:
     """One schedule scored on the held-out seeds."""
 
-    label: str  # "teacher", "best searched", "best baseline", "trial N"
+    label: str  # "teacher", "best searched", a baseline family ("DeepCache-uniform"), "trial N"
     name: str  # what it is: "trial 49", "trial 3 (teacher T=19)"
     kind: str  # "teacher" | "searched" | "baseline"
     schedule: Schedule
@@ -46,8 +58,43 @@ class ValidationRow:
 
 
 @dataclass(frozen=True)
+class Difference:
+    """The best searched schedule minus one baseline, by one metric, on the held-out images;
+    with a paired bootstrap, its standard error and 95 % interval (negative: searched better)."""
+
+    metric: str  # "rfid" | "fid"
+    baseline: str  # the baseline row's name
+    value: float
+    interval: Interval | None = None
+
+    @property
+    def word(self) -> str:
+        """"beats", "loses", or "not distinguishable on these images" (needs the interval)."""
+        if self.interval is None:
+            return "beats" if self.value < 0 else "does not beat"
+        if self.interval.high < 0:
+            return "beats"
+        if self.interval.low > 0:
+            return "loses"
+        return "not distinguishable on these images"
+
+    def text(self) -> str:
+        i = self.interval
+        spread = "" if i is None else (f" ± {i.se:.3g} (SE), {i.level * 100:g}% interval "
+                                       f"[{i.low:.3g}, {i.high:.3g}]")
+        return f"{METRIC_NAMES[self.metric]} difference {self.value:+.4g}{spread}"
+
+    def to_dict(self) -> dict[str, Any]:
+        i = self.interval
+        return {"metric": self.metric, "baseline": self.baseline, "value": self.value,
+                "se": None if i is None else i.se, "low": None if i is None else i.low,
+                "high": None if i is None else i.high, "level": None if i is None else i.level,
+                "verdict": self.word}
+
+
+@dataclass(frozen=True)
 class Validation:
-    """The rows and who wins: lowest rFID (and FID) among the non-teacher rows."""
+    """The rows, the differences (best searched − each baseline) and who wins."""
 
     rows: list[ValidationRow]
     num_images: int
@@ -56,51 +103,96 @@ class Validation:
     reference: str | None = None
     reference_images: int | None = None
     clip_model: str | None = None
+    differences: list[Difference] = field(default_factory=list)
+    resamples: int = 0  # of the paired bootstrap (0: point estimates only)
 
     def winner(self, by: str = "rfid") -> ValidationRow | None:
         rows = [r for r in self.rows if r.kind != "teacher" and getattr(r, by) is not None]
         return min(rows, key=lambda r: getattr(r, by)) if rows else None
 
+    def searched(self) -> ValidationRow | None:
+        return next((r for r in self.rows if r.label == "best searched"), None)
+
+    def best_baseline(self, by: str = "rfid") -> ValidationRow | None:
+        """The baseline with the best held-out value: the one the searched schedule must beat."""
+        rows = [r for r in self.rows if r.kind == "baseline" and getattr(r, by) is not None]
+        return min(rows, key=lambda r: getattr(r, by)) if rows else None
+
+    def difference(self, metric: str, baseline: str) -> Difference | None:
+        return next((d for d in self.differences
+                     if d.metric == metric and d.baseline == baseline), None)
+
     def verdict(self) -> str:
-        """One sentence: does the best searched schedule beat the best baseline here?"""
-        searched = next((r for r in self.rows if r.label == "best searched"), None)
-        baseline = next((r for r in self.rows if r.label == "best baseline"), None)
-        if searched is None or baseline is None:
+        """Does the best searched schedule beat the best baseline on these images, by each
+        metric: "beats", "loses", or "not distinguishable on these images" by the interval."""
+        searched = self.searched()
+        if searched is None or self.best_baseline() is None:
             return "nothing to compare: the study needs a searched and a baseline trial " \
                    "under its budget"
         parts = []
-        for metric in ("rfid", "fid"):
-            a, b = getattr(searched, metric), getattr(baseline, metric)
-            if a is None or b is None:
+        for metric, name in METRIC_NAMES.items():
+            base = self.best_baseline(metric)
+            diff = None if base is None else self.difference(metric, base.name)
+            if diff is None:
                 continue
-            name = "rFID" if metric == "rfid" else "FID"
-            word = "beats" if a < b else "does not beat"
-            parts.append(f"{name} {a:.4g} vs {b:.4g}: the searched schedule {word} the baseline")
-        if searched.clip is not None and baseline.clip is not None:
-            word = "higher" if searched.clip > baseline.clip else "not higher"
-            parts.append(f"CLIP {searched.clip:.4g} vs {baseline.clip:.4g}: the searched "
+            a, b = getattr(searched, metric), getattr(base, metric)
+            parts.append(f"{name} {a:.4g} vs {b:.4g} (best baseline: {base.label}, {base.name});"
+                         f" {diff.text()}: the searched schedule {diff.word} it")
+        if searched.clip is not None and (base := self.best_baseline()) is not None \
+                and base.clip is not None:
+            word = "higher" if searched.clip > base.clip else "not higher"
+            parts.append(f"CLIP {searched.clip:.4g} vs {base.clip:.4g}: the searched "
                          f"schedule's is {word}")
+        if not self.resamples:
+            parts.append("point estimates: --bootstrap 1000 gives each difference its interval")
         return "; ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
         return {"num_images": self.num_images, "seed": self.seed, "overlap": self.overlap,
                 "reference": self.reference, "reference_images": self.reference_images,
-                "clip_model": self.clip_model, "rows": [r.to_dict() for r in self.rows],
+                "clip_model": self.clip_model, "resamples": self.resamples,
+                "rows": [r.to_dict() for r in self.rows],
+                "differences": [d.to_dict() for d in self.differences],
                 "verdict": self.verdict()}
+
+    def table(self) -> list[str]:
+        """The rows as the command prints them, with a legend."""
+        fid, clip = self.reference is not None, self.clip_model is not None
+        lines = [f"{'':19} {'schedule':34} {'avg MACs':>9} {'speedup':>8} {'NFE':>4} "
+                 f"{'rFID':>8}" + (f" {'FID':>8}" if fid else "")
+                 + (f" {'CLIP':>7}" if clip else "") + f" {'search':>8}"]
+        win, win_fid = self.winner("rfid"), self.winner("fid") if fid else None
+        for r in self.rows:
+            marks = ("*" if r is win else "") + ("+" if r is win_fid else "")
+            sv = "-" if r.search_value is None else f"{r.search_value:.4g}"
+            lines.append(f"{r.label[:19]:19} {r.name[:34]:34} {format_macs(r.avg_macs):>9} "
+                         f"{r.speedup:>7.2f}x {r.nfe:>4} {r.rfid:>8.3f}"
+                         + (f" {r.fid:>8.3f}" if fid else "")
+                         + (f" {r.clip:>7.3f}" if clip else "") + f" {sv:>8} {marks}")
+        lines.append("* lowest rFID" + ("; + lowest FID" if fid else "") + " (teacher excluded)"
+                     "; search: the score on the search's own images"
+                     + (f"; CLIP: {self.clip_model}, higher is better" if clip else ""))
+        for d in self.differences:
+            lines.append(f"best searched - {d.baseline}: {d.text()}: {d.word}")
+        return lines
 
 
 def validation_trials(study: optuna.Study, numbers: Sequence[int] = ()
                       ) -> list[tuple[str, FrozenTrial]]:
-    """The trials to validate: the best searched and the best baseline under the budget (by the
-    search's own score), then the named ones."""
+    """The trials to validate: the best searched under the budget, the best feasible baseline of
+    each family (by the search's own score; which one is best on unseen images is what the
+    check finds out), then the named ones."""
     feasible = feasible_trials(study)
     out: list[tuple[str, FrozenTrial]] = []
     searched = [t for t in feasible if "baseline" not in t.user_attrs]
-    baseline = [t for t in feasible if "baseline" in t.user_attrs]
     if searched:
         out.append(("best searched", searched[0]))
-    if baseline:
-        out.append(("best baseline", baseline[0]))
+    families: dict[str, FrozenTrial] = {}
+    for t in feasible:  # best first
+        if "baseline" in t.user_attrs:
+            family = str(t.user_attrs["baseline"]).split()[0]
+            families.setdefault(family, t)
+    out += [(BASELINE_FAMILIES.get(f, f), t) for f, t in families.items()]
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     for n in numbers:
         t = trials.get(n)
@@ -131,24 +223,46 @@ def validate(
     reference: FeatureStats | None = None,
     reference_name: str | None = None,
     progress: bool = False,
+    bootstrap: int = 0,
+    record: bool = True,
 ) -> Validation:
-    """Score the study's best searched schedule, its best baseline and `trials` on the
-    evaluator's seeds (its `settings.seed`, `num_images`), against the teacher there.
+    """Score the study's best searched schedule, the best feasible baseline of each family and
+    `trials` on the evaluator's seeds (its `settings.seed`, `num_images`), against the teacher
+    there; `record`: keep the result on the study (`VALIDATION_ATTR`), where `report` reads it.
 
     `evaluator` is a `flexopt.search.evaluator.ModelEvaluator` for the study's model, sampler and
-    `t_ref`; `reference` (real images' statistics) adds the FID against them.
+    `t_ref`; `reference` (real images' statistics) adds the FID against them. `bootstrap` N ≥ 2
+    resamples the held-out images N times, the same images for every schedule and for the
+    teacher (paired by noise), for each difference's standard error and 95 % interval.
     """
     s = settings_of(study)
     if evaluator.t_ref != s["t_ref"] or evaluator.sampler != s["sampler"]:
         raise FlexoptError(f"the evaluator runs {evaluator.sampler} {evaluator.t_ref}, the study "
                            f"{s['sampler']} {s['t_ref']}; allowed: the study's")
+    if bootstrap == 1 or bootstrap < 0:
+        raise FlexoptError(f"bootstrap {bootstrap} is invalid; allowed: 0 (off) or at least 2 "
+                           "resamples")
     chosen = validation_trials(study, trials)
     held = range(evaluator.settings.seed, evaluator.settings.seed + evaluator.settings.num_images)
     used = search_seeds(study)
     overlap = max(0, min(held.stop, used.stop) - max(held.start, used.start))
     teacher = evaluator.teacher().stats
-    ref_stats = reference
     clip = getattr(evaluator, "clip", None)
+    rows, features = _rows(study, evaluator, chosen, teacher, reference, clip, progress)
+    differences = _differences(rows, features, teacher, reference, bootstrap, progress)
+    result = Validation(rows, evaluator.settings.num_images, evaluator.settings.seed, overlap,
+                        reference_name, None if reference is None else reference.n,
+                        None if clip is None else clip.name, differences, bootstrap)
+    if record:
+        study.set_user_attr(VALIDATION_ATTR, result.to_dict())
+    return result
+
+
+def _rows(study: optuna.Study, evaluator: Any, chosen: list[tuple[str, FrozenTrial]],
+          teacher: FeatureStats, reference: FeatureStats | None, clip: Any, progress: bool
+          ) -> tuple[list[ValidationRow], dict[str, np.ndarray]]:
+    """Each chosen trial's images on the held-out seeds, scored (the teacher's row first);
+    returns the rows and each row's features by name, for the bootstrap."""
 
     def row(label: str, name: str, kind: str, schedule: Schedule, feats: Any,
             search_value: float | None, clip_score: float | None) -> ValidationRow:
@@ -156,22 +270,55 @@ def validate(
         return ValidationRow(
             label, name, kind, schedule, avg, evaluator.full_macs / avg, schedule.nfe,
             float(teacher.frechet_to(feats)) if kind != "teacher" else 0.0,
-            None if ref_stats is None else float(ref_stats.frechet_to(feats)), search_value,
+            None if reference is None else float(reference.frechet_to(feats)), search_value,
             clip_score)
 
     rows = [] if teacher.features is None else [
         row("teacher", f"{evaluator.sampler} {evaluator.t_ref} steps", "teacher",
             evaluator.teacher_schedule, teacher.features, None,
             None if clip is None else float(evaluator.teacher_clip().mean()))]
+    features = {}
     for label, t in chosen:
         schedule = trial_schedule(study, t)
         images = evaluator.images(schedule, progress=progress).images
         feats = evaluator.features(images)
         base = t.user_attrs.get("baseline")
         name = f"trial {t.number}" + (f" ({base})" if base else "")
+        features[name] = feats
         rows.append(row(label, name, "baseline" if base else "searched", schedule, feats,
                         float(t.values[0]),
                         None if clip is None else float(evaluator.clip_scores(images).mean())))
-    return Validation(rows, evaluator.settings.num_images, evaluator.settings.seed, overlap,
-                      reference_name, None if ref_stats is None else ref_stats.n,
-                      None if clip is None else clip.name)
+    return rows, features
+
+
+def _differences(rows: list[ValidationRow], features: dict[str, np.ndarray],
+                 teacher: FeatureStats, reference: FeatureStats | None, resamples: int,
+                 progress: bool = False) -> list[Difference]:
+    """Best searched − each baseline, by rFID (and FID), paired-bootstrapped when asked."""
+    searched = next((r for r in rows if r.label == "best searched"), None)
+    baselines = [r for r in rows if r.kind == "baseline"]
+    if searched is None or not baselines:
+        return []
+    names = [searched.name] + [b.name for b in baselines]
+    sets = [features[n] for n in names]
+    out = []
+    for metric, ref in (("rfid", teacher), ("fid", reference)):
+        if ref is None:
+            continue
+        boot = None
+        if resamples:
+            paired = teacher.features if metric == "rfid" else None
+            if metric == "rfid" and paired is None:
+                raise FlexoptError("the teacher's cached entry has no raw features to resample; "
+                                   "rebuild it (flexopt teacher) or run without --bootstrap")
+            from tqdm.auto import tqdm
+
+            with tqdm(total=resamples, desc=f"bootstrap {METRIC_NAMES[metric]}",
+                      unit="resample", disable=not progress, leave=False) as bar:
+                boot = paired_bootstrap(ref, sets, resamples, reference_features=paired,
+                                        progress=bar.update)
+        for j, b in enumerate(baselines, start=1):
+            value = getattr(searched, metric) - getattr(b, metric)
+            out.append(Difference(metric, b.name, value,
+                                  None if boot is None else boot.difference(0, j)))
+    return out

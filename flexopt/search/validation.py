@@ -32,6 +32,9 @@ from flexopt.space.schedule import Schedule
 BASELINE_FAMILIES = {"teacher": "fewer-step teacher", "ddim-quad": "DDIM-quadratic",
                      "deepcache": "DeepCache-uniform"}
 METRIC_NAMES = {"rfid": "rFID", "fid": "FID"}
+_VERDICT_PHRASE = {"beats": "beats it", "loses": "loses to it", "does not beat": "does not beat it",
+                   "not distinguishable on these images":
+                       "is not distinguishable from it on these images"}
 
 
 @dataclass(frozen=True)
@@ -137,7 +140,7 @@ class Validation:
                 continue
             a, b = getattr(searched, metric), getattr(base, metric)
             parts.append(f"{name} {a:.4g} vs {b:.4g} (best baseline: {base.label}, {base.name});"
-                         f" {diff.text()}: the searched schedule {diff.word} it")
+                         f" {diff.text()}: the searched schedule {_VERDICT_PHRASE[diff.word]}")
         if searched.clip is not None and (base := self.best_baseline()) is not None \
                 and base.clip is not None:
             word = "higher" if searched.clip > base.clip else "not higher"

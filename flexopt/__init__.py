@@ -9,7 +9,7 @@ from flexopt.space.segment import SearchSpace
 from flexopt.space.steps import Candidate, Segment, StepType
 from flexopt.space.timestep import Placement, TimestepSpace
 
-# Lazy: these need torch, diffusers or Optuna, which `flexopt --help` should not load.
+# Lazy: these need torch, diffusers or the whole of Optuna, which `import flexopt` does not load.
 _LAZY = {
     "apply_schedule": "flexopt.run.pipeline",
     "scheduled": "flexopt.run.hooks",

@@ -158,9 +158,10 @@ def _pareto_table(report: StudyReport) -> str:
     return re.sub(r"<td>(\d+F)", r'<td class="steps">\1', text)  # placed: "987F 901P2 …"
 
 
-def _validation(v: dict) -> str:
+def _validation(v: dict, best_searched: int | None) -> str:
     """The held-out check `flexopt validate` kept on the study: its table, each difference
-    (best searched − baseline) with its interval, and the verdict."""
+    (best searched − baseline) with its interval, and the verdict; a note when the search has
+    found a better candidate since."""
     fid = v.get("reference") is not None
     head = ("<tr><th></th><th>schedule</th><th>avg MACs</th><th>speedup</th><th>NFE</th>"
             "<th>rFID</th>" + ("<th>FID</th>" if fid else "") + "<th>search</th></tr>")
@@ -182,12 +183,20 @@ def _validation(v: dict) -> str:
              + (f"; paired bootstrap, {v['resamples']} resamples" if v.get("resamples") else
                 "; point estimates (no --bootstrap)"))
     table = f'<table class="summary">{head}{rows}</table>'
+    levels = {d["level"] for d in v.get("differences", []) if d.get("level")}
+    level = f"{levels.pop() * 100:g}%" if len(levels) == 1 else "95%"
     if diffs:
         table += ('<table class="summary"><tr><th>metric</th><th>best searched minus</th>'
-                  '<th>difference</th><th>SE</th><th>95% interval</th><th>verdict</th></tr>'
+                  f'<th>difference</th><th>SE</th><th>{level} interval</th><th>verdict</th></tr>'
                   f"{diffs}</table>")
-    return (f'<p class="note">{html.escape(seeds)}. Scored by `flexopt validate`: a schedule '
-            "counts when it beats the best baseline on seeds the search never used.</p>"
+    validated = next((r["name"] for r in v["rows"] if r["label"] == "best searched"), None)
+    stale = ""
+    if best_searched is not None and validated not in (None, f"trial {best_searched}"):
+        stale = (f'<p class="note">The search has continued: its best searched is now trial '
+                 f"{best_searched}, not the validated {html.escape(validated)}; run "
+                 "`flexopt validate` again.</p>")
+    return (f'{stale}<p class="note">{html.escape(seeds)}. Scored by `flexopt validate`: a '
+            "schedule counts when it beats the best baseline on seeds the search never used.</p>"
             f'{table}<p class="verdict">{html.escape(v.get("verdict", ""))}</p>')
 
 
@@ -229,8 +238,8 @@ their own series; grey points are over the budget. Hover a point for its schedul
 {parts["strips"]}
 <{h}>Samples</{h}>
 {_samples(samples, samples_note)}
-{f"<{h}>Held-out validation</{h}>" + _validation(report.validation) if report.validation
- else ""}
+{f"<{h}>Held-out validation</{h}>" + _validation(report.validation, report.best_searched)
+ if report.validation else ""}
 <{h}>Search progress</{h}>
 {parts["progress"]}
 """

@@ -1,4 +1,4 @@
-"""Study configs (TOML files under `studies/`, SPEC §4) and MACs budgets.
+"""Study configs (TOML files under `studies/`, SPEC §4); budgets are `flexopt.run.budget`.
 
 A config gathers everything a search needs; command-line flags override its values. Every key is
 checked, so a typo is reported instead of silently ignored.

@@ -1,5 +1,5 @@
 """How `FlexEvolutionSampler` makes candidates, one strategy each (as Optuna's
-`samplers/_nsgaii/_child_generation_strategy.py` does): random feasible draws spread up to the
+`samplers/nsgaii/_child_generation_strategy.py` does): random feasible draws spread up to the
 budget (the first population), Flexiffusion's mutation children of a tournament's parent (Alg. 1)
 and AutoDiffusion's crossover and mutation children of the top-k. Each is a function of the space,
 the sampler's random generator and a feasibility check; the sampler keeps Optuna's protocol and

@@ -12,6 +12,7 @@ these images; with a paired bootstrap each difference gets an interval, and the 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -117,8 +118,9 @@ class Validation:
         return next((r for r in self.rows if r.label == "best searched"), None)
 
     def best_baseline(self, by: str = "rfid") -> ValidationRow | None:
-        """The baseline with the best held-out value: the one the searched schedule must beat."""
-        rows = [r for r in self.rows if r.kind == "baseline" and getattr(r, by) is not None]
+        """The baseline with the best held-out value: the one the searched schedule must beat
+        (a family's pick; a baseline named with --trial is shown, not a contender)."""
+        rows = [r for r in _contenders(self.rows) if getattr(r, by) is not None]
         return min(rows, key=lambda r: getattr(r, by)) if rows else None
 
     def difference(self, metric: str, baseline: str) -> Difference | None:
@@ -257,7 +259,12 @@ def validate(
                         reference_name, None if reference is None else reference.n,
                         None if clip is None else clip.name, differences, bootstrap)
     if record:
-        study.set_user_attr(VALIDATION_ATTR, result.to_dict())
+        try:
+            study.set_user_attr(VALIDATION_ATTR, result.to_dict())
+        except Exception as err:  # a read-only database: the scores are still worth showing
+            warnings.warn(f"the validation could not be kept on study {study.study_name!r} "
+                          f"({type(err).__name__}: {err}); the report will not show it",
+                          stacklevel=2)
     return result
 
 
@@ -294,12 +301,18 @@ def _rows(study: optuna.Study, evaluator: Any, chosen: list[tuple[str, FrozenTri
     return rows, features
 
 
+def _contenders(rows: Sequence[ValidationRow]) -> list[ValidationRow]:
+    """The baselines the searched schedule is judged against: each family's strongest feasible
+    one (a trial named with --trial may be over the budget: shown, not judged against)."""
+    return [r for r in rows if r.kind == "baseline" and not r.label.startswith("trial ")]
+
+
 def _differences(rows: list[ValidationRow], features: dict[str, np.ndarray],
                  teacher: FeatureStats, reference: FeatureStats | None, resamples: int,
                  progress: bool = False) -> list[Difference]:
     """Best searched − each baseline, by rFID (and FID), paired-bootstrapped when asked."""
     searched = next((r for r in rows if r.label == "best searched"), None)
-    baselines = [r for r in rows if r.kind == "baseline"]
+    baselines = _contenders(rows)
     if searched is None or not baselines:
         return []
     names = [searched.name] + [b.name for b in baselines]

@@ -2,9 +2,9 @@
 
 A candidate cuts the denoising schedule into `N` segments of `L` base-grid slots each
 (`L` = the largest interval choice). Segment `i` with `(branch b, interval k)` runs one full step,
-`k - 1` partial steps with branch `b`, and `L - k` null steps. This module holds the value types,
-the exact size of a space, uniform sampling, the paper's segment-wise mutation (Alg. 2) and the
-encoding to Optuna trial params.
+`k - 1` partial steps with branch `b`, and `L - k` null steps. This module holds the space: its
+exact size, uniform sampling, the paper's segment-wise mutation (Alg. 2) and the encoding to
+Optuna trial params; the value types are in `flexopt.space.steps`.
 """
 
 from __future__ import annotations

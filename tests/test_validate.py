@@ -189,3 +189,22 @@ def test_the_verdict_follows_the_interval_against_the_best_baseline(low, high, w
     assert v.verdict().endswith(f"the searched schedule {phrase}")
     assert "best baseline: fewer-step teacher, trial 1 (teacher T=5)" in v.verdict()
     assert f"[{low:.3g}, {high:.3g}]" in v.verdict()
+
+
+def test_a_named_trial_is_shown_but_not_the_baseline_to_beat():
+    from flexopt.report.html import _validation
+    from flexopt.search.validation import Difference, Validation, ValidationRow
+    from flexopt.space.schedule import Schedule
+
+    s = Schedule.uniform(10, 2, 1)
+    rows = [ValidationRow("best searched", "trial 9", "searched", s, 1.0, 2.0, 5, 10.0),
+            ValidationRow("fewer-step teacher", "trial 1 (teacher T=5)", "baseline", s, 1.0, 2.0,
+                          5, 12.0),
+            # named with --trial, maybe over the budget: never the baseline to beat
+            ValidationRow("trial 4", "trial 4 (teacher T=9)", "baseline", s, 1.0, 2.0, 9, 3.0)]
+    v = Validation(rows, 8, 5000, 0, differences=[Difference("rfid", rows[1].name, -2.0)])
+    assert v.best_baseline().name == "trial 1 (teacher T=5)"
+    assert "the searched schedule beats it" in v.verdict()
+    # the report says when the search has moved on since the validation
+    assert "its best searched is now trial 12" in _validation(v.to_dict(), 12)
+    assert "has continued" not in _validation(v.to_dict(), 9)

@@ -54,6 +54,7 @@ def validate(storage, study_name, trials, reference, reference_split, reference_
     """
     from flexopt.search.scoring import build_evaluator, reference_entry
     from flexopt.search.study import load_study, settings_of
+    from flexopt.search.validation import check_conditioning
     from flexopt.search.validation import validate as run_validation
 
     study = load_study(storage, study_name)
@@ -62,11 +63,7 @@ def validate(storage, study_name, trials, reference, reference_split, reference_
     ev = build_evaluator(model or s["model"], s["sampler"], s["t_ref"], num_images, seed,
                          batch_size, device, dtype, cond, "rfid", cache_dir, inception_weights,
                          clip_model=clip_model or s.get("clip_model") or "auto")
-    stored = s.get("conditioning")
-    if ev.settings.conditioning() != stored:
-        raise FlexoptError(f"study {study.study_name!r} was searched with conditioning {stored!r}"
-                           f", these images would use {ev.settings.conditioning()!r}; allowed: "
-                           "the same --prompt-file/--prompt/--class-labels/--guidance-scale")
+    check_conditioning(study, ev)  # before the reference statistics, which may take minutes
     ref = None if reference is None else reference_entry(
         ev, reference, reference_split, reference_images, cache_dir).stats
     result = run_validation(study, ev, trials, ref, reference, progress=True, bootstrap=resamples)

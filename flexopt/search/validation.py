@@ -215,6 +215,17 @@ def validation_trials(study: optuna.Study, numbers: Sequence[int] = ()
     return out
 
 
+def check_conditioning(study: optuna.Study, evaluator: Any) -> None:
+    """The held-out images must be conditioned as the search's were (prompts, labels, guidance):
+    else the teacher and the schedules answer another question."""
+    stored = settings_of(study).get("conditioning")
+    if evaluator.settings.conditioning() != stored:
+        raise FlexoptError(f"study {study.study_name!r} was searched with conditioning {stored!r}"
+                           f", these images would use {evaluator.settings.conditioning()!r}; "
+                           "allowed: the same --prompt-file/--prompt/--class-labels/"
+                           "--guidance-scale")
+
+
 def search_seeds(study: optuna.Study) -> range:
     """The seeds the search's images used (image i: seed + i)."""
     s = settings_of(study)
@@ -236,7 +247,8 @@ def validate(
     there; `record`: keep the result on the study (`VALIDATION_ATTR`), where `report` reads it.
 
     `evaluator` is a `flexopt.search.evaluator.ModelEvaluator` for the study's model, sampler and
-    `t_ref`; `reference` (real images' statistics) adds the FID against them. `bootstrap` N ≥ 2
+    `t_ref`, with the study's conditioning (prompts, labels: checked); `reference` (real images'
+    statistics) adds the FID against them. `bootstrap` N ≥ 2
     resamples the held-out images N times, the same images for every schedule and for the
     teacher (paired by noise), for each difference's standard error and 95 % interval.
     """
@@ -244,6 +256,7 @@ def validate(
     if evaluator.t_ref != s["t_ref"] or evaluator.sampler != s["sampler"]:
         raise FlexoptError(f"the evaluator runs {evaluator.sampler} {evaluator.t_ref}, the study "
                            f"{s['sampler']} {s['t_ref']}; allowed: the study's")
+    check_conditioning(study, evaluator)
     if bootstrap == 1 or bootstrap < 0:
         raise FlexoptError(f"bootstrap {bootstrap} is invalid; allowed: 0 (off) or at least 2 "
                            "resamples")

@@ -162,3 +162,17 @@ def test_public_api_is_importable_from_flexopt():
 
     for name in flexopt.__all__:
         assert getattr(flexopt, name) is not None, name
+
+
+def test_help_loads_no_torch():
+    """`flexopt --help` (and `import flexopt`) stay light: torch and diffusers load only when a
+    command runs (the metrics package and the CLI import them lazily)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from click.testing import CliRunner; import flexopt.cli as c; "
+            "r = CliRunner().invoke(c.main, ['--help']); assert r.exit_code == 0, r.output; "
+            "print(sorted(m for m in ('torch', 'diffusers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True).stdout.strip()
+    assert out == "[]"

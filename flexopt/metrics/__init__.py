@@ -8,20 +8,45 @@ objective by name.
 
 from __future__ import annotations
 
-from flexopt.metrics.bootstrap import Interval, PairedBootstrap, paired_bootstrap
-from flexopt.metrics.cachedir import cache_dir
-from flexopt.metrics.clip import DEFAULT_CLIP_MODEL, ClipScorer, clip_scores
-from flexopt.metrics.features import (
-    InceptionExtractor,
-    inception_features,
-    load_inception,
-    to_uint8,
-)
-from flexopt.metrics.frechet import frechet_between, frechet_distance, sqrtm_psd
-from flexopt.metrics.kid import kid, paired_distance
-from flexopt.metrics.objectives import DEFAULT_METRIC, METRICS, check_metric, score
-from flexopt.metrics.stats import FeatureStats
-from flexopt.metrics.weights import InceptionWeights, resolve_inception_weights
+# `kid` names both a submodule and its function: bound eagerly (numpy only), so importing the
+# submodule later cannot shadow the function with the module.
+from flexopt.metrics.kid import kid
+
+# Lazy (PEP 562): the Inception network needs torch, which `flexopt --help` and configs should
+# not load; `from flexopt.metrics import FeatureStats` imports only what it names.
+_LAZY = {
+    "ClipScorer": "flexopt.metrics.clip",
+    "DEFAULT_CLIP_MODEL": "flexopt.metrics.clip",
+    "DEFAULT_METRIC": "flexopt.metrics.objectives",
+    "FeatureStats": "flexopt.metrics.stats",
+    "InceptionExtractor": "flexopt.metrics.features",
+    "InceptionWeights": "flexopt.metrics.weights",
+    "Interval": "flexopt.metrics.bootstrap",
+    "METRICS": "flexopt.metrics.objectives",
+    "PairedBootstrap": "flexopt.metrics.bootstrap",
+    "cache_dir": "flexopt.metrics.cachedir",
+    "check_metric": "flexopt.metrics.objectives",
+    "clip_scores": "flexopt.metrics.clip",
+    "frechet_between": "flexopt.metrics.frechet",
+    "frechet_distance": "flexopt.metrics.frechet",
+    "inception_features": "flexopt.metrics.features",
+    "load_inception": "flexopt.metrics.features",
+    "paired_bootstrap": "flexopt.metrics.bootstrap",
+    "paired_distance": "flexopt.metrics.kid",
+    "resolve_inception_weights": "flexopt.metrics.weights",
+    "score": "flexopt.metrics.objectives",
+    "sqrtm_psd": "flexopt.metrics.frechet",
+    "to_uint8": "flexopt.metrics.features",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'flexopt.metrics' has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_CLIP_MODEL",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from flexopt._lazy import lazy_attributes
 from flexopt._version import __version__
 from flexopt.errors import FlexoptError
 from flexopt.space.schedule import PlacedStep, Schedule
@@ -24,12 +25,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'flexopt' has no attribute {name!r}")
+__getattr__ = lazy_attributes("flexopt", _LAZY)
 
 
 __all__ = [

@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "flexopt"
 
 # The stages, earliest first. A module imports only from its own stage or earlier ones.
 STAGES = (
-    ("base", ("errors", "files", "hub", "_version")),  # what every stage may use
+    ("base", ("errors", "files", "hub", "_version", "_lazy")),  # what every stage may use
     ("space", ("space",)),  # what a candidate is; Schedule and its files
     ("models", ("models",)),  # loading a MODEL, conditioning, the embedded teacher
     ("run", ("run",)),  # scheduler, executor, hook, prefix reuse, batching, MACs and budgets

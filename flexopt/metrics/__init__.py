@@ -8,6 +8,8 @@ objective by name.
 
 from __future__ import annotations
 
+from flexopt._lazy import lazy_attributes
+
 # `kid` names both a submodule and its function: bound eagerly (numpy only), so importing the
 # submodule later cannot shadow the function with the module.
 from flexopt.metrics.kid import kid
@@ -40,12 +42,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'flexopt.metrics' has no attribute {name!r}")
+__getattr__ = lazy_attributes("flexopt.metrics", _LAZY)
 
 
 __all__ = [

@@ -111,7 +111,9 @@ def paired_bootstrap(
     values = tuple(reference.frechet_to(s) for s in sets)
     grams = None
     if paired is not None and n < reference.dim:  # the N×N form is the cheaper one
-        grams = [_PairedGrams(paired, s) for s in sets]
+        x = paired.astype(np.float64)
+        kxx = x @ x.T  # the teacher's Gram, shared by every set
+        grams = [_PairedGrams(x, kxx, s) for s in sets]
     rng = np.random.default_rng(seed)
     reps = np.empty((resamples, len(sets)))
     for b in range(resamples):
@@ -129,12 +131,13 @@ def paired_bootstrap(
 
 class _PairedGrams:
     """FD between two paired feature sets on any resample of their rows, from their Gram
-    matrices, computed once: a resample is then an N×N problem (centring and a singular-value
-    sum), not an N×N×d one. Equal to `frechet_between(x[idx], y[idx])` (tested)."""
+    matrices, computed once (the reference side `x`'s, `kxx`, shared by every set): a resample is
+    then an N×N problem (centring and a singular-value sum), not an N×N×d one. Equal to
+    `frechet_between(x[idx], y[idx])` (tested)."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
-        x, y = x.astype(np.float64), y.astype(np.float64)
-        self.kxx, self.kyy, self.kxy = x @ x.T, y @ y.T, x @ y.T
+    def __init__(self, x: np.ndarray, kxx: np.ndarray, y: np.ndarray) -> None:
+        y = y.astype(np.float64)
+        self.kxx, self.kyy, self.kxy = kxx, y @ y.T, x @ y.T
 
     def frechet(self, idx: np.ndarray) -> float:
         n = len(idx)

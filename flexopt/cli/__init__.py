@@ -45,6 +45,7 @@ def main() -> None:
 _COMMANDS: list[tuple[str, str]] = [
     ("flexopt.cli.space", "space"),
     ("flexopt.cli.generate", "macs"),
+    ("flexopt.cli.profile", "profile"),
     ("flexopt.cli.generate", "generate"),
     ("flexopt.cli.train", "train_teacher"),
     ("flexopt.cli.rfid", "teacher"),

@@ -7,7 +7,7 @@ import click
 from flexopt.cli.metric_options import metric_options
 from flexopt.cli.options import clip_model_option, conditioning, generation_options, load_config
 from flexopt.cli.search_options import worker_options
-from flexopt.cli.space_options import space_options
+from flexopt.cli.space_options import cost_option, space_options
 from flexopt.metrics.clip import DEFAULT_CLIP_MODEL
 from flexopt.search.baselines import BASELINE_MODES
 from flexopt.search.overrides import resolve_space
@@ -19,7 +19,9 @@ from flexopt.space.schedule import SAMPLERS
 @click.command()
 @click.argument("config", required=False, type=click.Path(dir_okay=False))
 @click.option("--model", help="Pipeline directory, hub id, or flexopt:NAME (overrides CONFIG).")
-@click.option("--budget", help="Max avg MACs (3G, 250M, 6.1e9) or a speedup (2.5x).")
+@click.option("--budget", help="Max avg MACs (3G, 250M, 6.1e9) or a speedup (2.5x); with "
+                               "--cost latency a wall-clock speedup (3x) or seconds (1.5s).")
+@cost_option
 @click.option("--n-trials", type=click.IntRange(min=1), default=None,
               help="Searched candidates to evaluate (all workers together; a candidate "
                    "stopped at a rung counts; default: CONFIG's n_trials or 100). Baselines, "
@@ -67,7 +69,7 @@ from flexopt.space.schedule import SAMPLERS
                     num_images_help="Images per candidate (default: CONFIG's, else 1000).",
                     seed_from_config=True)
 @metric_options
-def search(config, model, budget, n_trials, timeout, storage, study_name, search_sampler,
+def search(config, model, budget, cost, n_trials, timeout, storage, study_name, search_sampler,
            schedule_sampler, multi_objective, baselines_mode, no_baselines, pruner, rungs,
            search_seed, artifacts,
            no_artifacts, workers, heartbeat, prefix_cache_mb, clip_guard, clip_model,
@@ -107,7 +109,7 @@ def search(config, model, budget, n_trials, timeout, storage, study_name, search
         batch_size=batch_size, device=device, dtype=dtype, metric=metric, cache_dir=cache_dir,
         inception_weights=inception_weights, timeout=timeout * 60 if timeout else None,
         heartbeat=heartbeat, workers=workers, prefix_cache_mb=prefix_cache_mb,
-        clip_guard=clip_guard, clip_model=clip_model, **cond)
+        clip_guard=clip_guard, clip_model=clip_model, cost=cost, **cond)
     try:
         result = run_search(job, log=click.echo)
     except KeyboardInterrupt:

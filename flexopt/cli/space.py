@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from flexopt.cli.options import echo_json, load_config
-from flexopt.cli.space_options import space_options
+from flexopt.cli.space_options import cost_option, space_options
 from flexopt.search.overrides import resolve_space
 
 
@@ -25,9 +25,13 @@ from flexopt.search.overrides import resolve_space
                                "cost range next to it (needs a model: --model or CONFIG's).")
 @click.option("--model", help="Pipeline directory, hub id, or flexopt:NAME whose MACs cost the "
                               "space (overrides CONFIG's; only its config is read).")
+@cost_option
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="--cost latency: the batch the latency profile times (the search's).")
+@click.option("--device", default=None, help="--cost latency: the device it is timed on.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def space(config, space_kind, segments, branches, steps, intervals, t_ref, n_samples, seed, budget,
-          model, as_json):
+          model, cost, batch_size, device, as_json):
     """Show the size and shape of a search space, and its cost against a budget.
 
     CONFIG is a study TOML (see studies/); --segments/--branches/--intervals/--t-ref override it
@@ -43,7 +47,8 @@ def space(config, space_kind, segments, branches, steps, intervals, t_ref, n_sam
 
     cfg = load_config(config)
     choices = resolve_space(cfg, segments, branches, intervals, t_ref, space_kind, steps)
-    summary = summarize_space(cfg, choices, n_samples, seed, budget, model)
+    summary = summarize_space(cfg, choices, n_samples, seed, budget, model, cost, batch_size,
+                              device)
     if as_json:
         echo_json(summary.to_json())
         return

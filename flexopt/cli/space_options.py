@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from flexopt.search.config import SPACE_KINDS
+from flexopt.search.config import COSTS, SPACE_KINDS
 
 
 def space_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -55,3 +55,13 @@ def space_options(func: Callable[..., Any]) -> Callable[..., Any]:
     for opt in reversed(opts):
         func = opt(func)
     return func
+
+
+def cost_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """`--cost macs|latency`: what the budget prices."""
+    return click.option(
+        "--cost", type=click.Choice(COSTS), default=None,
+        help="What the budget prices: macs (avg MACs per step, SPEC §1) or latency (wall-clock "
+             "on this device, from the model's latency profile: `flexopt profile`, cached; "
+             "budget as a speedup such as 3x or seconds per batch such as 1.5s). Default: the "
+             "config's `cost`, else macs.")(func)

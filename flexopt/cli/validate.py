@@ -10,6 +10,7 @@ import click
 from flexopt.cli.metric_options import bootstrap_option, metric_options, reference_options
 from flexopt.cli.options import clip_model_option, conditioning, generation_options
 from flexopt.cli.report_options import storage_options
+from flexopt.cli.space_options import cost_option
 from flexopt.errors import FlexoptError
 from flexopt.metrics.clip import DEFAULT_CLIP_MODEL
 
@@ -29,14 +30,15 @@ DEFAULT_SEED = 100_000  # far from a search's seeds (0 … num_images - 1 by def
                   "schedule and the teacher) for each difference's SE and 95% interval, and a "
                   "verdict of beats / loses / not distinguishable; 1,000 for steady ends. "
                   "0: point estimates only.")
+@cost_option
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Also write the table as JSON to this file.")
 @generation_options(default_batch=64, min_images=2, num_images_default=1000,
                     num_images_help="Held-out images per schedule.", seed_default=DEFAULT_SEED)
 @metric_options(metric=False)
 def validate(storage, study_name, trials, reference, reference_split, reference_images, model,
-             clip_model, resamples, json_out, num_images, seed, batch_size, device, dtype, prompts,
-             prompt_file, guidance_scale, class_labels, cache_dir, inception_weights):
+             clip_model, resamples, cost, json_out, num_images, seed, batch_size, device, dtype,
+             prompts, prompt_file, guidance_scale, class_labels, cache_dir, inception_weights):
     """Score a study's best searched schedule against its baselines on seeds it never used.
 
     The search picks the best of many noisy scores on its own images, which flatters the winner
@@ -54,7 +56,7 @@ def validate(storage, study_name, trials, reference, reference_split, reference_
     """
     from flexopt.search.scoring import build_evaluator, reference_entry
     from flexopt.search.study import load_study, settings_of
-    from flexopt.search.validation import check_conditioning
+    from flexopt.search.validation import check_conditioning, validation_latency
     from flexopt.search.validation import validate as run_validation
 
     study = load_study(storage, study_name)
@@ -66,7 +68,9 @@ def validate(storage, study_name, trials, reference, reference_split, reference_
     check_conditioning(study, ev)  # before the reference statistics, which may take minutes
     ref = None if reference is None else reference_entry(
         ev, reference, reference_split, reference_images, cache_dir).stats
-    result = run_validation(study, ev, trials, ref, reference, progress=True, bootstrap=resamples)
+    latency = validation_latency(study, ev, cost)
+    result = run_validation(study, ev, trials, ref, reference, progress=True, bootstrap=resamples,
+                            latency=latency)
     if result.overlap:
         click.echo(f"warning: {result.overlap} of these {num_images} seeds were also the "
                    "search's; use --seed beyond them for a fair check", err=True)

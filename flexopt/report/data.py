@@ -21,6 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 from flexopt.errors import FlexoptError
 from flexopt.search.study import (
     CONSTRAINT_NAME,
+    LATENCY_ATTR,
     PRUNED_AT_ATTR,
     SCHEDULE_ATTR,
     VALIDATION_ATTR,
@@ -54,6 +55,8 @@ class TrialRow:
     clip_score: float | None = None  # when the study scores CLIP (text pipelines)
     guard_failed: bool = False  # evaluated under the budget, but under a guard (the CLIP score)
     pruned_at: int | None = None  # stopped by the pruner after this many images (a rung)
+    predicted_seconds: float | None = None  # a latency study: one batch, from the profile
+    measured_seconds: float | None = None  # a latency study: its generation, scaled to a batch
 
     @property
     def steps(self) -> str:
@@ -114,6 +117,8 @@ def trial_row(study: optuna.Study, t: FrozenTrial) -> TrialRow:
         started=t.datetime_start, completed=t.datetime_complete,
         clip_score=_float(ua.get("clip_score")), guard_failed=evaluated and _guard_failed(t),
         pruned_at=ua.get(PRUNED_AT_ATTR) if t.state == TrialState.PRUNED else None,
+        predicted_seconds=_float(ua.get("predicted_seconds")),
+        measured_seconds=_float(ua.get("measured_seconds")),
     )
 
 
@@ -172,6 +177,13 @@ class StudyReport:
     full_macs: float | None
     max_avg_macs: float | None
     validation: dict[str, Any] | None = None  # the last `flexopt validate` (Validation.to_dict)
+    latency: dict[str, Any] | None = None  # a latency study's profile (LatencyProfile.to_json)
+    max_batch_seconds: float | None = None  # a latency study's budget: predicted s per batch
+
+    @property
+    def timed(self) -> list[TrialRow]:
+        """Evaluated trials with a measured wall-clock (a latency study's)."""
+        return [r for r in self.evaluated if r.measured_seconds is not None]
 
     def row(self, number: int) -> TrialRow:
         return next(r for r in self.rows if r.number == number)
@@ -236,7 +248,10 @@ def collect(study: optuna.Study, highlight: Sequence[int] = ()) -> StudyReport:
     chosen = sorted(set(highlight) | {t.number for t in trials if t.user_attrs.get("chosen")})
     full = next((r.avg_macs * r.speedup for r in rows if r.avg_macs and r.speedup), None)
     budget = settings.get("budget") or {}
-    if budget.get("macs") is not None:
+    latency = study.user_attrs.get(LATENCY_ATTR)
+    if settings.get("cost", "macs") != "macs":
+        limit = None  # the budget is wall-clock: no line on the MACs axis
+    elif budget.get("macs") is not None:
         limit = float(budget["macs"])
     elif budget.get("speedup") and full is not None:
         limit = full / float(budget["speedup"])
@@ -246,14 +261,27 @@ def collect(study: optuna.Study, highlight: Sequence[int] = ()) -> StudyReport:
         study_name=study.study_name, settings=settings, metric=metric,
         multi_objective=len(study.directions) > 1, rows=rows, pareto=front, best=best,
         best_searched=best_searched, chosen=chosen, full_macs=full, max_avg_macs=limit,
-        validation=study.user_attrs.get(VALIDATION_ATTR),
+        validation=study.user_attrs.get(VALIDATION_ATTR), latency=latency,
+        max_batch_seconds=_batch_budget(latency, budget, int(settings.get("t_ref", 0))),
     )
+
+
+def _batch_budget(latency: dict[str, Any] | None, budget: dict[str, Any],
+                  t_ref: int) -> float | None:
+    """A latency study's budget in seconds per batch (the teacher's predicted time / speedup)."""
+    if latency is None or not budget:
+        return None
+    if budget.get("seconds") is not None:
+        return float(budget["seconds"])
+    teacher = float(latency["fixed"]) + t_ref * float(latency["full"])
+    return teacher / float(budget["speedup"]) if budget.get("speedup") else None
 
 
 TABLE_COLUMNS = ("trial", "kind", "label", "state", "n_segments", "segments", "steps",
                  "avg_macs", "nfe", "speedup", "rfid", "feasible", "origin", "duplicate_of",
-                 "seconds", "pruned_at", "clip_score")
-OPTIONAL_COLUMNS = ("pruned_at", "clip_score")  # shown only where some row has a value
+                 "seconds", "pruned_at", "clip_score", "predicted_seconds", "measured_seconds")
+OPTIONAL_COLUMNS = ("pruned_at", "clip_score", "predicted_seconds",
+                    "measured_seconds")  # shown only where some row has a value
 
 
 def trials_frame(report: StudyReport, numbers: Sequence[int] | None = None):
@@ -269,7 +297,8 @@ def trials_frame(report: StudyReport, numbers: Sequence[int] | None = None):
             "segments": r.segments, "steps": r.steps, "avg_macs": r.avg_macs, "nfe": r.nfe,
             "speedup": r.speedup, "rfid": r.rfid, "feasible": r.feasible, "origin": r.origin,
             "duplicate_of": r.duplicate_of, "seconds": r.seconds, "pruned_at": r.pruned_at,
-            "clip_score": r.clip_score,
+            "clip_score": r.clip_score, "predicted_seconds": r.predicted_seconds,
+            "measured_seconds": r.measured_seconds,
         }
         for r in rows
     ]

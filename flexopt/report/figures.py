@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from typing import Any
 
 import plotly.graph_objects as go
@@ -47,19 +48,25 @@ def hover(row: TrialRow, metric: str) -> str:
         parts.append(f"{metric} {row.rfid:.4g}" + ("" if row.feasible else f" ({why})"))
     if row.clip_score is not None:
         parts.append(f"CLIP {row.clip_score:.4g}")
+    if row.measured_seconds is not None and row.predicted_seconds is not None:
+        parts.append(f"{row.measured_seconds:.3g} s per batch measured, "
+                     f"{row.predicted_seconds:.3g} s predicted")
     return "<br>".join(parts)
 
 
 def _add_series(fig: go.Figure, series: list[Series], unit: MacsUnit, metric: str,
-                prefix: dict[str, str] | None = None) -> None:
-    """One scatter trace per series; `prefix` maps a series name to a hover text head."""
+                prefix: dict[str, str] | None = None,
+                x: Callable[[TrialRow], float] | None = None) -> None:
+    """One scatter trace per series; `prefix` maps a series name to a hover text head; `x` the
+    horizontal position of a row (default: its avg MACs in `unit`)."""
     for s in series:
         marker: dict[str, Any] = {"color": s.colour, "symbol": s.symbol, "size": s.size}
         if s.outline_only:
             marker["line"] = {"color": s.colour, "width": 2}
         head = (prefix or {}).get(s.name, "")
         fig.add_trace(go.Scatter(
-            x=[unit(r.avg_macs) for r in s.rows], y=[r.rfid for r in s.rows], name=s.name,
+            x=[unit(r.avg_macs) if x is None else x(r) for r in s.rows],
+            y=[r.rfid for r in s.rows], name=s.name,
             mode="lines+markers" if s.line else "markers", marker=marker,
             line={"shape": "hv", "color": s.colour, "width": 2} if s.line else None,
             text=[head + hover(r, metric) for r in s.rows],
@@ -109,6 +116,34 @@ def pareto_figure(report: StudyReport) -> go.Figure:
     _layout(fig, f"{metric} against avg MACs", metric, unit, lo, hi, [r.rfid for r in points])
     if report.full_macs:
         _speedup_axis(fig, unit(report.full_macs), lo, hi)
+    return fig
+
+
+def latency_figure(report: StudyReport) -> go.Figure:
+    """The second view of a latency study: rFID against measured seconds per batch, the budget
+    (the teacher's predicted time over the speedup) as a dashed line."""
+    metric = metric_label(report)
+    series = []
+    for s in pareto_series(report):
+        rows = tuple(r for r in s.rows if r.measured_seconds is not None)
+        if rows and not s.line:  # the front is by MACs: not drawn here
+            series.append(Series(s.name, rows, s.colour, s.symbol, s.marker, s.size,
+                                 outline_only=s.outline_only))
+    fig = go.Figure()
+    _add_series(fig, series, MacsUnit(1.0, ""), metric, x=lambda r: r.measured_seconds)
+    xs = [r.measured_seconds for r in report.timed]
+    lo, hi = min(xs) * 0.95, max(xs) * 1.05
+    if report.max_batch_seconds is not None:
+        hi = max(hi, report.max_batch_seconds * 1.02)
+        fig.add_vline(x=report.max_batch_seconds, line_dash="dash", line_color=GREY,
+                      annotation_text=f"budget {report.max_batch_seconds:.3g} s (predicted)",
+                      annotation_position="top left")
+    fig.update_layout(
+        title=f"{metric} against measured wall-clock", height=480, template="plotly_white",
+        xaxis={"title": "seconds per batch, measured", "range": [lo, hi]},
+        yaxis={"title": f"{metric} (lower is better)",
+               "type": "log" if log_scale([r.rfid for r in report.timed]) else "linear"},
+        legend={"orientation": "v", "x": 1.02, "y": 1})
     return fig
 
 

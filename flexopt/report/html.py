@@ -31,6 +31,7 @@ from flexopt.report.compare import Comparison, compare, find_studies, space_kind
 from flexopt.report.data import StudyReport, TrialRow, collect, trials_frame
 from flexopt.report.figures import (
     comparison_figure,
+    latency_figure,
     pareto_figure,
     progress_figure,
     strip_figure,
@@ -103,6 +104,17 @@ def _space_text(s: dict) -> str:
     return f"{kind} (placed steps{': ' + ', '.join(extra) if extra else ''})"
 
 
+def _budget_summary(report: StudyReport, budget: dict) -> str:
+    """The study's budget in its own unit: avg MACs, or wall-clock (a latency study)."""
+    if report.max_batch_seconds is not None:
+        speedup = f"{budget['speedup']:g}× wall-clock speedup, " if budget.get("speedup") else ""
+        return f"{speedup}{report.max_batch_seconds:.3g} s per batch (latency profile)"
+    if report.max_avg_macs is None:
+        return "none"
+    return (f"{format_macs(report.max_avg_macs)} avg MACs"
+            + (f" ({budget['speedup']:g}× speedup)" if budget.get("speedup") else ""))
+
+
 def _summary(report: StudyReport) -> str:
     s = report.settings
     rows = report.rows
@@ -115,9 +127,7 @@ def _summary(report: StudyReport) -> str:
     items = [
         ("model", s.get("model")), ("sampler", f"{s.get('sampler')}, t_ref {s.get('t_ref')}"),
         ("search space", _space_text(s)),
-        ("budget", (f"{format_macs(report.max_avg_macs)} avg MACs"
-                    + (f" ({budget['speedup']:g}× speedup)" if budget.get("speedup") else ""))
-         if report.max_avg_macs is not None else "none"),
+        ("budget", _budget_summary(report, budget)),
         ("objectives", f"{metric_label(report)}" + (" and avg MACs" if report.multi_objective
                                                     else "") + f" ({s.get('num_images')} images)"),
         ("trials", f"{evaluated} candidates evaluated"
@@ -224,6 +234,9 @@ def _study_body(
     first figure (False: the page already has it); `ids` are the figures' div ids."""
     figs = {"pareto": pareto_figure(report), "strips": strip_figure(report),
             "progress": progress_figure(report)}
+    if report.timed:
+        figs["latency"] = latency_figure(report)
+        ids = (*ids, f"{ids[0]}-latency")
     parts = {k: _figure_html(f, div, first_js if i == 0 else False)
              for i, ((k, f), div) in enumerate(zip(figs.items(), ids, strict=True))}
     no_front = "<p class='note'>No feasible evaluated candidate yet.</p>"
@@ -234,6 +247,7 @@ their own series; grey points are over the budget. Hover a point for its schedul
 {parts["pareto"]}
 <{h}>Pareto trials</{h}>
 {_pareto_table(report) if report.pareto else no_front}
+{_latency_section(report, parts.get("latency"), h)}
 <{h}>Schedules</{h}>
 {parts["strips"]}
 <{h}>Samples</{h}>
@@ -243,6 +257,28 @@ their own series; grey points are over the budget. Hover a point for its schedul
 <{h}>Search progress</{h}>
 {parts["progress"]}
 """
+
+
+def _latency_section(report: StudyReport, figure: str | None, h: str) -> str:
+    """A latency study's second view: its profile and rFID against measured wall-clock."""
+    if figure is None or report.latency is None:
+        return ""
+    p = report.latency
+    key = p.get("key", {})
+    parts = ", ".join(f"b={b} {float(v) * 1e3:.3g} ms"
+                      for b, v in zip(p.get("branches", []), p.get("partial", []), strict=False))
+    ratios = [r.predicted_seconds / r.measured_seconds for r in report.timed
+              if r.predicted_seconds and r.measured_seconds]
+    fit = (f" Predicted / measured over {len(ratios)} trials: median "
+           f"{sorted(ratios)[len(ratios) // 2]:.3f}, range {min(ratios):.3f}–{max(ratios):.3f}."
+           if ratios else "")
+    return f"""<{h}>Wall-clock (latency budget)</{h}>
+<p class="note">The budget prices schedules by the model's latency profile on
+{html.escape(str(key.get("device_name", "?")))} ({html.escape(str(key.get("dtype", "?")))}, batch
+{p.get("batch_size")}, {key.get("threads", "?")} threads): full step {float(p["full"]) * 1e3:.3g}
+ms, partial {html.escape(parts)}, fixed {float(p["fixed"]) * 1e3:.3g} ms per call. Each trial's
+generation time is measured too (scaled to one batch).{fit}</p>
+{figure}"""
 
 
 def _page(title: str, body: str) -> str:

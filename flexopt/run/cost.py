@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
 from torch import nn
 
 from flexopt.errors import FlexoptError
 from flexopt.models.loading import size_multiple, unet_class
+from flexopt.run.budget import Budget, format_macs
 from flexopt.run.executor import UNetExecutor
 from flexopt.space.schedule import Schedule
 from flexopt.space.steps import Candidate, Segment, StepType
@@ -30,24 +31,49 @@ TEXT_TOKENS = 77  # CLIP's sequence length: the cross-attention context of SD-st
 
 @dataclass(frozen=True)
 class MacsProfile:
-    """MACs of one U-Net call at batch 1: a full step and a partial step of each branch."""
+    """MACs of one U-Net call at batch 1: a full step and a partial step of each branch.
+
+    A cost profile: `flexopt.run.latency.LatencyProfile` has the same `full`, `partial_cost`,
+    `ceiling`, `speedup` and `format`, in seconds, so every cost function takes either."""
 
     full: int
     partial: tuple[int, ...]  # partial[b - 1]
     attention_full: int = 0  # attention matmuls (not in the MACs), full step
     attention_partial: tuple[int, ...] = ()
 
+    unit: ClassVar[str] = "MACs"
+    name: ClassVar[str] = "macs"
+
     @property
     def max_branch(self) -> int:
         return len(self.partial)
 
-    def partial_macs(self, branch: int) -> int:
+    def partial_cost(self, branch: int) -> int:
         if not 1 <= branch <= self.max_branch:
             raise FlexoptError(
                 f"branch {branch} is beyond this model; allowed: 1..{self.max_branch} "
                 f"(the maximum is {self.max_branch})"
             )
         return self.partial[branch - 1]
+
+    partial_macs = partial_cost
+
+    def ceiling(self, budget: Budget, t_ref: int) -> float:
+        """The budget as a maximum avg MACs per step."""
+        return budget.max_avg_macs(self.full)
+
+    def speedup(self, avg: float, t_ref: int) -> float:
+        """MACs speedup over the teacher of a schedule costing `avg` per step."""
+        return self.full / avg
+
+    @staticmethod
+    def format(value: float) -> str:
+        return format_macs(value)
+
+    @classmethod
+    def describe(cls, avg: float) -> str:
+        """An avg cost per step in words: `3.20G avg MACs`."""
+        return f"{format_macs(avg)} avg MACs"
 
     def to_json(self, attention: bool = False) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -63,6 +89,27 @@ class MacsProfile:
         return data
 
 
+class CostProfile(Protocol):
+    """What prices a schedule: `MacsProfile` (MACs) or `flexopt.run.latency.LatencyProfile`
+    (seconds on a device). Every cost function and the space fitting take either."""
+
+    full: float
+    unit: str
+
+    @property
+    def max_branch(self) -> int: ...
+
+    def partial_cost(self, branch: int) -> float: ...
+
+    def ceiling(self, budget: Budget, t_ref: int) -> float: ...
+
+    def speedup(self, avg: float, t_ref: int) -> float: ...
+
+    def format(self, value: float) -> str: ...
+
+    def describe(self, avg: float) -> str: ...
+
+
 @dataclass(frozen=True)
 class ScheduleCost:
     """What a schedule costs: SPEC §1 `total`, `avg MACs = total / t_ref`, NFE, speedup."""
@@ -75,16 +122,17 @@ class ScheduleCost:
     t_ref: int
 
 
-def schedule_cost(schedule: Schedule, profile: MacsProfile) -> ScheduleCost:
+def schedule_cost(schedule: Schedule, profile: CostProfile) -> ScheduleCost:
     """`total = Σ_i [M_full + (k_i - 1) · M_partial(b_i)]` over the schedule's segments; for a
     placed-step schedule, `M_full` per full step plus `M_partial(b)` per partial step."""
     if schedule.steps is not None:
-        total = sum(profile.partial_macs(s.branch) if s.branch else profile.full
+        total = sum(profile.partial_cost(s.branch) if s.branch else profile.full
                     for s in schedule.steps)
     else:
         total = total_macs(schedule.segments, profile)
     avg = total / schedule.t_ref
-    return ScheduleCost(total, avg, schedule.nfe, profile.full / avg, profile.full, schedule.t_ref)
+    return ScheduleCost(total, avg, schedule.nfe, profile.speedup(avg, schedule.t_ref),
+                        profile.full, schedule.t_ref)
 
 
 def meta_unet(config: Mapping[str, Any]) -> nn.Module:
@@ -235,19 +283,19 @@ def count_controlnet_macs(
 
 
 # ------------------------------------------------------------------------- schedule cost
-def total_macs(segments: Sequence[Segment], profile: MacsProfile) -> int:
+def total_macs(segments: Sequence[Segment], profile: CostProfile) -> int:
     """`Σ_i [M_full + (k_i - 1) · M_partial(b_i)]`; the grid does not enter (null steps cost 0)."""
-    return sum(profile.full + (s.interval - 1) * (profile.partial_macs(s.branch)
+    return sum(profile.full + (s.interval - 1) * (profile.partial_cost(s.branch)
                                                   if s.interval > 1 else 0) for s in segments)
 
 
-def candidate_avg_macs(candidate: Candidate, profile: MacsProfile, t_ref: int) -> float:
+def candidate_avg_macs(candidate: Candidate, profile: CostProfile, t_ref: int) -> float:
     """Avg MACs of a candidate of a space with this `t_ref`."""
     return total_macs(candidate.segments, profile) / t_ref
 
 
 # ------------------------------------------------------------- placed-step spaces (issue 16)
-def placed_avg_macs(space: TimestepSpace, candidate: Any, profile: MacsProfile) -> float:
+def placed_avg_macs(space: TimestepSpace, candidate: Any, profile: CostProfile) -> float:
     """Avg MACs of a timestep / hybrid candidate (its placed-step schedule's cost)."""
     return schedule_cost(space.schedule(candidate), profile).avg_macs
 

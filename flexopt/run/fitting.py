@@ -10,13 +10,17 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from flexopt.errors import FlexoptError
 from flexopt.run.budget import format_macs
-from flexopt.run.cost import MacsProfile, candidate_avg_macs, placed_avg_macs, total_macs
+from flexopt.run.cost import candidate_avg_macs, placed_avg_macs, total_macs
 from flexopt.space.segment import SearchSpace
 from flexopt.space.steps import Candidate, Segment
 from flexopt.space.timestep import TimestepSpace
+
+if TYPE_CHECKING:
+    from flexopt.run.cost import CostProfile
 
 
 @dataclass(frozen=True)
@@ -27,8 +31,12 @@ class CostRange:
     cheapest: float
     median: float
     heaviest: float
+    unit: str = "MACs"  # or "s": a latency profile's seconds per step
 
     def __str__(self) -> str:
+        if self.unit == "s":
+            return (f"cheapest {self.cheapest * 1e3:.3g} / median {self.median * 1e3:.3g} / "
+                    f"heaviest {self.heaviest * 1e3:.3g} ms avg per step")
         return (f"cheapest {format_macs(self.cheapest)} / median {format_macs(self.median)} / "
                 f"heaviest {format_macs(self.heaviest)} avg MACs")
 
@@ -37,7 +45,7 @@ class CostRange:
         return self.cheapest < max_avg_macs and self.heaviest >= 0.9 * max_avg_macs
 
 
-def cost_range(space: SearchSpace, profile: MacsProfile, draws: int = 2000) -> CostRange:
+def cost_range(space: SearchSpace, profile: CostProfile, draws: int = 2000) -> CostRange:
     """The space's cost range (a fixed-seed sample for the median, so it prints the same)."""
     heavy = Segment(space.branches[-1], space.intervals[-1])
     heaviest = Candidate((heavy,) * space.segments[-1])
@@ -46,10 +54,10 @@ def cost_range(space: SearchSpace, profile: MacsProfile, draws: int = 2000) -> C
                    for _ in range(draws))
     return CostRange(candidate_avg_macs(space.lightest(), profile, space.t_ref),
                      costs[len(costs) // 2],
-                     candidate_avg_macs(heaviest, profile, space.t_ref))
+                     candidate_avg_macs(heaviest, profile, space.t_ref), profile.unit)
 
 
-def fitted_segments(profile: MacsProfile, t_ref: int, max_avg_macs: float,
+def fitted_segments(profile: CostProfile, t_ref: int, max_avg_macs: float,
                     branches: Sequence[int], intervals: Sequence[int]) -> tuple[int, ...]:
     """N-segment choices that put the budget inside the space's cost range.
 
@@ -69,8 +77,8 @@ def fitted_segments(profile: MacsProfile, t_ref: int, max_avg_macs: float,
     n_max = math.ceil(total / light) - 1
     if n_max < 1:
         raise FlexoptError(
-            f"the budget {format_macs(max_avg_macs)} avg MACs affords not even one segment over "
-            f"t_ref {t_ref} (the lightest costs {format_macs(light / t_ref)} avg); allowed: a "
+            f"the budget {profile.describe(max_avg_macs)} affords not even one segment over "
+            f"t_ref {t_ref} (the lightest costs {profile.describe(light / t_ref)}); allowed: a "
             "budget above that, or a larger t_ref")
     n_min = max(1, min(n_max, math.ceil(0.9 * total / heavy)))
     return tuple(range(n_min, n_max + 1))
@@ -86,14 +94,14 @@ class SpaceFit:
     warning: str | None = None
 
 
-def fit_space(profile: MacsProfile, t_ref: int, max_avg_macs: float,
+def fit_space(profile: CostProfile, t_ref: int, max_avg_macs: float,
               branches: Sequence[int] = (1, 2, 3), intervals: Sequence[int] = (1, 2, 3),
               segments: Sequence[int] | None = None) -> SpaceFit:
     """The space for a budget: `segments=None` derives the N-segment choices; explicit ones are
     kept and checked (a warning with the numbers and a suggested `--segments` when the heaviest
     candidate is under 0.9x the budget; an error when even the cheapest is at or over it)."""
     for b in branches:
-        profile.partial_macs(b)  # a branch beyond the model: one clear error
+        profile.partial_cost(b)  # a branch beyond the model: one clear error
     suggested = fitted_segments(profile, t_ref, max_avg_macs, branches, intervals)
     space = SearchSpace(tuple(segments) if segments else suggested, tuple(branches),
                         tuple(intervals), t_ref)
@@ -102,18 +110,18 @@ def fit_space(profile: MacsProfile, t_ref: int, max_avg_macs: float,
     if costs.cheapest >= max_avg_macs:
         raise FlexoptError(
             f"no candidate fits the budget: even the lightest ({space.lightest()}, "
-            f"{format_macs(costs.cheapest)} avg MACs) is not under {format_macs(max_avg_macs)}; "
+            f"{profile.describe(costs.cheapest)}) is not under {profile.format(max_avg_macs)}; "
             f"raise the budget or use fewer segments, e.g. {hint}")
     warning = None
     if costs.heaviest < 0.9 * max_avg_macs:
         warning = (
             f"the space cannot come near the budget: its heaviest candidate costs "
-            f"{format_macs(costs.heaviest)} avg MACs, under 0.9x the budget "
-            f"{format_macs(max_avg_macs)}, so the search cannot spend it; try {hint}")
+            f"{profile.describe(costs.heaviest)}, under 0.9x the budget "
+            f"{profile.format(max_avg_macs)}, so the search cannot spend it; try {hint}")
     return SpaceFit(space, costs, suggested, warning)
 
 
-def fitted_steps(profile: MacsProfile, t_ref: int, max_avg_macs: float, kind: str,
+def fitted_steps(profile: CostProfile, t_ref: int, max_avg_macs: float, kind: str,
                  branches: Sequence[int] = ()) -> tuple[int, ...]:
     """Step-count choices K for a timestep or hybrid space under a budget.
 
@@ -128,25 +136,25 @@ def fitted_steps(profile: MacsProfile, t_ref: int, max_avg_macs: float, kind: st
     k_full = math.ceil(total / profile.full) - 1
     if k_full < 1:
         raise FlexoptError(
-            f"the budget {format_macs(max_avg_macs)} avg MACs affords not even one full step over "
-            f"t_ref {t_ref} (a full step costs {format_macs(profile.full / t_ref)} avg); allowed: "
+            f"the budget {profile.describe(max_avg_macs)} affords not even one full step over "
+            f"t_ref {t_ref} (a full step costs {profile.describe(profile.full / t_ref)}); allowed: "
             "a budget above that, or a larger t_ref")
     if kind == "timesteps":
         return tuple(range(max(1, k_full - 2), k_full + 1))
-    light = min(profile.partial_macs(b) for b in branches)
+    light = min(profile.partial_cost(b) for b in branches)
     k_light = math.ceil((total - profile.full) / light) if light else t_ref
     upper = max(k_full, min(t_ref, k_light))
     return tuple(range(k_full, upper + 1))
 
 
-def fit_placed(profile: MacsProfile, t_ref: int, max_avg_macs: float, kind: str,
+def fit_placed(profile: CostProfile, t_ref: int, max_avg_macs: float, kind: str,
                branches: Sequence[int] = (), steps: Sequence[int] | None = None,
                train_timesteps: int = 1000, offset: int = 0, draws: int = 500) -> SpaceFit:
     """`fit_space` for the timestep and hybrid spaces: `steps=None` derives the K choices
     (`fitted_steps`); explicit ones are kept and checked like explicit N-segment choices."""
     hybrid = kind == "hybrid"
     for b in branches if hybrid else ():
-        profile.partial_macs(b)  # a branch beyond the model: one clear error
+        profile.partial_cost(b)  # a branch beyond the model: one clear error
     suggested = fitted_steps(profile, t_ref, max_avg_macs, kind, branches)
     if suggested[-1] > train_timesteps:
         raise FlexoptError(f"{suggested[-1]} steps exceed the model's {train_timesteps} training "
@@ -158,16 +166,16 @@ def fit_placed(profile: MacsProfile, t_ref: int, max_avg_macs: float, kind: str,
     k_max = space.steps[-1]
     heaviest = k_max * profile.full / t_ref
     cheapest = placed_avg_macs(space, space.lightest(), profile)
-    costs_ = CostRange(cheapest, costs[len(costs) // 2], heaviest)
+    costs_ = CostRange(cheapest, costs[len(costs) // 2], heaviest, profile.unit)
     hint = f"--steps {suggested[0]}-{suggested[-1]}"
     if cheapest >= max_avg_macs:
         raise FlexoptError(
             f"no candidate fits the budget: even the lightest ({space.lightest()}, "
-            f"{format_macs(cheapest)} avg MACs) is not under {format_macs(max_avg_macs)}; "
+            f"{profile.describe(cheapest)}) is not under {profile.format(max_avg_macs)}; "
             f"raise the budget or place fewer steps, e.g. {hint}")
     warning = None
     if heaviest < 0.9 * max_avg_macs:
         warning = (f"the space cannot come near the budget: its heaviest candidate costs "
-                   f"{format_macs(heaviest)} avg MACs, under 0.9x the budget "
-                   f"{format_macs(max_avg_macs)}; try {hint}")
+                   f"{profile.describe(heaviest)}, under 0.9x the budget "
+                   f"{profile.format(max_avg_macs)}; try {hint}")
     return SpaceFit(space, costs_, suggested, warning)

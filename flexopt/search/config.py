@@ -117,6 +117,7 @@ class StudyConfig:
     clip_guard: float | None = None  # CLIP score at least the teacher's minus this
     pruner: str | None = None  # none, median, halving, hyperband (flexopt.search.pruning)
     rungs: tuple[int, ...] | str | None = None  # image counts a candidate reports at, or "auto"
+    cost: str | None = None  # what the budget prices: "macs" (default) or "latency"
     storage: str | None = None
     study_name: str | None = None
     source: str | None = None
@@ -154,6 +155,7 @@ class StudyConfig:
                 "study",
                 "description",
                 "pruner",
+                "cost",
             },
         )
         space = _take(top.get("space", {}), f"{source} [space]",
@@ -179,6 +181,8 @@ class StudyConfig:
         )
         study = _take(top.get("study", {}), f"{source} [study]", {"storage", "name"})
         try:
+            if "budget" in top and top.get("cost") == "latency":
+                Budget.parse(top["budget"]).check_unit("latency")
             cfg = cls(
                 choices=SpaceChoices(
                     None if space.get("segments", AUTO) == AUTO else tuple(
@@ -203,6 +207,7 @@ class StudyConfig:
                 clip_guard=_float(rfid.get("clip_guard"), "rfid.clip_guard"),
                 pruner=_pruner(top.get("pruner")),
                 rungs=_rungs(rfid.get("rungs")),
+                cost=_cost(top.get("cost")),
                 evolution=EvolutionConfig(**{
                     k: _probability(v, f"evolution.{k}") if k.endswith("_prob")
                     else _int(v, f"evolution.{k}") for k, v in evo.items()}),
@@ -283,6 +288,20 @@ def _pruner(value: Any) -> str | None:
     from flexopt.search.pruning import check_pruner
 
     return None if value is None else check_pruner(value)
+
+
+COSTS = ("macs", "latency")
+
+
+def check_cost(cost: str) -> str:
+    """`macs` (SPEC §1) or `latency` (seconds measured on this device, `flexopt profile`)."""
+    if cost not in COSTS:
+        raise FlexoptError(f"cost {cost!r} is invalid; allowed: {', '.join(COSTS)}")
+    return cost
+
+
+def _cost(value: Any) -> str | None:
+    return None if value is None else check_cost(value)
 
 
 def _rungs(value: Any) -> tuple[int, ...] | str | None:

@@ -1,9 +1,9 @@
 """Scoring schedules on a real model: generate → Inception features → rFID against the teacher.
 
 `ModelEvaluator` is what a search calls for every candidate (it implements
-`flexopt.search.objective.ScheduleEvaluator`): it knows the model's MACs profile, holds the
-teacher's cached statistics, and scores a schedule by generating images from the same noises as the
-teacher.
+`flexopt.search.objective.ScheduleEvaluator`): it knows the model's MACs profile (and, for a
+latency budget, its latency profile), holds the teacher's cached statistics, and scores a schedule
+by generating images from the same noises as the teacher.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from flexopt.metrics.teacher import (
 )
 from flexopt.models.conditioning import DEFAULT_GUIDANCE, files_digest, image_prompts
 from flexopt.run.cost import MacsProfile, count_macs, schedule_cost
+from flexopt.run.latency import LatencyProfile, predict_seconds
 from flexopt.run.pipeline import GeneratedImages, apply_schedule, generate_images, pipeline_kind
 from flexopt.run.prefix import DEFAULT_PREFIX_CACHE_MB, REUSABLE_KINDS, PrefixCache, PrefixReuse
 from flexopt.search.pruning import check_rungs
@@ -84,10 +85,13 @@ class ModelEvaluator:
     prefix_cache_mb: float = DEFAULT_PREFIX_CACHE_MB  # shared-prefix reuse budget; 0: off
     clip: ClipScorer | None = None  # also score the CLIP score (text pipelines)
     profile: MacsProfile = field(init=False)
+    # What the budget prices: `profile` (MACs), or a LatencyProfile (`use_latency`).
+    cost_profile: MacsProfile | LatencyProfile = field(init=False)
     last_timings: dict[str, float] = field(init=False, default_factory=dict)
     last_counts: dict[str, int] = field(init=False, default_factory=dict)  # U-Net calls
     last_images: np.ndarray | None = field(init=False, default=None)
     last_scores: dict[str, float] = field(init=False, default_factory=dict)  # clip_score
+    last_batch_seconds: float | None = field(init=False, default=None)
     _teacher: TeacherEntry | None = field(init=False, default=None)
     _teacher_key: TeacherKey | None = field(init=False, default=None)
     _teacher_clip: np.ndarray | None = field(init=False, default=None)
@@ -101,6 +105,7 @@ class ModelEvaluator:
         if self.clip is not None:
             check_clip(self.pipe, self.settings)
         self.profile = count_macs(self.pipe.unet)
+        self.cost_profile = self.profile
         device = self.pipe._execution_device
         self.extractor = load_inception(
             self.inception_weights, cache_dir=self.cache_dir, device=device
@@ -123,6 +128,42 @@ class ModelEvaluator:
     def avg_macs(self, schedule: Schedule) -> float:
         return schedule_cost(schedule, self.profile).avg_macs
 
+    # ------------------------------------------------------------------- latency (issue 27)
+    @property
+    def latency(self) -> LatencyProfile | None:
+        """The latency profile when the budget is wall-clock (`use_latency`), else None."""
+        return self.cost_profile if isinstance(self.cost_profile, LatencyProfile) else None
+
+    def use_latency(self, branches: Sequence[int], refresh: bool = False, rounds: int = 5,
+                    progress: Callable[[int, int], None] | None = None,
+                    profile: LatencyProfile | None = None) -> LatencyProfile:
+        """Price schedules in seconds: `profile` (a study's, so every worker prices alike), else
+        the cached latency profile of this pipeline at the evaluator's batch size (measured now
+        if not cached; `flexopt.metrics.latency`). Prefix reuse is turned off, so every trial's
+        measured seconds are its own schedule's."""
+        from flexopt.metrics.latency import latency_profile
+
+        if profile is None:
+            profile = latency_profile(
+                self.pipe, sampler=self.sampler, batch_size=self.settings.batch_size,
+                cache=self.cache_dir, refresh=refresh, rounds=rounds, branches=branches,
+                generate_kwargs=self.generate_kwargs(), progress=progress).profile
+        self.cost_profile = profile
+        self._prefix_cache = None
+        return profile
+
+    def predicted_seconds(self, schedule: Schedule) -> float | None:
+        """Predicted seconds of one batch running `schedule` (None without a latency profile)."""
+        latency = self.latency
+        return None if latency is None else predict_seconds(latency, schedule)
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        """What `generate_images` takes besides the noise: prompts, labels, input images."""
+        s = self.settings
+        return {"prompts": s.prompts or None, "guidance_scale": s.guidance_scale,
+                "class_labels": s.class_labels or None, "images": load_images(s.images, "RGB"),
+                "masks": load_images(s.masks, "L")}
+
     # ---------------------------------------------------------------------------- images
     def images(self, schedule: Schedule, progress: bool | Callable[[], None] = False,
                reuse: bool = False, start: int = 0, stop: int | None = None
@@ -139,10 +180,7 @@ class ModelEvaluator:
             prefix = PrefixReuse(self._prefix_cache, self.prefix_context(), schedule)
         return generate_images(
             apply_schedule(self.pipe, schedule), stop - start, s.seed, s.batch_size,
-            prompts=s.prompts or None, guidance_scale=s.guidance_scale,
-            class_labels=s.class_labels or None, images=load_images(s.images, "RGB"),
-            masks=load_images(s.masks, "L"), progress=progress, prefix=prefix, start=start,
-        )
+            progress=progress, prefix=prefix, start=start, **self.generate_kwargs())
 
     def prefix_context(self) -> str:
         """What a prefix state depends on besides the schedule and the batch: a digest of the
@@ -288,6 +326,8 @@ class ModelEvaluator:
             timings["features"] += t2 - t1
             timings["metric"] += time.perf_counter() - t2
             self.last_timings, self.last_counts = dict(timings), dict(counts)
+            # generation seconds scaled to one batch: what a latency profile predicts
+            self.last_batch_seconds = timings["generate"] * self.settings.batch_size / stop
             if stop < total and on_rung is not None:
                 on_rung(stop, float(value))
             start = stop

@@ -19,9 +19,15 @@ from flexopt.errors import FlexoptError
 from flexopt.run.budget import Budget, format_macs
 from flexopt.run.prefix import DEFAULT_PREFIX_CACHE_MB
 from flexopt.search.baselines import baseline_schedules, enqueue_baselines_once
-from flexopt.search.config import EvolutionConfig, SpaceChoices, StudyConfig
+from flexopt.search.config import EvolutionConfig, SpaceChoices, StudyConfig, check_cost
 from flexopt.search.loop import optimize
-from flexopt.search.objective import Objective, as_budget, noise_schedule
+from flexopt.search.objective import (
+    Objective,
+    as_budget,
+    avg_cost,
+    full_cost,
+    noise_schedule,
+)
 from flexopt.search.pruning import DEFAULT_PRUNER, check_pruner, make_pruner, parse_rungs
 from flexopt.search.storage import StudyLock, check_storage, make_storage, mask_url
 from flexopt.search.study import (
@@ -45,6 +51,7 @@ class SearchJob:
     model: str
     space: Space | SpaceChoices  # SpaceChoices with auto choices: fitted to the budget
     budget: Budget | None
+    cost: str = "macs"  # what the budget prices: macs, or latency (wall-clock, profiled)
     n_trials: int = 100
     storage: str | None = None  # default: sqlite:///STUDY_NAME.db in the working directory
     study_name: str = "flexopt"
@@ -100,7 +107,8 @@ class SearchJob:
                     "n_trials": cfg.n_trials, "evolution": cfg.evolution,
                     "prompts": _config_prompts(cfg), "guidance_scale": cfg.guidance_scale,
                     "class_labels": cfg.class_labels, "clip_model": cfg.clip_model,
-                    "clip_guard": cfg.clip_guard, "pruner": cfg.pruner, "rungs": cfg.rungs}
+                    "clip_guard": cfg.clip_guard, "pruner": cfg.pruner, "rungs": cfg.rungs,
+                    "cost": cfg.cost}
             base = {k: v for k, v in base.items() if v not in (None, ())}
         merged = {**base, **given}
         if not merged.get("model"):
@@ -118,6 +126,9 @@ class SearchJob:
         if isinstance(merged.get("baselines"), bool):
             merged["baselines"] = "feasible" if merged["baselines"] else "none"
         merged.setdefault("budget", None)
+        check_cost(merged.get("cost", "macs"))
+        if merged["budget"] is not None:
+            merged["budget"].check_unit(merged.get("cost", "macs"))  # before the model loads
         job = cls(**merged)
         job.check_pruning()  # a bad pruner or rungs: one line before the model loads
         return job
@@ -182,8 +193,12 @@ def run_search(job: SearchJob, log: Log = print) -> SearchResult:
         from flexopt.search.artifacts import SampleGridUploader
 
         grids = SampleGridUploader.for_storage(url, job.artifacts)
-    objective = _objective(job)
+    stored = study_latency(storage, job.study_name) if job.cost == "latency" else None
+    objective = _objective(job, stored)
     ev, limit, space = objective.evaluator, objective.max_avg_macs, objective.space
+    if stored is not None:
+        log("latency: this worker prices schedules by the study's profile (every worker the "
+            "same budget), measured on " + str(stored.key.get("device_name")))
     for line in _setup_lines(job, objective):
         log(line)
     smp = make_sampler(job.search_sampler, space, objective.feasible, job.evolution,
@@ -206,8 +221,9 @@ def run_search(job: SearchJob, log: Log = print) -> SearchResult:
             f"(the teacher's minus {guard.margin:g}) are infeasible")
     if job.baselines != "none":
         total, offset = noise_schedule(ev.pipe)
-        bl = baseline_schedules(space, job.sampler, ev.full_macs, ev.avg_macs, limit,
-                                mode=job.baselines, train_timesteps=total, offset=offset)
+        bl = baseline_schedules(space, job.sampler, full_cost(ev),
+                                lambda s: avg_cost(ev, s), limit, mode=job.baselines,
+                                train_timesteps=total, offset=offset)
         added = enqueue_baselines_once(study, lock, bl, space)
         if added:
             log(f"enqueued {added} baselines (DeepCache uniform, fewer-step teacher, DDIM "
@@ -223,8 +239,22 @@ def run_search(job: SearchJob, log: Log = print) -> SearchResult:
     return SearchResult(study, url, ran, queued, timed_out)
 
 
-def _objective(job: SearchJob) -> Objective:
-    """The job's objective: its model loaded, its space fitted to the budget."""
+def study_latency(storage: Any, study_name: str) -> Any:
+    """The latency profile a study prices with (recorded by its first trial), or None."""
+    from flexopt.run.latency import LatencyProfile
+    from flexopt.search.study import LATENCY_ATTR
+
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:  # no such study yet
+        return None
+    data = study.user_attrs.get(LATENCY_ATTR)
+    return None if data is None else LatencyProfile.from_json(data)
+
+
+def _objective(job: SearchJob, latency: Any = None) -> Objective:
+    """The job's objective: its model loaded, its space fitted to the budget (priced by
+    `latency`, a study's profile, when given)."""
     return Objective.from_model(
         job.model, job.space, job.budget, device=job.device, dtype=job.dtype,
         num_images=job.num_images, seed=job.seed, sampler=job.sampler,
@@ -233,7 +263,23 @@ def _objective(job: SearchJob) -> Objective:
         multi_objective=job.multi_objective, cache_dir=job.cache_dir,
         inception_weights=job.inception_weights, progress=job.progress,
         prefix_cache_mb=job.prefix_cache_mb, clip_model=job.clip_model,
-        clip_guard=job.clip_guard, rungs=job.rung_counts)
+        clip_guard=job.clip_guard, rungs=job.rung_counts, cost=job.cost,
+        latency_progress=_latency_bar() if job.progress else None, latency_profile=latency)
+
+
+def _latency_bar() -> Callable[[int, int], None]:
+    """A progress bar over a latency profile's timed runs (shown only if it is measured)."""
+    from tqdm.auto import tqdm
+
+    bar: list[Any] = []
+
+    def update(done: int, total: int) -> None:
+        if not bar:
+            bar.append(tqdm(total=total, desc="latency profile", unit="run", leave=False))
+        bar[0].update(1)
+        if done == total:
+            bar[0].close()
+    return update
 
 
 def _setup_lines(job: SearchJob, objective: Objective) -> list[str]:
@@ -241,7 +287,14 @@ def _setup_lines(job: SearchJob, objective: Objective) -> list[str]:
     ev, limit, space = objective.evaluator, objective.max_avg_macs, objective.space
     lines = [f"model {job.model}: full step {format_macs(ev.full_macs)} MACs, max branch "
              f"{ev.profile.max_branch}; teacher {job.sampler} {space.t_ref} steps"]
-    if limit is not None:
+    latency = getattr(ev, "latency", None)
+    if latency is not None:
+        lines.append(_latency_line(latency, space.t_ref))
+    if limit is not None and latency is not None:
+        lines.append(f"budget: {latency.describe(limit)} < {latency.format(latency.full)} full "
+                     f"({latency.speedup(limit, space.t_ref):.2f}x faster than the teacher, "
+                     "predicted)")
+    elif limit is not None:
         lines.append(f"budget: avg MACs < {format_macs(limit)} "
                      f"({ev.full_macs / limit:.2f}x fewer than the teacher)")
     fit = objective.space_fit
@@ -260,6 +313,16 @@ def _setup_lines(job: SearchJob, objective: Objective) -> list[str]:
     if fit.warning:
         lines.append(f"warning: {fit.warning}")
     return lines
+
+
+def _latency_line(latency: Any, t_ref: int) -> str:
+    """The latency profile a search prices with, in one line."""
+    parts = ", ".join(f"b={b} {latency.format(s)}"
+                      for b, s in zip(latency.branches, latency.partial, strict=True))
+    return (f"latency profile (batch {latency.batch_size}, {latency.key.get('threads')} threads, "
+            f"{latency.key.get('device_name')}): full step {latency.format(latency.full)}, "
+            f"partial {parts or 'none'}, fixed {latency.format(latency.fixed)} per call; teacher "
+            f"{latency.seconds(t_ref * latency.full):.3g} s per batch")
 
 
 def _choices(values: Sequence[int]) -> str:

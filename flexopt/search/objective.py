@@ -24,11 +24,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from flexopt.errors import FlexoptError
 from flexopt.run.budget import Budget, format_macs
-from flexopt.search.config import SpaceChoices
+from flexopt.search.config import SpaceChoices, check_cost
 from flexopt.search.sampler import KEY_ATTR, CostLimit, candidate_key
 from flexopt.search.study import (
     CONSTRAINT_NAME,
     CONSTRAINTS_ATTR,
+    LATENCY_ATTR,
     PRUNED_AT_ATTR,
     SCHEDULE_ATTR,
     SearchSettings,
@@ -70,6 +71,29 @@ class Guard:
 
     def minimum(self, teacher_scores: dict[str, float]) -> float:
         return teacher_scores[self.score] - self.margin
+
+
+def avg_cost(evaluator: ScheduleEvaluator, schedule: Schedule) -> float:
+    """What the budget prices of a schedule, per teacher step: avg MACs, or predicted seconds
+    when the evaluator has a latency profile."""
+    latency = getattr(evaluator, "latency", None)
+    if latency is None:
+        return evaluator.avg_macs(schedule)
+    from flexopt.run.cost import schedule_cost
+
+    return schedule_cost(schedule, latency).avg_macs
+
+
+def full_cost(evaluator: ScheduleEvaluator) -> float:
+    """What the budget prices of a full step: MACs, or seconds with a latency profile."""
+    latency = getattr(evaluator, "latency", None)
+    return evaluator.full_macs if latency is None else latency.full
+
+
+def describe_cost(evaluator: ScheduleEvaluator, avg: float) -> str:
+    """An avg cost in words, in the budget's unit."""
+    latency = getattr(evaluator, "latency", None)
+    return f"avg MACs {format_macs(avg)}" if latency is None else latency.describe(avg)
 
 
 def as_budget(budget: Budget | str | float | None) -> Budget | None:
@@ -139,6 +163,9 @@ class Objective:
         progress: bool = False, model: str | None = None,
         prefix_cache_mb: float | None = None, clip_model: str | None = None,
         clip_guard: float | None = None, rungs: Sequence[int] | str | None = (),
+        cost: str = "macs", latency_rounds: int = 5,
+        latency_progress: Callable[[int, int], None] | None = None,
+        latency_profile: Any = None,
     ) -> Objective:
         """The objective for a loaded pipeline: its teacher is `sampler` with `space.t_ref` full
         steps, and a candidate scores the rFID of `num_images` images (image i: seed + i).
@@ -155,7 +182,10 @@ class Objective:
         `rungs` (image counts, e.g. (8, 16); "auto": `flexopt.search.pruning.default_rungs`): each
         candidate reports its score after each rung, so the study's pruner
         (`optuna.create_study(pruner=flexopt.search.pruning.make_pruner(...))`) can stop it
-        there."""
+        there. `cost="latency"`: the budget is wall-clock on this device (a speedup over the
+        teacher, or seconds per batch), priced by the pipeline's latency profile at `batch_size`
+        (cached; measured with `latency_rounds` rounds when not, `flexopt.metrics.latency`), or
+        by `latency_profile` (a `LatencyProfile`: the study's, which every worker shares)."""
         from flexopt.models.conditioning import DEFAULT_GUIDANCE
         from flexopt.run.fitting import fit_space
         from flexopt.run.prefix import DEFAULT_PREFIX_CACHE_MB
@@ -166,6 +196,7 @@ class Objective:
             num_images, seed, batch_size, metric, tuple(prompts),
             DEFAULT_GUIDANCE if guidance_scale is None else guidance_scale, tuple(class_labels))
         rungs_ = parse_rungs(rungs, num_images)
+        check_cost(cost)
         clip = load_clip(pipe, settings, clip_model, clip_guard)
         ev = ModelEvaluator(pipe, sampler, space.t_ref, settings, cache_dir, inception_weights,
                             progress, DEFAULT_PREFIX_CACHE_MB if prefix_cache_mb is None
@@ -173,7 +204,12 @@ class Objective:
         budget_ = as_budget(budget)
         if budget_ is None and not multi_objective:
             raise FlexoptError("no budget: give one (e.g. 3G or 2.5x), or multi_objective=True")
-        limit = budget_.max_avg_macs(ev.full_macs) if budget_ else None
+        if budget_ is not None:
+            budget_.check_unit(cost)  # before a latency profile is measured
+        if cost == "latency":
+            ev.use_latency(space.branches, rounds=latency_rounds, progress=latency_progress,
+                           profile=latency_profile)
+        limit = ev.cost_profile.ceiling(budget_, space.t_ref) if budget_ else None
         fit = None
         if getattr(space, "kind", "segments") != "segments":
             space, fit = _placed_space(ev, pipe, space, limit)
@@ -185,8 +221,8 @@ class Objective:
             space = space.space() if isinstance(space, SpaceChoices) else space
             check_model(ev, space, sampler, budget_, limit)
         if limit is not None:
-            fit = fit_space(ev.profile, space.t_ref, limit, space.branches, space.intervals,
-                            None if auto else space.segments)
+            fit = fit_space(ev.cost_profile, space.t_ref, limit, space.branches,
+                            space.intervals, None if auto else space.segments)
             space = fit.space
         elif auto:
             space = space.space()  # auto segments without a budget: one clear error
@@ -204,7 +240,8 @@ class Objective:
         clip = ev.clip
         search = SearchSettings(space, sampler, budget, multi_objective, metric, name,
                                 num_images, seed, settings.conditioning(),
-                                clip.name if clip is not None else None, clip_guard)
+                                clip.name if clip is not None else None, clip_guard,
+                                ev.cost_profile.name)
         guards = () if clip_guard is None else (Guard("clip_score", clip_guard),)
         return cls(space, ev, sampler, limit, multi_objective, guards=guards, rungs=rungs,
                    settings=search, space_fit=fit)
@@ -233,6 +270,9 @@ class Objective:
         """Params → schedule → cost check → score (→ guards), recorded on the trial."""
         if self.settings is not None and trial.study._study_id not in self._claimed:
             claim_settings(trial.study, self.settings, where="its storage")
+            latency = getattr(self.evaluator, "latency", None)
+            if latency is not None and LATENCY_ATTR not in trial.study.user_attrs:
+                trial.study.set_user_attr(LATENCY_ATTR, latency.to_json())  # for `report`
             self._claimed.add(trial.study._study_id)
         # a baseline is evaluated even over the budget (the report plots it; it cannot win)
         baseline = "baseline" in trial.user_attrs
@@ -266,11 +306,20 @@ class Objective:
         return self.space.schedule(candidate, self.sampler), key
 
     def _record_cost(self, trial: optuna.Trial, schedule: Schedule) -> float:
-        avg = self.evaluator.avg_macs(schedule)
-        trial.set_user_attr("avg_macs", avg)
+        """Record the MACs (always) and, with a latency profile, the predicted seconds of a
+        batch and the predicted wall-clock speedup; return what the budget prices."""
+        ev = self.evaluator
+        macs = ev.avg_macs(schedule)
+        trial.set_user_attr("avg_macs", macs)
         trial.set_user_attr("nfe", schedule.nfe)
-        trial.set_user_attr("speedup", self.evaluator.full_macs / avg)
+        trial.set_user_attr("speedup", ev.full_macs / macs)
         trial.set_user_attr("step_types", schedule.step_string())
+        latency = getattr(ev, "latency", None)
+        if latency is None:
+            return macs
+        avg = avg_cost(ev, schedule)
+        trial.set_user_attr("predicted_seconds", latency.seconds(avg * schedule.t_ref))
+        trial.set_user_attr("predicted_speedup", latency.speedup(avg, schedule.t_ref))
         return avg
 
     def _check_budget(self, trial: optuna.Trial, constraints: dict[str, float], avg: float,
@@ -284,8 +333,8 @@ class Objective:
         record_constraints(trial, constraints, CONSTRAINT_NAME, violation)
         if violation > 0 and not baseline:
             raise optuna.TrialPruned(
-                f"avg MACs {format_macs(avg)} at or over the budget "
-                f"{format_macs(self.max_avg_macs)}"
+                f"{describe_cost(self.evaluator, avg)} at or over the budget "
+                f"{describe_cost(self.evaluator, self.max_avg_macs)}"
             )
 
     def _score(self, trial: optuna.Trial, schedule: Schedule, baseline: bool) -> float:
@@ -302,6 +351,9 @@ class Objective:
                 trial.set_user_attr(f"seconds_{stage}", seconds)
             for name, count in getattr(self.evaluator, "last_counts", {}).items():
                 trial.set_user_attr(name, count)  # unet_calls, unet_calls_skipped (prefix reuse)
+            measured = getattr(self.evaluator, "last_batch_seconds", None)
+            if getattr(self.evaluator, "latency", None) is not None and measured is not None:
+                trial.set_user_attr("measured_seconds", measured)  # per batch, as predicted
 
     @staticmethod
     def _rung_reporter(trial: optuna.Trial, baseline: bool) -> Callable[[int, float], None]:
@@ -357,7 +409,7 @@ def feasibility(
     carries the cost, so the sampler can spread its first population up to the budget."""
 
     def cost(c: Candidate) -> float:
-        return evaluator.avg_macs(space.schedule(c, sampler))
+        return avg_cost(evaluator, space.schedule(c, sampler))
 
     return CostLimit(cost, max_avg_macs)
 
@@ -382,13 +434,14 @@ def check_space_fits(space: Space, sampler: str, evaluator: ScheduleEvaluator,
                 f" = {longest} steps, exceeds the model's {total} training timesteps; allowed: "
                 f"segments x L <= {total}")
     if max_avg_macs is not None:
-        lightest = evaluator.avg_macs(space.schedule(space.lightest(), sampler))
+        lightest = avg_cost(evaluator, space.schedule(space.lightest(), sampler))
         if lightest >= max_avg_macs:
             fewer = "segments" if space.kind == "segments" else "steps"
             raise FlexoptError(
                 f"no candidate fits the budget: even the lightest ({space.lightest()}, "
-                f"{format_macs(lightest)} avg MACs) is not under {format_macs(max_avg_macs)}; "
-                f"raise the budget or allow fewer/lighter {fewer}")
+                f"{describe_cost(evaluator, lightest)}) is not under "
+                f"{describe_cost(evaluator, max_avg_macs)}; raise the budget or allow "
+                f"fewer/lighter {fewer}")
 
 
 def load_clip(pipe: Any, settings: Any, clip_model: str | None,
@@ -423,7 +476,7 @@ def _placed_space(ev: Any, pipe: Any, choices: Any, limit: float | None) -> tupl
         return choices, None
     if limit is None:
         return choices.space(total, offset), None
-    fit = fit_placed(ev.profile, choices.t_ref, limit, choices.kind, choices.branches,
+    fit = fit_placed(ev.cost_profile, choices.t_ref, limit, choices.kind, choices.branches,
                      choices.steps, total, offset)
     return fit.space, fit
 

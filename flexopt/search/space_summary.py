@@ -36,16 +36,28 @@ class BudgetFit:
     """The space fitted to (or checked against) a budget on a model's MACs."""
 
     budget: Budget
-    max_avg_macs: float
-    full_macs: float  # the model's full step
+    max_avg_macs: float  # in the cost's unit: MACs, or seconds per step (a latency cost)
+    full_macs: float  # the model's full step (MACs, or seconds)
     fit: SpaceFit
+    profile: Any = None  # what priced it: a MacsProfile or a LatencyProfile
+
+    @property
+    def latency(self) -> bool:
+        return self.fit.costs.unit == "s"
+
+    def describe(self, avg: float) -> str:
+        return self.profile.describe(avg) if self.profile is not None else \
+            f"{format_macs(avg)} avg MACs"
 
     def to_json(self, suggested: str) -> dict[str, Any]:
-        """The `budget` part of `flexopt space --json`."""
-        fit = self.fit
-        return {"max_avg_macs": self.max_avg_macs, "fits": fit.costs.fits(self.max_avg_macs),
+        """The `budget` part of `flexopt space --json` (`_avg_seconds` keys for a latency cost:
+        seconds per teacher step)."""
+        fit, unit = self.fit, "seconds" if self.latency else "macs"
+        costs = {k: v for k, v in vars(fit.costs).items() if k != "unit"}
+        return {f"max_avg_{unit}": self.max_avg_macs, "cost": "latency" if self.latency
+                else "macs", "fits": fit.costs.fits(self.max_avg_macs),
                 "warning": fit.warning, suggested: list(fit.suggested),
-                **{f"{k}_avg_macs": v for k, v in vars(fit.costs).items()}}
+                **{f"{k}_avg_{unit}": v for k, v in costs.items()}}
 
 
 @dataclass(frozen=True)
@@ -91,7 +103,8 @@ class SpaceSummary:
         b = self.budget
         if b is None:
             return []
-        out = [Line(f"budget            : avg MACs < {format_macs(b.max_avg_macs)} ({b.budget})"
+        out = [Line(f"budget            : under {b.describe(b.max_avg_macs)} ({b.budget}"
+                    + (", latency profile" if b.latency else "") + ")"
                     + (f" — {fitted_what} fitted to it" if self.fitted else "")),
                Line(f"space cost        : {b.fit.costs}")]
         return out + ([Line(f"warning: {b.fit.warning}", err=True)] if b.fit.warning else [])
@@ -107,8 +120,9 @@ class SpaceSummary:
                Line(f"base grid slots   : {grid}"),
                Line(f"candidates        : {sp.size:,} (~{float(sp.size):.3e})")]
         if self.budget is not None:
-            out.append(Line(f"model             : {self.model}, full step "
-                            f"{format_macs(self.budget.full_macs)} MACs"))
+            full = (f"{self.budget.full_macs * 1e3:.3g} ms" if self.budget.latency
+                    else f"{format_macs(self.budget.full_macs)} MACs")
+            out.append(Line(f"model             : {self.model}, full step {full}"))
         out += self._budget_lines("N-segment choices")
         for i, c in enumerate(self.samples, 1):
             out += [Line(f"\nsample {i}: N={c.n_segments} NFE={c.nfe}"),
@@ -142,29 +156,36 @@ def _timesteps(model: str) -> tuple[int, int]:
 
 
 def fit_budget(choices: SpaceChoices, budget: Budget, model: str, train_timesteps: int = 1000,
-               offset: int = 0) -> BudgetFit:
-    """The space of `choices` for `budget` on `model`'s MACs (its config only; no weights)."""
-    profile = count_macs(load_unet_config(model))
-    limit = budget.max_avg_macs(profile.full)
+               offset: int = 0, profile: Any = None) -> BudgetFit:
+    """The space of `choices` for `budget` on `model`'s MACs (its config only; no weights), or
+    on `profile` (a `LatencyProfile`: a wall-clock budget)."""
+    profile = profile or count_macs(load_unet_config(model))
+    limit = profile.ceiling(budget, choices.t_ref)
     if choices.kind == "segments":
         fit = fit_space(profile, choices.t_ref, limit, choices.branches, choices.intervals,
                         choices.segments)
     else:
         fit = fit_placed(profile, choices.t_ref, limit, choices.kind, choices.branches,
                          choices.steps, train_timesteps, offset)
-    return BudgetFit(budget, limit, profile.full, fit)
+    return BudgetFit(budget, limit, profile.full, fit, profile)
 
 
 def summarize_space(config: StudyConfig | None, choices: SpaceChoices, n_samples: int = 0,
-                    seed: int = 0, budget: str | None = None, model: str | None = None
+                    seed: int = 0, budget: str | None = None, model: str | None = None,
+                    cost: str | None = None, batch_size: int = 64, device: str | None = None,
                     ) -> SpaceSummary:
     """The summary of `choices`, with `n_samples` candidates drawn uniformly (seeded).
 
     The cost range needs the model's MACs, so it is computed only when asked (`budget`, e.g.
     "3G" or "2.5x") or needed (auto choices take the config's budget); `model` overrides the
     config's. A placed (timestep / hybrid) space reads the model's scheduler config for its
-    timesteps whenever a model is known.
+    timesteps whenever a model is known. `cost` "latency" (default: the config's `cost`) prices
+    it by the model's latency profile at `batch_size` on `device` (cached, else measured: the
+    model is loaded then).
     """
+    from flexopt.search.config import check_cost
+
+    cost = check_cost(cost or (config.cost if config else None) or "macs")
     budget_ = Budget.parse(budget) if budget else (
         config.budget if config and choices.auto else None)
     model = model or (config.model if config else None)
@@ -174,7 +195,15 @@ def summarize_space(config: StudyConfig | None, choices: SpaceChoices, n_samples
     if budget_ is not None:
         if not model:
             raise FlexoptError(NEEDS_MODEL)
-        fit = fit_budget(choices, budget_, model, total, offset)
+        budget_.check_unit(cost)
+        profile = None
+        if cost == "latency":
+            from flexopt.metrics.latency import profile_model
+
+            profile = profile_model(model, device=device, batch_size=batch_size,
+                                    sampler=config.sampler if config else "ddim",
+                                    branches=choices.branches).profile
+        fit = fit_budget(choices, budget_, model, total, offset, profile)
         space = fit.fit.space
     else:
         space = choices.space(total, offset)

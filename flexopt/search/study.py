@@ -34,7 +34,9 @@ CONSTRAINTS_ATTR = "constraints"  # trial system attr: the constraint values, as
 PRUNED_AT_ATTR = "pruned_at"  # user attr: the rung (image count) a pruner stopped a trial at
 SCHEDULE_ATTR = "schedule"  # user attr holding a baseline's whole schedule (not in the space)
 _SETTINGS_ATTR = "flexopt:settings"
+_COST_METRIC = {"macs": "avg_macs", "latency": "avg_seconds"}  # a 2-objective study's second
 VALIDATION_ATTR = "flexopt:validation"  # study user attr: the last `validate` (its to_dict())
+LATENCY_ATTR = "flexopt:latency"  # study user attr: the latency profile a latency search used
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class SearchSettings:
     conditioning: str | None = None  # EvalSettings.conditioning(): prompts, class labels
     clip_model: str | None = None  # trials also record their CLIP score
     clip_guard: float | None = None  # CLIP score at least the teacher's minus this
+    cost: str = "macs"  # what the budget prices: "macs" or "latency" (wall-clock, profiled)
 
     def identity(self) -> dict[str, Any]:
         """The values stored on the study and compared when it is resumed (a segment-wise
@@ -68,7 +71,9 @@ class SearchSettings:
             "t_ref": sp.t_ref,
             "sampler": self.sampler,
             "budget": (
-                {"macs": self.budget.macs, "speedup": self.budget.speedup} if self.budget else None
+                {"macs": self.budget.macs, "speedup": self.budget.speedup,
+                 **({"seconds": self.budget.seconds} if self.budget.seconds else {})}
+                if self.budget else None
             ),
             "multi_objective": self.multi_objective,
             "metric": self.metric,
@@ -79,6 +84,7 @@ class SearchSettings:
             **({"conditioning": self.conditioning} if self.conditioning else {}),
             **({"clip_model": self.clip_model} if self.clip_model else {}),
             **({"clip_guard": self.clip_guard} if self.clip_guard is not None else {}),
+            **({"cost": self.cost} if self.cost != "macs" else {}),
         }
 
 
@@ -173,7 +179,8 @@ def claim_settings(study: optuna.Study, settings: SearchSettings, where: str) ->
         with warnings.catch_warnings():  # experimental in Optuna, but what the dashboard shows
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(
-                [settings.metric] + (["avg_macs"] if settings.multi_objective else [])
+                [settings.metric] + ([_COST_METRIC[settings.cost]]
+                                     if settings.multi_objective else [])
             )
     elif stored != mine:
         diff = ", ".join(

@@ -12,6 +12,7 @@ these images; with a paired bootstrap each difference gets an interval, and the 
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,7 +26,14 @@ from flexopt.errors import FlexoptError
 from flexopt.metrics import FeatureStats
 from flexopt.metrics.bootstrap import Interval, paired_bootstrap
 from flexopt.run.budget import format_macs
-from flexopt.search.study import VALIDATION_ATTR, feasible_trials, settings_of, trial_schedule
+from flexopt.run.latency import predict_seconds
+from flexopt.search.study import (
+    LATENCY_ATTR,
+    VALIDATION_ATTR,
+    feasible_trials,
+    settings_of,
+    trial_schedule,
+)
 from flexopt.space.schedule import Schedule
 
 # A baseline's family is the first word of its name (`flexopt.search.baselines`): the held-out
@@ -53,12 +61,16 @@ class ValidationRow:
     fid: float | None = None
     search_value: float | None = None  # its score on the search's own images
     clip: float | None = None  # CLIP score (text pipelines; higher is better)
+    predicted_seconds: float | None = None  # with a latency profile: one batch, predicted
+    measured_seconds: float | None = None  # ... and measured (its held-out generation)
 
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "name": self.name, "kind": self.kind,
                 "steps": self.schedule.step_string(), "avg_macs": self.avg_macs,
                 "speedup": self.speedup, "nfe": self.nfe, "rfid": self.rfid, "fid": self.fid,
-                "clip": self.clip, "search_value": self.search_value}
+                "clip": self.clip, "search_value": self.search_value,
+                "predicted_seconds": self.predicted_seconds,
+                "measured_seconds": self.measured_seconds}
 
 
 @dataclass(frozen=True)
@@ -160,12 +172,27 @@ class Validation:
                 "differences": [d.to_dict() for d in self.differences],
                 "verdict": self.verdict()}
 
+    def wall_speedup(self, row: ValidationRow) -> float | None:
+        """Measured wall-clock speedup of a row over the teacher (a latency validation)."""
+        teacher = next((r for r in self.rows if r.kind == "teacher"), None)
+        if teacher is None or teacher.measured_seconds is None or not row.measured_seconds:
+            return None
+        return teacher.measured_seconds / row.measured_seconds
+
+    def _time_cells(self, r: ValidationRow) -> str:
+        wall = self.wall_speedup(r)
+        nan = float("nan")
+        return (f" {r.predicted_seconds or nan:>7.3f} {r.measured_seconds or nan:>7.3f}"
+                f" {wall or nan:>6.2f}x")
+
     def table(self) -> list[str]:
         """The rows as the command prints them, with a legend."""
         fid, clip = self.reference is not None, self.clip_model is not None
+        timed = any(r.measured_seconds is not None for r in self.rows)
         lines = [f"{'':19} {'schedule':34} {'avg MACs':>9} {'speedup':>8} {'NFE':>4} "
                  f"{'rFID':>8}" + (f" {'FID':>8}" if fid else "")
-                 + (f" {'CLIP':>7}" if clip else "") + f" {'search':>8}"]
+                 + (f" {'CLIP':>7}" if clip else "") + f" {'search':>8}"
+                 + (f" {'pred s':>7} {'meas s':>7} {'wall':>7}" if timed else "")]
         win, win_fid = self.winner("rfid"), self.winner("fid") if fid else None
         for r in self.rows:
             marks = ("*" if r is win else "") + ("+" if r is win_fid else "")
@@ -173,10 +200,14 @@ class Validation:
             lines.append(f"{r.label[:19]:19} {r.name[:34]:34} {format_macs(r.avg_macs):>9} "
                          f"{r.speedup:>7.2f}x {r.nfe:>4} {r.rfid:>8.3f}"
                          + (f" {r.fid:>8.3f}" if fid else "")
-                         + (f" {r.clip:>7.3f}" if clip else "") + f" {sv:>8} {marks}")
+                         + (f" {r.clip:>7.3f}" if clip else "") + f" {sv:>8}"
+                         + (self._time_cells(r) if timed else "") + f" {marks}")
         lines.append("* lowest rFID" + ("; + lowest FID" if fid else "") + " (teacher excluded)"
                      "; search: the score on the search's own images"
-                     + (f"; CLIP: {self.clip_model}, higher is better" if clip else ""))
+                     + (f"; CLIP: {self.clip_model}, higher is better" if clip else "")
+                     + ("; pred s / meas s: seconds per batch predicted by the latency profile "
+                        "and measured here; wall: measured speedup over the teacher"
+                        if timed else ""))
         for d in self.differences:
             lines.append(f"best searched - {d.baseline}: {d.text()}: {d.word}")
         return lines
@@ -226,6 +257,23 @@ def check_conditioning(study: optuna.Study, evaluator: Any) -> None:
                            "--guidance-scale")
 
 
+def validation_latency(study: optuna.Study, evaluator: Any, cost: str | None = None) -> Any:
+    """The latency profile `validate` predicts with, or None: with `cost` "latency" (default:
+    the study's cost), the study's own profile when it was measured at this batch size, else
+    this machine's (cached, or measured now)."""
+    from flexopt.run.latency import LatencyProfile
+    from flexopt.search.config import check_cost
+
+    settings = settings_of(study)
+    if check_cost(cost or settings.get("cost", "macs")) != "latency":
+        return None
+    stored = study.user_attrs.get(LATENCY_ATTR)
+    profile = None if stored is None else LatencyProfile.from_json(stored)
+    if profile is not None and profile.batch_size != evaluator.settings.batch_size:
+        profile = None  # per batch of another size: time this one
+    return evaluator.use_latency(tuple(settings.get("branches") or ()), profile=profile)
+
+
 def search_seeds(study: optuna.Study) -> range:
     """The seeds the search's images used (image i: seed + i)."""
     s = settings_of(study)
@@ -241,6 +289,7 @@ def validate(
     progress: bool = False,
     bootstrap: int = 0,
     record: bool = True,
+    latency: Any = None,
 ) -> Validation:
     """Score the study's best searched schedule, the best feasible baseline of each family and
     `trials` on the evaluator's seeds (its `settings.seed`, `num_images`), against the teacher
@@ -251,6 +300,8 @@ def validate(
     statistics) adds the FID against them. `bootstrap` N ≥ 2
     resamples the held-out images N times, the same images for every schedule and for the
     teacher (paired by noise), for each difference's standard error and 95 % interval.
+    `latency` (a `LatencyProfile`): each row also gets its predicted seconds per batch and the
+    measured ones (its held-out generation; the teacher's from one batch made for it).
     """
     s = settings_of(study)
     if evaluator.t_ref != s["t_ref"] or evaluator.sampler != s["sampler"]:
@@ -266,7 +317,8 @@ def validate(
     overlap = max(0, min(held.stop, used.stop) - max(held.start, used.start))
     teacher = evaluator.teacher().stats
     clip = getattr(evaluator, "clip", None)
-    rows, features = _rows(study, evaluator, chosen, teacher, reference, clip, progress)
+    rows, features = _rows(study, evaluator, chosen, teacher, reference, clip, progress,
+                           latency)
     differences = _differences(rows, features, teacher, reference, bootstrap, progress)
     result = Validation(rows, evaluator.settings.num_images, evaluator.settings.seed, overlap,
                         reference_name, None if reference is None else reference.n,
@@ -282,35 +334,49 @@ def validate(
 
 
 def _rows(study: optuna.Study, evaluator: Any, chosen: list[tuple[str, FrozenTrial]],
-          teacher: FeatureStats, reference: FeatureStats | None, clip: Any, progress: bool
-          ) -> tuple[list[ValidationRow], dict[str, np.ndarray]]:
+          teacher: FeatureStats, reference: FeatureStats | None, clip: Any, progress: bool,
+          latency: Any = None) -> tuple[list[ValidationRow], dict[str, np.ndarray]]:
     """Each chosen trial's images on the held-out seeds, scored (the teacher's row first);
     returns the rows and each row's features by name, for the bootstrap."""
+    batch = evaluator.settings.batch_size
 
     def row(label: str, name: str, kind: str, schedule: Schedule, feats: Any,
-            search_value: float | None, clip_score: float | None) -> ValidationRow:
+            search_value: float | None, clip_score: float | None,
+            measured: float | None = None) -> ValidationRow:
         avg = evaluator.avg_macs(schedule)
         return ValidationRow(
             label, name, kind, schedule, avg, evaluator.full_macs / avg, schedule.nfe,
             float(teacher.frechet_to(feats)) if kind != "teacher" else 0.0,
             None if reference is None else float(reference.frechet_to(feats)), search_value,
-            clip_score)
+            clip_score, None if latency is None else predict_seconds(latency, schedule),
+            measured)
 
+    def timed_images(schedule: Schedule, stop: int | None = None) -> tuple[Any, float]:
+        """The schedule's images, and their generation's seconds scaled to one batch."""
+        t0 = time.perf_counter()
+        gen = evaluator.images(schedule, progress=progress, stop=stop)
+        return gen.images, (time.perf_counter() - t0) * batch / len(gen.images)
+
+    teacher_seconds = None
+    if latency is not None:  # the teacher's images are cached: time one batch of them
+        n = min(batch, evaluator.settings.num_images)
+        teacher_seconds = timed_images(evaluator.teacher_schedule, n)[1]
     rows = [] if teacher.features is None else [
         row("teacher", f"{evaluator.sampler} {evaluator.t_ref} steps", "teacher",
             evaluator.teacher_schedule, teacher.features, None,
-            None if clip is None else float(evaluator.teacher_clip().mean()))]
+            None if clip is None else float(evaluator.teacher_clip().mean()), teacher_seconds)]
     features = {}
     for label, t in chosen:
         schedule = trial_schedule(study, t)
-        images = evaluator.images(schedule, progress=progress).images
+        images, seconds = timed_images(schedule)
         feats = evaluator.features(images)
         base = t.user_attrs.get("baseline")
         name = f"trial {t.number}" + (f" ({base})" if base else "")
         features[name] = feats
         rows.append(row(label, name, "baseline" if base else "searched", schedule, feats,
                         float(t.values[0]),
-                        None if clip is None else float(evaluator.clip_scores(images).mean())))
+                        None if clip is None else float(evaluator.clip_scores(images).mean()),
+                        None if latency is None else seconds))
     return rows, features
 
 

@@ -191,3 +191,24 @@ def test_rung_fidelity_script_on_a_tiny_model(tmp_path, inception_weights):
     assert [r["rung"] for r in data["table"]] == [4, 8] and len(data["rows"]) == 6
     assert all(set(r["rfid"]) == {"4", "8", "16"} for r in data["rows"])
     assert all(-1 <= r["tau"] <= 1 for r in data["table"]) and "Kendall tau" in p.stdout
+
+
+def test_latency_model_script_on_a_tiny_model(tmp_path):
+    """Predicted vs measured for 20+ schedules (and a schedule file), with the summary line;
+    no timing assertion: only that every schedule was predicted and measured."""
+    from flexopt.space.schedule import Schedule
+
+    model = tiny.save(tiny.ddim_pipeline(tiny.unet2d(sample_size=8, seed=0)), tmp_path / "m")
+    Schedule.uniform(20, 4, 2).save(tmp_path / "winner.json")
+    out = tmp_path / "lat.json"
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "latency_model.py"),
+                        "--model", str(model), "--t-ref", "20", "--batch-size", "2",
+                        "--repeats", "1", "--profile-rounds", "1", "--random", "4",
+                        "--schedule", str(tmp_path / "winner.json"), "--device", "cpu",
+                        "--out", str(out)], capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout + p.stderr
+    data = json.loads(out.read_text())
+    assert len(data["rows"]) >= 20 and data["rows"][-1]["schedule"] == "winner"
+    assert all(r["predicted_s"] > 0 and r["measured_s"] > 0 and r["paired_speedup"] > 0
+               for r in data["rows"])
+    assert "median |pred/meas - 1|" in p.stdout and data["profile"]["branches"] == [1, 2, 3]

@@ -177,6 +177,8 @@ def latency_study(model_dir, tmp_path_factory, inception_weights):
 def test_latency_budget_search(latency_study, model_dir, inception_weights):
     tmp, output = latency_study
     assert "latency profile (batch 4" in output and "faster than the teacher" in output
+    assert "x predicted (" in output and "s measured)" in output  # the summary's wall-clock
+    assert "prefix reuse: off" in output
     study = optuna.load_study(study_name="lat", storage=f"sqlite:///{tmp / 's.db'}")
     assert study.user_attrs[LATENCY_ATTR]["full"] == 10.0
     searched = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE

@@ -291,9 +291,9 @@ def _setup_lines(job: SearchJob, objective: Objective) -> list[str]:
     if latency is not None:
         lines.append(_latency_line(latency, space.t_ref))
     if limit is not None and latency is not None:
-        lines.append(f"budget: {latency.describe(limit)} < {latency.format(latency.full)} full "
-                     f"({latency.speedup(limit, space.t_ref):.2f}x faster than the teacher, "
-                     "predicted)")
+        lines.append(f"budget: under {latency.describe(limit)} (a full step: "
+                     f"{latency.format(latency.full)}; {latency.speedup(limit, space.t_ref):.2f}x "
+                     "faster than the teacher, predicted)")
     elif limit is not None:
         lines.append(f"budget: avg MACs < {format_macs(limit)} "
                      f"({ev.full_macs / limit:.2f}x fewer than the teacher)")
@@ -419,7 +419,8 @@ def summary(result: SearchResult, metric: str, baselines: bool | str) -> list[st
         what = f" ({b.user_attrs['baseline']})" if "baseline" in b.user_attrs else ""
         lines.append(f"best {label} under budget: trial {b.number}{what}, {metric} "
                      f"{b.values[0]:.4g}, avg MACs {format_macs(b.user_attrs['avg_macs'])} "
-                     f"({b.user_attrs['speedup']:.2f}x), NFE {b.user_attrs['nfe']}")
+                     f"({b.user_attrs['speedup']:.2f}x), NFE {b.user_attrs['nfe']}"
+                     + _wall_clock(b.user_attrs))
         lines.append(f"  steps: {b.user_attrs['step_types']}")
     if feasible and "baseline" in feasible[0].user_attrs:
         lines.append(f"the best under the budget is a baseline "
@@ -438,6 +439,17 @@ def summary(result: SearchResult, metric: str, baselines: bool | str) -> list[st
     return lines
 
 
+def _wall_clock(attrs: dict[str, Any]) -> str:
+    """A latency study's trial: its predicted wall-clock speedup and seconds per batch, and the
+    seconds its generation took (scaled to a batch)."""
+    if "predicted_speedup" not in attrs:
+        return ""
+    measured = attrs.get("measured_seconds")
+    return (f"; wall-clock {attrs['predicted_speedup']:.2f}x predicted "
+            f"({attrs['predicted_seconds']:.3g} s per batch"
+            + (f", {measured:.3g} s measured)" if measured is not None else ")"))
+
+
 def prefix_reuse_line(study: optuna.Study) -> list[str]:
     """One line on the U-Net calls shared-prefix reuse saved over the study (none: no line)."""
     attrs = [t.user_attrs for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -446,6 +458,8 @@ def prefix_reuse_line(study: optuna.Study) -> list[str]:
     total = skipped + sum(a.get("unet_calls", 0) for a in attrs)
     if not total:
         return []
+    if any("predicted_seconds" in a for a in attrs):
+        return ["prefix reuse: off (a latency search measures each trial's own schedule)"]
     return [f"prefix reuse: {skipped} of {total} U-Net calls skipped ({skipped / total:.0%}) "
             f"over {len(attrs)} evaluated trials"]
 

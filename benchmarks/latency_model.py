@@ -10,7 +10,8 @@ fewer-step teachers, DeepCache-uniform at every branch and several intervals, ra
 of the segment and hybrid spaces, and any `--schedule FILE` (a search's winner) — each timed as a
 search generates (one `generate_images` call of one batch), interleaved over `--repeats` rounds
 in a shuffled order; the median counts. Prints each schedule's predicted and measured seconds,
-their ratio, and the median and worst |ratio - 1|; and its wall-clock speedup over the teacher,
+their ratio (and `paired`: the median over rounds of that round's profile's prediction over that
+round's measurement), the median and worst |ratio - 1|; and its wall-clock speedup over the teacher,
 predicted, measured (medians) and paired (the median over rounds of the teacher's seconds over
 the schedule's in the same round); writes JSON.
 
@@ -26,13 +27,14 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from flexopt.models.loading import load_pipeline, parse_device
 from flexopt.run.cost import count_macs, schedule_cost
-from flexopt.run.latency import measure_latency, median_profile, predict_seconds, time_call
+from flexopt.run.latency import measure_latency, median_profile, predict_seconds
 from flexopt.run.pipeline import apply_schedule, generate_images
 from flexopt.search.config import SpaceChoices
 from flexopt.space.schedule import Schedule
@@ -60,6 +62,18 @@ def schedules(t_ref: int, branches: tuple[int, ...], seed: int, n_random: int,
             sys.exit(f"{path}: t_ref {s.t_ref}, this run's is {t_ref}")
         out[Path(path).stem] = s
     return out
+
+
+def _clock(run: Callable[[], object], device: torch.device) -> float:
+    """Wall-clock of `run()` as a search sees it: no synchronisation between U-Net calls (the
+    profile's stamps synchronise; the measurement must not share that)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    run()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -98,8 +112,8 @@ def main() -> None:
         rng.shuffle(names)
         for name in names:
             run = apply_schedule(pipe, todo[name])
-            seconds, _ = time_call(lambda on_call, run=run: generate_images(
-                run, args.batch_size, 0, args.batch_size, progress=on_call), device)
+            seconds = _clock(lambda run=run: generate_images(
+                run, args.batch_size, 0, args.batch_size, progress=False), device)
             if r:
                 times[name].append(seconds)
         print(f"round {r}/{args.repeats} done", file=sys.stderr)
@@ -113,32 +127,44 @@ def main() -> None:
         paired = statistics.median(t / m for t, m in zip(times[teacher_name], times[name],
                                                          strict=True))
         predicted = predict_seconds(profile, s)
+        # each round's prediction (from the profile round taken just before that round's runs)
+        # over that round's measurement: what a profile taken now predicts of a run now
+        paired_ratio = statistics.median(predict_seconds(p, s) / m for p, m in zip(
+            profile_rounds, times[name], strict=True))
         rows.append({"schedule": name, "steps": s.step_string(), "nfe": s.nfe,
                      "macs_speedup": macs.full * args.t_ref / schedule_cost(s, macs).total_macs,
                      "predicted_s": predicted, "measured_s": measured,
                      "ratio": predicted / measured, "measured_speedup": teacher / measured,
-                     "paired_speedup": paired,
+                     "paired_speedup": paired, "paired_ratio": paired_ratio,
                      "predicted_speedup": predict_seconds(profile, Schedule.full(args.t_ref))
                      / predicted})
     errors = [abs(r["ratio"] - 1) for r in rows]
+    paired_errors = [abs(r["paired_ratio"] - 1) for r in rows]
     # speedups are ratios: a uniform drift of the machine's speed cancels out of them
     speed_errors = [abs(r["predicted_speedup"] / r["paired_speedup"] - 1) for r in rows]
     print(f"{'schedule':24} {'NFE':>4} {'MACs x':>7} {'pred s':>8} {'meas s':>8} {'pred/meas':>9}"
-          f" {'pred x':>7} {'wall x':>7} {'paired x':>8}")
+          f" {'paired':>6} {'pred x':>7} {'wall x':>7} {'paired x':>8}")
     for r in rows:
         print(f"{r['schedule'][:24]:24} {r['nfe']:4d} {r['macs_speedup']:7.2f} "
               f"{r['predicted_s']:8.3f} {r['measured_s']:8.3f} {r['ratio']:9.3f} "
+              f"{r['paired_ratio']:6.3f} "
               f"{r['predicted_speedup']:7.2f} {r['measured_speedup']:7.2f} "
               f"{r['paired_speedup']:8.2f}")
     summary = {"schedules": len(rows), "median_abs_error": statistics.median(errors),
                "worst_abs_error": max(errors),
                "worst": rows[errors.index(max(errors))]["schedule"],
+               "median_paired_error": statistics.median(paired_errors),
+               "worst_paired_error": max(paired_errors),
+               "worst_paired": rows[paired_errors.index(max(paired_errors))]["schedule"],
                "median_speedup_error": statistics.median(speed_errors),
                "worst_speedup_error": max(speed_errors)}
     print(f"{len(rows)} schedules: median |pred/meas - 1| = {summary['median_abs_error']:.1%}, "
           f"worst {summary['worst_abs_error']:.1%} ({summary['worst']}); speedup over the "
           f"teacher, predicted / measured (paired by round): median "
           f"{summary['median_speedup_error']:.1%}, worst {summary['worst_speedup_error']:.1%}")
+    print(f"paired by round (each round's profile / that round's run): median "
+          f"{summary['median_paired_error']:.1%}, worst {summary['worst_paired_error']:.1%} "
+          f"({summary['worst_paired']})")
     Path(args.out).write_text(json.dumps({
         "command": " ".join(sys.argv), "model": args.model, "t_ref": args.t_ref,
         "batch_size": args.batch_size, "threads": torch.get_num_threads(),

@@ -210,5 +210,5 @@ def test_latency_model_script_on_a_tiny_model(tmp_path):
     data = json.loads(out.read_text())
     assert len(data["rows"]) >= 20 and data["rows"][-1]["schedule"] == "winner"
     assert all(r["predicted_s"] > 0 and r["measured_s"] > 0 and r["paired_speedup"] > 0
-               for r in data["rows"])
+               and r["paired_ratio"] > 0 for r in data["rows"])
     assert "median |pred/meas - 1|" in p.stdout and data["profile"]["branches"] == [1, 2, 3]

@@ -264,3 +264,35 @@ def test_config_cost_key(tmp_path):
     with pytest.raises(FlexoptError, match="in MACs, but the cost is latency"):
         StudyConfig.from_dict({"cost": "latency", "budget": "3G", "space": {
             "segments": [4], "branches": [1], "intervals": [1]}})
+
+
+def test_call_kinds_of_a_late_start_and_a_split_batch(pipe):
+    """img2img runs the schedule's last calls, the first of them full; a run that made a
+    multiple of the calls was split (out of memory): one clear line, not a wrong diagnosis."""
+    s = Schedule.uniform(10, 2, 3)  # F P F P ...
+    assert latency_mod._kinds(pipe, s, 10, 4) == ["full", "partial_3"] * 5
+    assert latency_mod._kinds(pipe, s, 7, 4) == ["full", "full", "partial_3", "full",
+                                                  "partial_3", "full", "partial_3"]
+    with pytest.raises(FlexoptError, match="a batch of 4 does not fit on the device"):
+        latency_mod._kinds(pipe, s, 20, 4)
+    with pytest.raises(FlexoptError, match="made 13 U-Net calls for a schedule of 10"):
+        latency_mod._kinds(pipe, s, 13, 4)
+
+
+def test_timestep_profile_has_no_partial_steps(pipe, tmp_path, monkeypatch):
+    FakeClock(monkeypatch)
+    got = latency_profile(pipe, batch_size=2, cache=str(tmp_path), rounds=1, warmup=0,
+                          branches=())
+    assert got.profile.partial == () and got.profile.max_branch == 0
+    assert latency_profile(pipe, batch_size=2, cache=str(tmp_path), rounds=1, warmup=0,
+                           branches=()).source == "cache"  # read back, not "corrupt"
+
+
+def test_fitting_takes_the_costliest_branch_as_the_heaviest():
+    from flexopt.run.fitting import cost_range
+    from flexopt.space.segment import SearchSpace
+
+    p = LatencyProfile(full=1.0, partial=(0.5, 0.1), fixed=0.0, batch_size=1)  # b=1 costlier
+    space = SearchSpace((2,), (1, 2), (1, 2), 4)
+    assert cost_range(space, p).heaviest == pytest.approx(2 * (1.0 + 0.5) / 4)
+    assert Budget.parse("800MS").seconds == 0.8 and Budget.parse("1.5S").seconds == 1.5

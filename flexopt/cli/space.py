@@ -24,7 +24,8 @@ from flexopt.search.overrides import resolve_space
 @click.option("--budget", help="Max avg MACs (3G, 250M) or a speedup (2.5x): print the space's "
                                "cost range next to it (needs a model: --model or CONFIG's).")
 @click.option("--model", help="Pipeline directory, hub id, or flexopt:NAME whose MACs cost the "
-                              "space (overrides CONFIG's; only its config is read).")
+                              "space (overrides CONFIG's; only its config is read, except "
+                              "with --cost latency: then it is loaded and timed, once).")
 @cost_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="--cost latency: the batch the latency profile times (the search's).")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from flexopt.metrics.cachedir import atomic_write, cache_dir, file_lock
-from flexopt.run.latency import LatencyProfile, latency_key, measure_latency
+from flexopt.run.latency import LatencyProfile, latency_key, measure_latency, uses_guidance
 
 
 @dataclass(frozen=True)
@@ -59,8 +59,7 @@ def latency_profile(
     the cache (`cache`: a cache directory, default `flexopt.metrics.cachedir.cache_dir()`) or
     measured now and cached (`refresh`: measure again even when cached)."""
     kwargs = dict(generate_kwargs or {})
-    guidance = bool(kwargs.get("prompts")) and kwargs.get("guidance_scale", 7.5) > 1
-    key = latency_key(pipe, sampler, batch_size, guidance, branches)
+    key = latency_key(pipe, sampler, batch_size, uses_guidance(kwargs), branches)
     path = profile_path(key, cache)
     with file_lock(path.with_suffix(".lock")):
         cached = None if refresh else read_profile(path, key)

@@ -269,12 +269,15 @@ def collect(study: optuna.Study, highlight: Sequence[int] = ()) -> StudyReport:
 def _batch_budget(latency: dict[str, Any] | None, budget: dict[str, Any],
                   t_ref: int) -> float | None:
     """A latency study's budget in seconds per batch (the teacher's predicted time / speedup)."""
-    if latency is None or not budget:
+    if latency is None or not budget or budget.get("macs") is not None:
         return None
-    if budget.get("seconds") is not None:
-        return float(budget["seconds"])
-    teacher = float(latency["fixed"]) + t_ref * float(latency["full"])
-    return teacher / float(budget["speedup"]) if budget.get("speedup") else None
+    from flexopt.run.budget import Budget
+    from flexopt.run.latency import LatencyProfile
+
+    with contextlib.suppress(FlexoptError, ValueError, KeyError, TypeError):
+        profile = LatencyProfile.from_json(latency)
+        return profile.seconds(profile.ceiling(Budget(**budget), t_ref) * t_ref)
+    return None
 
 
 TABLE_COLUMNS = ("trial", "kind", "label", "state", "n_segments", "segments", "steps",

@@ -12,7 +12,7 @@ from flexopt.errors import FlexoptError
 
 _UNITS = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
 _BUDGET_RE = re.compile(
-    r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([KMGTkmgt]?|[xX]|ms|s)\s*$")
+    r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([KMGTkmgt]?|[xX]|[mM][sS]|[sS])\s*$")
 _SECONDS = {"S": 1.0, "MS": 1e-3}
 
 

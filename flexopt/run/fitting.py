@@ -47,7 +47,8 @@ class CostRange:
 
 def cost_range(space: SearchSpace, profile: CostProfile, draws: int = 2000) -> CostRange:
     """The space's cost range (a fixed-seed sample for the median, so it prints the same)."""
-    heavy = Segment(space.branches[-1], space.intervals[-1])
+    # the costliest branch (the deepest for MACs; a measured profile may order them otherwise)
+    heavy = Segment(max(space.branches, key=profile.partial_cost), space.intervals[-1])
     heaviest = Candidate((heavy,) * space.segments[-1])
     rng = random.Random(0)
     costs = sorted(candidate_avg_macs(space.sample(rng), profile, space.t_ref)
@@ -73,7 +74,8 @@ def fitted_segments(profile: CostProfile, t_ref: int, max_avg_macs: float,
     def seg_cost(branch: int, interval: int) -> int:
         return total_macs((Segment(branch, interval),), profile)
 
-    light, heavy = seg_cost(min(branches), min(intervals)), seg_cost(max(branches), max(intervals))
+    light = seg_cost(min(branches, key=profile.partial_cost), min(intervals))
+    heavy = seg_cost(max(branches, key=profile.partial_cost), max(intervals))
     n_max = math.ceil(total / light) - 1
     if n_max < 1:
         raise FlexoptError(

@@ -70,7 +70,7 @@ class LatencyProfile:
 
     @property
     def max_branch(self) -> int:
-        return max(self.branches)
+        return max(self.branches, default=0)
 
     def partial_cost(self, branch: int) -> float:
         """Seconds of a partial step at `branch`."""
@@ -80,8 +80,6 @@ class LatencyProfile:
                 f"{', '.join(map(str, self.branches))} (profile other branches with "
                 "`flexopt profile --branches`)")
         return self.partial[self.branches.index(branch)]
-
-    partial_macs = partial_cost  # the name every cost function calls on a MacsProfile
 
     def seconds(self, total_step_seconds: float) -> float:
         """Predicted seconds of one call (a batch) whose steps take `total_step_seconds`."""
@@ -125,7 +123,7 @@ class LatencyProfile:
             raise ValueError("not a flexopt latency profile")
         partial = tuple(float(p) for p in data["partial"])
         values = [float(data["full"]), *partial, float(data["fixed"])]
-        if not partial or any(not v >= 0 for v in values) or float(data["full"]) <= 0:
+        if any(not v >= 0 for v in values) or float(data["full"]) <= 0:
             raise ValueError("a latency profile needs positive step costs")
         branches = tuple(int(b) for b in data.get("branches", range(1, len(partial) + 1)))
         return cls(float(data["full"]), partial, float(data["fixed"]), int(data["batch_size"]),
@@ -145,6 +143,12 @@ def device_name(device: torch.device) -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def uses_guidance(generate_kwargs: dict[str, Any]) -> bool:
+    """Whether the U-Net runs a doubled batch: prompts with classifier-free guidance above 1."""
+    return bool(generate_kwargs.get("prompts")) and generate_kwargs.get("guidance_scale",
+                                                                         7.5) > 1
 
 
 def latency_key(pipe: Any, sampler: str, batch_size: int, guidance: bool,
@@ -188,19 +192,28 @@ class _Stamps:
     """Called after each U-Net call (the hook's `on_call`): the time, after the device is done."""
 
     def __init__(self, device: torch.device) -> None:
-        self.sync = torch.cuda.synchronize if device.type == "cuda" else None
+        self.device = device if device.type == "cuda" else None
         self.times: list[float] = []
 
     def __call__(self) -> None:
-        if self.sync is not None:
-            self.sync()
+        if self.device is not None:
+            torch.cuda.synchronize(self.device)  # the model's GPU, not the current one
         self.times.append(perf_counter())
 
 
-def _kinds(pipe: Any, schedule: Schedule) -> list[str]:
-    """The step kind of each U-Net call the schedule makes: "full" or "partial_<b>"."""
+def _kinds(pipe: Any, schedule: Schedule, made: int, batch_size: int) -> list[str]:
+    """The step kind of each of the `made` U-Net calls a run of the schedule made: "full" or
+    "partial_<b>". A pipeline that starts late (img2img's `strength`) makes the last calls only,
+    its first one full (nothing is cached yet)."""
     calls = FlexScheduler.build(pipe.scheduler, schedule).calls
-    return ["full" if c.kind == StepType.FULL else f"partial_{c.branch}" for c in calls]
+    kinds = ["full" if c.kind == StepType.FULL else f"partial_{c.branch}" for c in calls]
+    if made > len(kinds):
+        if made % len(kinds) == 0:  # generate_images halved the batch on out-of-memory
+            raise FlexoptError(f"a batch of {batch_size} does not fit on the device (it was "
+                               "split to run); allowed: a smaller --batch-size")
+        raise FlexoptError(f"the pipeline made {made} U-Net calls for a schedule of "
+                           f"{len(kinds)}; allowed: one call per scheduler step")
+    return ["full", *kinds[len(kinds) - made + 1:]] if made else []
 
 
 def _step_kinds(schedule: Schedule) -> list[str]:
@@ -251,7 +264,7 @@ def measure_latency(
     schedules = calibration_schedules(branches, sampler)
     device = pipe._execution_device
     kwargs = dict(generate_kwargs or {})
-    guidance = bool(kwargs.get("prompts")) and kwargs.get("guidance_scale", 7.5) > 1
+    guidance = uses_guidance(kwargs)
 
     def run(schedule: Schedule) -> Callable[[Callable[[], None]], None]:
         scheduled = apply_schedule(pipe, schedule)
@@ -270,13 +283,10 @@ def measure_latency(
         timed = []
         for schedule in order:
             seconds, ends = time_call(run(schedule), device)
-            kinds = _kinds(pipe, schedule)
-            if len(ends) != len(kinds):
-                raise FlexoptError(f"the pipeline made {len(ends)} U-Net calls for a schedule "
-                                   f"of {len(kinds)}; allowed: one call per scheduler step")
+            kinds = _kinds(pipe, schedule, len(ends), batch_size)
             for kind, a, b in zip(kinds[1:], ends, ends[1:], strict=False):
                 gaps.setdefault(kind, []).append(b - a)
-            timed.append((seconds, schedule))
+            timed.append((seconds, schedule, len(ends)))
             done += 1
             if progress is not None:
                 progress(done, total)
@@ -285,8 +295,9 @@ def measure_latency(
         # within a round the mean: a schedule's time is a sum of steps, and a sum follows the
         # mean, not the median, of a right-skewed step time; across rounds the median
         medians = {kind: statistics.fmean(v) for kind, v in gaps.items()}
-        for seconds, schedule in timed:
-            fixed.append(seconds - sum(medians[k] for k in _step_kinds(schedule)))
+        for seconds, schedule, made in timed:  # the steps run (a late start: the last ones)
+            steps = _step_kinds(schedule)[-made:] if made else []
+            fixed.append(seconds - sum(medians[k] for k in steps))
         medians["fixed"] = statistics.median(fixed)
         per_round.append(medians)
     rows = [LatencyProfile(m["full"], tuple(m[f"partial_{b}"] for b in branches), m["fixed"],

@@ -310,6 +310,7 @@ class ModelEvaluator:
         feats: list[np.ndarray] = []
         counts = {"unet_calls": 0, "unet_calls_skipped": 0}
         self.last_images, self.last_scores = None, {}
+        self.last_batch_seconds, sampling = None, 0.0
         start, value = 0, math.nan
         for stop in bounds:
             t0 = time.perf_counter()
@@ -318,6 +319,7 @@ class ModelEvaluator:
             images.append(gen.images)
             feats.append(self.features(gen.images))
             t2 = time.perf_counter()
+            sampling += gen.seconds  # the pipeline calls' wall-clock (not loading the inputs)
             counts["unet_calls"] += gen.calls
             counts["unet_calls_skipped"] += gen.skipped
             part = np.concatenate(feats)
@@ -326,8 +328,9 @@ class ModelEvaluator:
             timings["features"] += t2 - t1
             timings["metric"] += time.perf_counter() - t2
             self.last_timings, self.last_counts = dict(timings), dict(counts)
-            # generation seconds scaled to one batch: what a latency profile predicts
-            self.last_batch_seconds = timings["generate"] * self.settings.batch_size / stop
+            # sampling seconds scaled to one batch: what a latency profile predicts (rung pieces
+            # are smaller batches: on a GPU a trial stopped at a rung reads slower per image)
+            self.last_batch_seconds = sampling * self.settings.batch_size / stop
             if stop < total and on_rung is not None:
                 on_rung(stop, float(value))
             start = stop

@@ -194,6 +194,11 @@ def run_search(job: SearchJob, log: Log = print) -> SearchResult:
 
         grids = SampleGridUploader.for_storage(url, job.artifacts)
     stored = study_latency(storage, job.study_name) if job.cost == "latency" else None
+    if stored is not None and stored.batch_size != job.batch_size:
+        log(f"warning: the study's latency profile is for batches of {stored.batch_size}, this "
+            f"worker's are {job.batch_size}: it prices by its own profile (give --batch-size "
+            f"{stored.batch_size} to price as the study's other workers do)")
+        stored = None
     objective = _objective(job, stored)
     ev, limit, space = objective.evaluator, objective.max_avg_macs, objective.space
     if stored is not None:
@@ -249,7 +254,14 @@ def study_latency(storage: Any, study_name: str) -> Any:
     except KeyError:  # no such study yet
         return None
     data = study.user_attrs.get(LATENCY_ATTR)
-    return None if data is None else LatencyProfile.from_json(data)
+    if data is None:
+        return None
+    try:
+        return LatencyProfile.from_json(data)
+    except (ValueError, KeyError, TypeError) as err:
+        raise FlexoptError(f"study {study_name!r} holds a latency profile that cannot be read "
+                           f"({err}); allowed: a profile written by flexopt (delete the study "
+                           f"user attr {LATENCY_ATTR!r} to measure again)") from None
 
 
 def _objective(job: SearchJob, latency: Any = None) -> Objective:

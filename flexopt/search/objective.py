@@ -207,7 +207,8 @@ class Objective:
         if budget_ is not None:
             budget_.check_unit(cost)  # before a latency profile is measured
         if cost == "latency":
-            ev.use_latency(space.branches, rounds=latency_rounds, progress=latency_progress,
+            branches = () if getattr(space, "kind", "segments") == "timesteps" else space.branches
+            ev.use_latency(branches, rounds=latency_rounds, progress=latency_progress,
                            profile=latency_profile)
         limit = ev.cost_profile.ceiling(budget_, space.t_ref) if budget_ else None
         fit = None

@@ -200,9 +200,11 @@ def summarize_space(config: StudyConfig | None, choices: SpaceChoices, n_samples
         if cost == "latency":
             from flexopt.metrics.latency import profile_model
 
-            profile = profile_model(model, device=device, batch_size=batch_size,
-                                    sampler=config.sampler if config else "ddim",
-                                    branches=choices.branches).profile
+            guidance = config.guidance_scale if config and config.guidance_scale else 7.5
+            profile = profile_model(
+                model, device=device, batch_size=batch_size,
+                sampler=config.sampler if config else "ddim", guidance_scale=guidance,
+                branches=() if choices.kind == "timesteps" else choices.branches).profile
         fit = fit_budget(choices, budget_, model, total, offset, profile)
         space = fit.fit.space
     else:

@@ -12,7 +12,6 @@ these images; with a paired bootstrap each difference gets an interval, and the 
 
 from __future__ import annotations
 
-import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -268,10 +267,14 @@ def validation_latency(study: optuna.Study, evaluator: Any, cost: str | None = N
     if check_cost(cost or settings.get("cost", "macs")) != "latency":
         return None
     stored = study.user_attrs.get(LATENCY_ATTR)
-    profile = None if stored is None else LatencyProfile.from_json(stored)
+    try:
+        profile = None if stored is None else LatencyProfile.from_json(stored)
+    except (ValueError, KeyError, TypeError):
+        profile = None  # unreadable: time this machine's
     if profile is not None and profile.batch_size != evaluator.settings.batch_size:
         profile = None  # per batch of another size: time this one
-    return evaluator.use_latency(tuple(settings.get("branches") or ()), profile=profile)
+    branches = () if settings.get("space") == "timesteps" else settings.get("branches") or ()
+    return evaluator.use_latency(tuple(branches), profile=profile)
 
 
 def search_seeds(study: optuna.Study) -> range:
@@ -352,19 +355,11 @@ def _rows(study: optuna.Study, evaluator: Any, chosen: list[tuple[str, FrozenTri
             measured)
 
     def timed_images(schedule: Schedule, stop: int | None = None) -> tuple[Any, float]:
-        """The schedule's images, and their generation's seconds scaled to one batch."""
-        t0 = time.perf_counter()
+        """The schedule's images, and their sampling seconds scaled to one batch."""
         gen = evaluator.images(schedule, progress=progress, stop=stop)
-        return gen.images, (time.perf_counter() - t0) * batch / len(gen.images)
+        return gen.images, gen.seconds * batch / len(gen.images)
 
-    teacher_seconds = None
-    if latency is not None:  # the teacher's images are cached: time one batch of them
-        n = min(batch, evaluator.settings.num_images)
-        teacher_seconds = timed_images(evaluator.teacher_schedule, n)[1]
-    rows = [] if teacher.features is None else [
-        row("teacher", f"{evaluator.sampler} {evaluator.t_ref} steps", "teacher",
-            evaluator.teacher_schedule, teacher.features, None,
-            None if clip is None else float(evaluator.teacher_clip().mean()), teacher_seconds)]
+    rows: list[ValidationRow] = []
     features = {}
     for label, t in chosen:
         schedule = trial_schedule(study, t)
@@ -377,6 +372,15 @@ def _rows(study: optuna.Study, evaluator: Any, chosen: list[tuple[str, FrozenTri
                         float(t.values[0]),
                         None if clip is None else float(evaluator.clip_scores(images).mean()),
                         None if latency is None else seconds))
+    if teacher.features is not None:
+        teacher_seconds = None
+        if latency is not None:  # its images are cached: time one batch (last: the run is warm)
+            n = min(batch, evaluator.settings.num_images)
+            teacher_seconds = timed_images(evaluator.teacher_schedule, n)[1]
+        rows.insert(0, row("teacher", f"{evaluator.sampler} {evaluator.t_ref} steps", "teacher",
+                           evaluator.teacher_schedule, teacher.features, None,
+                           None if clip is None else float(evaluator.teacher_clip().mean()),
+                           teacher_seconds))
     return rows, features
 
 

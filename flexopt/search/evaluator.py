@@ -30,7 +30,7 @@ from flexopt.metrics.teacher import (
 )
 from flexopt.models.conditioning import DEFAULT_GUIDANCE, files_digest, image_prompts
 from flexopt.run.cost import MacsProfile, count_macs, schedule_cost
-from flexopt.run.latency import LatencyProfile, predict_seconds
+from flexopt.run.latency import LatencyProfile
 from flexopt.run.pipeline import GeneratedImages, apply_schedule, generate_images, pipeline_kind
 from flexopt.run.prefix import DEFAULT_PREFIX_CACHE_MB, REUSABLE_KINDS, PrefixCache, PrefixReuse
 from flexopt.search.pruning import check_rungs
@@ -134,7 +134,7 @@ class ModelEvaluator:
         """The latency profile when the budget is wall-clock (`use_latency`), else None."""
         return self.cost_profile if isinstance(self.cost_profile, LatencyProfile) else None
 
-    def use_latency(self, branches: Sequence[int], refresh: bool = False, rounds: int = 5,
+    def use_latency(self, branches: Sequence[int], rounds: int = 5,
                     progress: Callable[[int, int], None] | None = None,
                     profile: LatencyProfile | None = None) -> LatencyProfile:
         """Price schedules in seconds: `profile` (a study's, so every worker prices alike), else
@@ -146,16 +146,11 @@ class ModelEvaluator:
         if profile is None:
             profile = latency_profile(
                 self.pipe, sampler=self.sampler, batch_size=self.settings.batch_size,
-                cache=self.cache_dir, refresh=refresh, rounds=rounds, branches=branches,
+                cache=self.cache_dir, rounds=rounds, branches=branches,
                 generate_kwargs=self.generate_kwargs(), progress=progress).profile
         self.cost_profile = profile
         self._prefix_cache = None
         return profile
-
-    def predicted_seconds(self, schedule: Schedule) -> float | None:
-        """Predicted seconds of one batch running `schedule` (None without a latency profile)."""
-        latency = self.latency
-        return None if latency is None else predict_seconds(latency, schedule)
 
     def generate_kwargs(self) -> dict[str, Any]:
         """What `generate_images` takes besides the noise: prompts, labels, input images."""

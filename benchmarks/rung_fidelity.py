@@ -9,7 +9,10 @@ ones spread from 0.6x the budget up to it, and one-mutation children of them), w
 - Kendall tau between the rung's ranking and the full score's (scipy.stats.kendalltau);
 - what successive halving at that rung would do: of the candidates in the best half by the full
   score, the share it would have stopped (the rung puts them in the worse half), and of the best
-  quarter, the share it would have stopped.
+  quarter, the share it would have stopped;
+- what the `population` pruner's parent rule would do: of the children, the share worse than
+  their parent at the rung (stopped), and of those, the share that end better than their parent
+  on all the images (stopped wrongly).
 
 Writes JSON with every candidate's values.
 
@@ -25,6 +28,7 @@ import platform
 import random
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -43,26 +47,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def draw(objective, n: int, seed: int) -> list:
-    """`n` distinct feasible candidates: half random (spread over costs), half their children."""
+def draw(objective, n: int, seed: int) -> list[tuple[Any, int | None]]:
+    """`n` distinct feasible candidates, each with its parent's index (None for a random one):
+    half random (spread over costs), half one-mutation children of them."""
     from flexopt.search.sampler import FlexEvolutionSampler, candidate_key
 
     space = objective.space
     smp = FlexEvolutionSampler(space, objective.feasible, seed=seed, seeds={})
     rng = random.Random(seed)
     seen: set[str] = set()
-    out = []
+    out: list[tuple[Any, int | None]] = []
     while len(out) < n:
+        parent = None
         if len(out) < n // 2 or not out:
             cand = smp.random_feasible(seen, smp._spread(len(out)))
         else:
-            cand, _ = space.mutate(rng.choice(out), rng, 1)
+            parent = rng.randrange(n // 2 or 1)
+            cand, _ = space.mutate(out[parent][0], rng, 1)
             if not objective.feasible(cand):
                 continue
         key = candidate_key(space, cand)
         if key not in seen:
             seen.add(key)
-            out.append(cand)
+            out.append((cand, parent))
     return out
 
 
@@ -86,11 +93,11 @@ def main(argv: list[str] | None = None) -> None:
     ev = objective.evaluator
     ev.teacher()
     rows = []
-    for i, cand in enumerate(draw(objective, args.candidates, args.seed), 1):
+    for i, (cand, parent) in enumerate(draw(objective, args.candidates, args.seed), 1):
         schedule = objective.space.schedule(cand, job.sampler)
         values: dict[int, float] = {}
         values[job.num_images] = ev.score(schedule, rungs, values.__setitem__)
-        rows.append({"candidate": str(cand), "steps": schedule.step_string(),
+        rows.append({"candidate": str(cand), "parent": parent, "steps": schedule.step_string(),
                      "speedup": ev.full_macs / ev.avg_macs(schedule),
                      "rfid": {str(k): v for k, v in sorted(values.items())}})
         print(f"  {i}/{args.candidates}: " + ", ".join(f"{k}: {v:.2f}" for k, v in
@@ -101,16 +108,24 @@ def main(argv: list[str] | None = None) -> None:
     best_half, best_quarter = set(order[:len(rows) // 2]), set(order[:len(rows) // 4])
     table = []
     print(f"\n{len(rows)} candidates, rFID on {job.num_images} images of the search's seeds")
-    print(f"{'rung':>6} {'Kendall tau':>12} {'best half stopped':>18} {'best quarter stopped':>21}")
+    children = [(i, r["parent"]) for i, r in enumerate(rows) if r["parent"] is not None]
+    print(f"{'rung':>6} {'Kendall tau':>12} {'best half stopped':>18} {'best quarter stopped':>21}"
+          f" {'children stopped':>17} {'of them wrongly':>16}")
     for n in rungs:
         at = np.array([r["rfid"][str(n)] for r in rows])
         tau = float(kendalltau(at, full).statistic)
         worse_half = set(np.argsort(at)[len(rows) // 2:])
         half = len(best_half & worse_half) / max(len(best_half), 1)
         quarter = len(best_quarter & worse_half) / max(len(best_quarter), 1)
+        # the parent rule: a child worse than its parent at the rung is stopped; wrongly when
+        # it ends better than its parent on all the images
+        stopped = [(c, p) for c, p in children if at[c] > at[p]]
+        wrong = [(c, p) for c, p in stopped if full[c] < full[p]]
         table.append({"rung": n, "tau": tau, "best_half_stopped": half,
-                      "best_quarter_stopped": quarter})
-        print(f"{n:>6} {tau:>12.3f} {half:>18.0%} {quarter:>21.0%}")
+                      "best_quarter_stopped": quarter, "children": len(children),
+                      "children_stopped": len(stopped), "stopped_wrongly": len(wrong)})
+        print(f"{n:>6} {tau:>12.3f} {half:>18.0%} {quarter:>21.0%} "
+              f"{len(stopped):>8} of {len(children):<5} {len(wrong):>9} of {len(stopped):<4}")
     Path(args.out).write_text(json.dumps({
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": platform.platform(), "args": vars(args), "num_images": job.num_images,

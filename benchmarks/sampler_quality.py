@@ -3,7 +3,8 @@
 Runs the demo's search (embedded model, its space, budget, images per candidate and evolution
 settings) once per (variant, search seed), each for the same wall-clock minutes, where a variant
 is a search sampler plus a pruner: `evo` (Flexiffusion's evolution, every candidate on all its
-images), `evo+halving` (the same with successive halving over rungs 8 → 16 → 32), `evo+median`,
+images), `evo+population` (the same, a child stopped at 8 images unless it is among the population's
+best there), `evo+halving` (successive halving over rungs 8 → 16 → 32), `evo+median`,
 `evo+hyperband`, and Optuna's `random`, `tpe`, `nsga2`. Runs are interleaved (all variants for
 seed 0, then seed 1, …) so a drift of the machine touches every variant alike. The teacher's
 statistics are built before the first run and not timed.
@@ -34,6 +35,7 @@ from typing import Any
 
 VARIANTS = {  # name -> (search sampler, pruner)
     "evo": ("evo", "none"),
+    "evo+population": ("evo", "population"),
     "evo+halving": ("evo", "halving"),
     "evo+median": ("evo", "median"),
     "evo+hyperband": ("evo", "hyperband"),
@@ -49,7 +51,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--model", default="flexopt:fashion-mnist")
     ap.add_argument("--minutes", type=float, default=2.0, help="Wall-clock of each search.")
     ap.add_argument("--seeds", default="0,1,2", help="Search seeds, comma-separated.")
-    ap.add_argument("--variants", default="evo,evo+halving,random,tpe,nsga2",
+    ap.add_argument("--variants", default="evo,evo+population,evo+halving,random,tpe,nsga2",
                     help=f"Comma-separated, of: {', '.join(VARIANTS)}.")
     ap.add_argument("--held-out", type=int, default=500, help="Unseen images per winner.")
     ap.add_argument("--images", type=int, default=None,

@@ -125,13 +125,14 @@ def test_gpu_suite_tiny_mode(tmp_path, inception_weights):
     out = tmp_path / "suite.json"
     p = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "gpu_suite.py"), "--tiny", "--device", "cpu",
+         "--no-sd",  # the SD config's executor rows: test_executor_benchmark_on_tiny_configs
          "--inception-weights", inception_weights, "--out", str(out)],
         capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stdout + p.stderr
     data = json.loads(out.read_text())
     assert {"machine", "date", "args", "floor", "executor", "features", "search"} <= set(data)
     assert data["floor"]["image_steps_per_s"] > 0
-    assert {r["config"] for r in data["executor"]["rows"]} == {"ddpm-cifar10", "sd15"}
+    assert {r["config"] for r in data["executor"]["rows"]} == {"ddpm-cifar10"}
     assert data["host_syncs"] is None  # CUDA only
     f = data["features"]
     assert f["float32"]["rfid"] > 0 and "rfid_diff" in f and f["max_abs_feature_diff"] > 0
@@ -176,9 +177,10 @@ def _search_benchmark(script: str, tmp_path, weights: str, *args: str):
 
 def test_sampler_quality_script_on_a_tiny_model(tmp_path, inception_weights):
     p, data = _search_benchmark(
-        "sampler_quality.py", tmp_path, inception_weights, "--minutes", "0.4", "--seeds", "0",
-        "--variants", "evo,evo+halving", "--held-out", "4", "--images", "16", "--batch-size", "8")
-    assert [r["variant"] for r in data["rows"]] == ["evo", "evo+halving"]
+        "sampler_quality.py", tmp_path, inception_weights, "--minutes", "0.25", "--seeds", "0",
+        "--variants", "evo,evo+population", "--held-out", "4", "--images", "16",
+        "--batch-size", "8")
+    assert [r["variant"] for r in data["rows"]] == ["evo", "evo+population"]
     # (a loaded machine may run only the baselines in the time: then there is no winner)
     assert all(len(r["held_out_rfid"]) == (r["searched"][0] > 0) for r in data["rows"])
     assert "winner held-out rFID" in p.stdout and data["best_baseline"]
@@ -186,11 +188,20 @@ def test_sampler_quality_script_on_a_tiny_model(tmp_path, inception_weights):
 
 def test_rung_fidelity_script_on_a_tiny_model(tmp_path, inception_weights):
     p, data = _search_benchmark(
-        "rung_fidelity.py", tmp_path, inception_weights, "--candidates", "6", "--images", "16",
-        "--rungs", "4,8", "--batch-size", "4")
-    assert [r["rung"] for r in data["table"]] == [4, 8] and len(data["rows"]) == 6
-    assert all(set(r["rfid"]) == {"4", "8", "16"} for r in data["rows"])
+        "rung_fidelity.py", tmp_path, inception_weights, "--candidates", "4", "--images", "8",
+        "--rungs", "2,4", "--batch-size", "4")
+    assert [r["rung"] for r in data["table"]] == [2, 4] and len(data["rows"]) == 4
+    assert all(set(r["rfid"]) == {"2", "4", "8"} for r in data["rows"])
     assert all(-1 <= r["tau"] <= 1 for r in data["table"]) and "Kendall tau" in p.stdout
+    # half random, half children of them: the parent rule's counts are over the children
+    parents = [r["parent"] for r in data["rows"]]
+    assert parents[:2] == [None, None] and all(p in (0, 1) for p in parents[2:])
+    rows, full = data["rows"], [r["rfid"]["8"] for r in data["rows"]]
+    for t in data["table"]:
+        at = [r["rfid"][str(t["rung"])] for r in rows]
+        stopped = [(c, p) for c, p in enumerate(parents) if p is not None and at[c] > at[p]]
+        assert t["children"] == 2 and t["children_stopped"] == len(stopped)
+        assert t["stopped_wrongly"] == sum(full[c] < full[p] for c, p in stopped)
 
 
 def test_latency_model_script_on_a_tiny_model(tmp_path):
@@ -212,3 +223,24 @@ def test_latency_model_script_on_a_tiny_model(tmp_path):
     assert all(r["predicted_s"] > 0 and r["measured_s"] > 0 and r["paired_speedup"] > 0
                and r["paired_ratio"] > 0 for r in data["rows"])
     assert "median |pred/meas - 1|" in p.stdout and data["profile"]["branches"] == [1, 2, 3]
+
+
+def test_latency_context_script_on_a_tiny_model(tmp_path, monkeypatch):
+    """Every transition the schedules contain is timed (no timing assertion)."""
+    import importlib.util
+
+    model = tiny.save(tiny.ddim_pipeline(tiny.unet2d(sample_size=8, seed=0)), tmp_path / "m")
+    spec = importlib.util.spec_from_file_location("latency_context",
+                                                  ROOT / "benchmarks" / "latency_context.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "ctx.json"
+    data = bench.main(["--model", str(model), "--steps", "10", "--batch-size", "2",
+                       "--rounds", "2", "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(data))
+    overall = {r["transition"]: r for r in data["rows"] if " in " not in r["transition"]}
+    assert {"full <- full", "partial_1 <- full", "partial_1 <- partial_1", "full <- partial_3",
+            "partial_3 <- partial_1", "partial_2 <- partial_3"} <= set(overall)
+    assert all(r["n"] > 0 and r["mean_ms"] > 0 for r in data["rows"])
+    with pytest.raises(SystemExit):
+        bench.main(["--rounds", "1"])

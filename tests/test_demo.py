@@ -35,9 +35,13 @@ def test_demo_short_run(tmp_path, inception_weights, monkeypatch):
     # (inception_weights: the FID packages must be installed; the demo converts its own copy)
     monkeypatch.setenv("FLEXOPT_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "demo"
+    # 12 images per candidate, not 32: the same path (the pruner's rung at 8), fewer images
     r = CliRunner().invoke(main, ["demo", "--out", str(out), "--n-trials", "6", "--minutes", "3",
-                                  "--device", "cpu", "--validate-images", "4"])
+                                  "--num-images", "12", "--device", "cpu", "--validate-images",
+                                  "4"])
     assert r.exit_code == 0, r.output
+    assert "12 images per candidate" in r.output
+    assert "pruner: population, candidates scored on 8 → 12 images" in r.output
     assert "teacher cache built" in r.output and "what next" in r.output
     # a fitted space, the strongest baselines only, and the held-out comparison at the end
     assert "(fitted to the budget)" in r.output

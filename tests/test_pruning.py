@@ -144,7 +144,7 @@ def _study(tmp_path, pruner: str, rungs=(8, 16), seed=0, name="p"):
     return study, objective, ev, smp
 
 
-@pytest.mark.parametrize("pruner", ["halving", "median", "hyperband"])
+@pytest.mark.parametrize("pruner", ["population", "halving", "median", "hyperband"])
 def test_pruned_trials_are_never_parents_nor_proposed_again(tmp_path, pruner):
     study, objective, _, smp = _study(tmp_path, pruner)
     optimize(study, objective, n_trials=60)
@@ -168,55 +168,78 @@ def test_pruned_trials_are_never_parents_nor_proposed_again(tmp_path, pruner):
     assert counts.searched == 60 and counts.pruned == len(pruned) and counts.baselines > 0
 
 
-def test_halving_makes_candidates_cheaper(tmp_path):
+def test_pruning_makes_candidates_cheaper(tmp_path):
     """The point of pruning: the same number of candidates for far fewer images."""
     made = {}
-    for pruner in ("none", "halving"):
-        study, objective, ev, _ = _study(tmp_path, pruner, name=pruner)
+    for pruner in ("none", "halving", "population"):
+        study, objective, ev, _ = _study(tmp_path, pruner, name=pruner,
+                                         rungs=(8,) if pruner == "population" else (8, 16))
         optimize(study, objective, n_trials=60)
         made[pruner] = ev.images_made
     assert made["halving"] < 0.75 * made["none"], made
+    assert made["population"] < 0.75 * made["none"], made
 
 
-def test_report_and_trials_show_the_pruned(tmp_path):
-    import pandas as pd
+@pytest.mark.parametrize("direction", ["minimize", "maximize"])
+def test_population_pruner_compares_a_child_with_its_parents_others_with_the_best(
+        direction):
+    """A child goes on iff its rung value is no worse than its best parent's; a candidate
+    without parents iff it is within the best `size` complete feasible trials' (checked against
+    numpy's sort; fewer than `size` complete: nothing without parents stops); pruned,
+    infeasible and other-rung trials do not count."""
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
 
-    study, objective, *_ = _study(tmp_path, "halving")
-    optimize(study, objective, n_trials=30)
-    pruned = TrialCounts.of_study(study).pruned
-    assert pruned
-    storage = f"sqlite:///{tmp_path / 's.db'}"
-    r = CliRunner().invoke(main, ["report", "--storage", storage, "--out",
-                                  str(tmp_path / "r.html")])
-    assert r.exit_code == 0, r.output
-    assert f"{pruned} stopped at a rung by the pruner" in (tmp_path / "r.html").read_text()
-    r = CliRunner().invoke(main, ["trials", "--storage", storage, "--csv",
-                                  str(tmp_path / "t.csv")])
-    assert r.exit_code == 0, r.output
-    frame = pd.read_csv(tmp_path / "t.csv")
-    assert frame["pruned_at"].notna().sum() == pruned
-    assert set(frame["pruned_at"].dropna()) <= {8, 16}
+    from flexopt.search.pruning import PopulationPruner
 
+    rng = np.random.default_rng(3)
+    study = optuna.create_study(direction=direction)
+    pruner = PopulationPruner(5)
+    dist = {"x": FloatDistribution(0, 1)}
+    worse = (lambda a, b: a > b) if direction == "minimize" else (lambda a, b: a < b)
 
-def test_n_trials_counts_searched_candidates_and_baselines_come_on_top(tmp_path):
-    study, objective, *_ = _study(tmp_path, "none")
-    ran = optimize(study, objective, n_trials=12)
-    counts = TrialCounts.of_study(study)
-    assert counts.searched == 12 and counts.baselines > 0
-    assert ran == counts.searched + counts.baselines
-    # resuming to a larger total runs only the missing candidates
-    assert optimize(study, objective, n_trials=15) == 3
-    assert optimize(study, objective, n_trials=15) == 0
+    def add(value, state=TrialState.COMPLETE, step=8, violated=False):
+        study.add_trial(create_trial(
+            state=state, value=1.0 if state == TrialState.COMPLETE else None,
+            params={"x": 0.5}, distributions=dist, intermediate_values={step: value},
+            system_attrs={"constraints": [1.0 if violated else -1.0]}))
+        return study.trials[-1].number
 
+    def asks(value, **attrs):
+        t = create_trial(state=TrialState.RUNNING, params={"x": 0.5}, distributions=dist,
+                         intermediate_values={8: value}, user_attrs=attrs)
+        return pruner.prune(study, t)
 
-def test_over_budget_baselines_only_when_asked():
-    ev = RungEvaluator(SyntheticProblem.make(SPACE, seed=11))
-    limit = 0.3
-    feasible = baseline_schedules(SPACE, "ddim", ev.full_macs, ev.avg_macs, limit)
-    everything = baseline_schedules(SPACE, "ddim", ev.full_macs, ev.avg_macs, limit, mode="all")
-    assert feasible and all(ev.avg_macs(s) < limit for _, s in feasible)
-    assert any(ev.avg_macs(s) >= limit for _, s in everything)
-    assert feasible == everything[:len(feasible)]
+    values = rng.normal(100, 10, 4)
+    for v in values:
+        add(float(v))
+    assert not asks(1e9) and not asks(-1e9)  # 4 complete < 5: the first population is kept
+    assert asks(float(np.max(values) if direction == "minimize" else np.min(values)) + (
+        1 if direction == "minimize" else -1), parent=int(np.argmax(values) if direction ==
+                                                          "minimize" else np.argmin(values)))
+    more = rng.normal(100, 10, 8)
+    for v in more:
+        add(float(v))
+    add(-1e6 if direction == "maximize" else 1e6, step=16)  # another rung
+    pruned = add(-50.0 if direction == "minimize" else 500.0, state=TrialState.PRUNED)
+    over = add(-60.0 if direction == "minimize" else 600.0, violated=True)  # over a constraint
+    feasible = np.concatenate([values, more])
+    ranked = np.sort(feasible) if direction == "minimize" else -np.sort(-feasible)
+    threshold = ranked[4]
+    for v in rng.normal(100, 10, 40):
+        assert asks(float(v)) == bool(worse(v, threshold)), (v, threshold)
+        a, b = (int(i) for i in rng.choice(12, 2, replace=False))
+        assert asks(float(v), parent=a) == bool(worse(v, feasible[a]))
+        best = min(feasible[a], feasible[b]) if direction == "minimize" else max(feasible[a],
+                                                                                 feasible[b])
+        assert asks(float(v), parents=[a, b]) == bool(worse(v, best))
+        # a parent that was pruned or is infeasible does not count: the population decides
+        assert asks(float(v), parent=pruned) == bool(worse(v, threshold))
+        assert asks(float(v), parent=over) == bool(worse(v, threshold))
+    assert not asks(float(threshold))  # ties go on
+    good = int(np.argmin(feasible) if direction == "minimize" else np.argmax(feasible))
+    assert not asks(float(feasible[good]), parent=good)
+    assert asks(float("nan"))
 
 
 # ------------------------------------------------------------------------------- settings
@@ -225,10 +248,14 @@ def test_default_and_parsed_rungs():
     assert default_rungs(1000) == (8, 16, 32, 64, 128, 256, 512)
     assert default_rungs(8) == ()
     assert parse_rungs("4,8", 16) == (4, 8) and parse_rungs(None, 64) == (8, 16, 32)
+    # the population pruner: one rung, the rest of a passing child's images in one piece
+    assert default_rungs(32, "population") == (8,) and default_rungs(8, "population") == ()
+    assert parse_rungs("auto", 64, "population") == (8,)
     for bad in ("8,4", "1,4", "4,16", "four"):
         with pytest.raises(FlexoptError, match=r"rungs .* invalid"):
             parse_rungs(bad, 16)
-    with pytest.raises(FlexoptError, match="pruner 'fast' is invalid; allowed: none, median"):
+    with pytest.raises(FlexoptError,
+                       match="pruner 'fast' is invalid; allowed: none, population, median"):
         make_pruner("fast", (8,), 16)
     with pytest.raises(FlexoptError, match="pruning at rungs needs one objective"):
         Objective(SPACE, None, "ddim", None, multi_objective=True, rungs=(8,))
@@ -254,13 +281,13 @@ def test_a_12_trial_hybrid_search_evaluates_12_searched_candidates(model_dir, tm
     storage = f"sqlite:///{tmp_path / 'h.db'}"
     r = CliRunner().invoke(main, [str(a) for a in (
         "search", "--model", model_dir, "--space", "hybrid", "--budget", "3x", "--t-ref", 30,
-        "--branches", "1,2", "--n-trials", 12, "--num-images", 8, "--pruner", "halving",
+        "--branches", "1,2", "--n-trials", 12, "--num-images", 8, "--pruner", "population",
         "--rungs", 4,
         "--batch-size", 4, "--storage", storage, "--study-name", "h", "--device", "cpu",
         "--cache-dir", tmp_path / "cache", "--inception-weights", inception_weights,
         "--no-artifacts", "--search-seed", 0)])
     assert r.exit_code == 0, r.output
-    assert "pruner: halving, candidates scored on 4 → 8 images" in r.output
+    assert "pruner: population, candidates scored on 4 → 8 images" in r.output
     study = optuna.load_study(study_name="h", storage=storage)
     counts = TrialCounts.of_study(study)
     assert counts.searched == 12 and counts.baselines > 0

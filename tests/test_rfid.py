@@ -54,8 +54,8 @@ def test_teacher_scores_zero_and_coarser_caching_scores_worse(model_dir, tmp_pat
     assert "teacher cache reused" in out
     assert abs(zero) < 1e-6
     scores = [rfid_of(model_dir, tmp_path, Schedule.uniform(T_REF, k, 1), cache,
-                      inception_weights, n=N_ORDER)[0] for k in (2, 5, 10)]
-    assert 0 < scores[0] < scores[1] < scores[2], scores
+                      inception_weights, n=N_ORDER)[0] for k in (2, 10)]
+    assert 0 < scores[0] < scores[1], scores
 
 
 def test_kid_metric(model_dir, tmp_path, inception_weights):

@@ -26,6 +26,10 @@ SEARCH_MINUTES = 3.25  # so the whole demo stays within 5 minutes with the compa
 @click.option("--n-trials", type=click.IntRange(min=1), default=None,
               help="Searched candidates in the study, the baselines on top (default: the "
                    "demo config's, 55; --minutes usually stops it first).")
+@click.option("--num-images", type=click.IntRange(min=2), default=None,
+              help="Images per candidate (default: the demo config's, 32). Fewer is quicker and "
+                   "noisier; a study keeps its count (another one is refused on a re-run: give "
+                   "another --out).")
 @click.option("--device", default=None, help="Torch device (default: cuda if available).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="Cache for teacher statistics and Inception weights.")
@@ -38,7 +42,8 @@ SEARCH_MINUTES = 3.25  # so the whole demo stays within 5 minutes with the compa
               help="CPU memory (MiB) for shared-prefix reuse, as in `flexopt search`; 0 "
                    "disables it.")
 @click.pass_context
-def demo(ctx, out_dir, minutes, n_trials, device, cache_dir, validate_images, prefix_cache_mb):
+def demo(ctx, out_dir, minutes, n_trials, num_images, device, cache_dir, validate_images,
+         prefix_cache_mb):
     """Run flexopt end to end on the embedded Fashion-MNIST teacher (no download).
 
     Builds the teacher's cached statistics, runs an evolutionary search under a 2.5x budget (its
@@ -60,8 +65,10 @@ def demo(ctx, out_dir, minutes, n_trials, device, cache_dir, validate_images, pr
     out = make_folder(out_dir)
     storage = f"sqlite:///{out / 'demo.db'}"
     click.echo(f"flexopt demo: {cfg.model}, {cfg.sampler} {cfg.choices.t_ref} steps, budget "
-               f"{cfg.budget}, {cfg.num_images} images per candidate, results in {out}/")
+               f"{cfg.budget}, {num_images or cfg.num_images} images per candidate, results in "
+               f"{out}/")
     ctx.invoke(search, config=str(DEMO_CONFIG), storage=storage, n_trials=n_trials,
+               num_images=num_images,
                timeout=minutes, device=device, cache_dir=cache_dir, search_seed=0,
                baselines_mode="best", prefix_cache_mb=prefix_cache_mb)
     best = out / "best.json"

@@ -49,12 +49,15 @@ from flexopt.space.schedule import SAMPLERS
                    "exactly also join the population.")
 @click.option("--pruner", type=click.Choice(PRUNERS), default=None,
               help=f"Stop hopeless candidates early: each reports its score after each rung "
-                   f"of images and Optuna's pruner may stop it (halving: successive halving, "
-                   f"the best half goes on; median; hyperband; none). Default: CONFIG's, else "
-                   f"{DEFAULT_PRUNER}.")
+                   f"of images and the pruner may stop it (population: a child goes on only "
+                   f"if it is no worse than its best parent at the rung, a candidate without "
+                   f"parents only if among the best [evolution] population; halving: "
+                   f"successive halving, the best half goes on; median; hyperband; none). "
+                   f"Default: CONFIG's, else {DEFAULT_PRUNER}.")
 @click.option("--rungs", default=None, metavar="N,N,…",
               help="Image counts a candidate reports at, below the images per candidate "
-                   "(default: CONFIG's [rfid] rungs, else auto: 8, 16, 32, … below it).")
+                   "(default: CONFIG's [rfid] rungs, else auto: 8, 16, 32, … below it; 8 "
+                   "alone for --pruner population).")
 @click.option("--no-baselines", is_flag=True, help="Same as --baselines none.")
 @worker_options
 @click.option("--clip-guard", type=click.FloatRange(min=0), default=None, metavar="D",

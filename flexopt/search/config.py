@@ -115,7 +115,7 @@ class StudyConfig:
     prompt_column: str | None = None  # JSONL / CSV prompt files: the caption column
     clip_model: str | None = None  # text pipelines: record each trial's CLIP score
     clip_guard: float | None = None  # CLIP score at least the teacher's minus this
-    pruner: str | None = None  # none, median, halving, hyperband (flexopt.search.pruning)
+    pruner: str | None = None  # none, population, median, halving, hyperband (search.pruning)
     rungs: tuple[int, ...] | str | None = None  # image counts a candidate reports at, or "auto"
     cost: str | None = None  # what the budget prices: "macs" (default) or "latency"
     storage: str | None = None

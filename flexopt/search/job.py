@@ -59,7 +59,7 @@ class SearchJob:
     search_sampler: str = "evo"  # evo, random, tpe, nsga2
     multi_objective: bool = False
     baselines: str = "feasible"  # feasible, all, best, none (search.baselines.BASELINE_MODES)
-    pruner: str | None = None  # none, median, halving, hyperband; None: search.pruning's default
+    pruner: str | None = None  # a name in search.pruning.PRUNERS; None: its default
     rungs: tuple[int, ...] | str | None = None  # image counts; None / "auto": 8, 16, 32, …
     search_seed: int | None = None
     artifacts: str | None = None
@@ -139,7 +139,7 @@ class SearchJob:
             raise FlexoptError(f"--pruner {self.pruner} with --multi-objective: Optuna's pruners "
                                "compare one objective; allowed: --pruner none")
         if self.pruner_name != "none":
-            parse_rungs(self.rungs, self.num_images)
+            parse_rungs(self.rungs, self.num_images, self.pruner_name)
 
     @property
     def pruner_name(self) -> str:
@@ -154,7 +154,7 @@ class SearchJob:
         """The rungs (image counts) candidates report at; () without a pruner."""
         if self.pruner_name == "none":
             return ()
-        return parse_rungs(self.rungs, self.num_images)
+        return parse_rungs(self.rungs, self.num_images, self.pruner_name)
 
 
 def _config_prompts(cfg: StudyConfig) -> tuple[str, ...]:
@@ -209,7 +209,8 @@ def run_search(job: SearchJob, log: Log = print) -> SearchResult:
     smp = make_sampler(job.search_sampler, space, objective.feasible, job.evolution,
                        job.search_seed)
     # open (and check) the study before the teacher: a refused resume should not cost its images
-    pruner = make_pruner(job.pruner_name, objective.rungs, job.num_images)
+    pruner = make_pruner(job.pruner_name, objective.rungs, job.num_images,
+                         job.evolution.population)
     study = open_study(storage, job.study_name, objective.settings, smp, pruner)
     if objective.rungs:
         log(f"pruner: {job.pruner_name}, candidates scored on "

@@ -70,6 +70,50 @@ def bench_frechet(n: int, d: int, repeats: int) -> list[dict[str, Any]]:
     return rows
 
 
+def bench_bootstrap(n: int, d: int, resamples: int) -> list[dict[str, Any]]:
+    """Seconds per resample of the paired bootstrap (`flexopt.metrics.paired_bootstrap`), N < d:
+    FID against fixed statistics and rFID against paired teacher features, each on the
+    resample's repeated rows (the N×N Gram of N rows, as before) and on its distinct rows
+    weighted by their counts (what it does now); the FDs must agree."""
+    from flexopt.metrics import frechet_between
+    from flexopt.metrics.bootstrap import _PairedGrams, _StatsGrams
+
+    rng = np.random.default_rng(1)
+    ref = FeatureStats.from_features(features(rng, max(n, 2 * d), d, 0.5))
+    teacher = features(rng, n, d, 0.5).astype(np.float64)
+    x = features(rng, n, d, 0.55).astype(np.float64)
+    _ = ref.sqrt_sigma
+    draws = [rng.integers(0, n, n) for _ in range(resamples)]
+    t0 = time.perf_counter()
+    stats_side = _StatsGrams(ref, x)
+    paired_side = _PairedGrams(teacher, teacher @ teacher.T, x)
+    setup = time.perf_counter() - t0
+    ones = np.ones(n)
+    cases = {
+        "FID, repeated rows (frechet_to(X[idx]))": lambda idx: ref.frechet_to(x[idx]),
+        "FID, distinct rows weighted": lambda idx: stats_side.frechet(*_distinct(idx, n)),
+        "rFID, repeated rows (N×N Gram)": lambda idx: paired_side.frechet(idx, ones),
+        "rFID, distinct rows weighted": lambda idx: paired_side.frechet(*_distinct(idx, n)),
+        "rFID, frechet_between(T[idx], X[idx])": lambda idx: frechet_between(teacher[idx],
+                                                                             x[idx]),
+    }
+    rows = []
+    for name, fn in cases.items():
+        t = time.perf_counter()
+        values = [fn(idx) for idx in draws]
+        rows.append({"method": name, "seconds_per_resample": (time.perf_counter() - t) / resamples,
+                     "values": values})
+    rows.append({"method": "set-up of both (once per set)", "seconds_per_resample": setup,
+                 "values": None})
+    return rows
+
+
+def _distinct(idx: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    counts = np.bincount(idx, minlength=n)
+    rows = np.flatnonzero(counts)
+    return rows, counts[rows].astype(np.float64)
+
+
 def bench_inception(n_images: int, size: int, batch_size: int) -> dict[str, Any]:
     extractor = load_inception(batch_size=batch_size)
     g = torch.Generator().manual_seed(0)
@@ -94,6 +138,8 @@ def main() -> None:
     p.add_argument("--inception-images", type=int, default=64, help="0 skips the Inception rows")
     p.add_argument("--inception-size", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--bootstrap", type=int, default=10,
+                   help="resamples timed per bootstrap case (0 skips them)")
     p.add_argument("--out", default="bench_frechet.json")
     args = p.parse_args()
 
@@ -112,6 +158,20 @@ def main() -> None:
         rel = "" if r["rel_diff_vs_sqrtm"] is None else f"{r['rel_diff_vs_sqrtm']:.1e}"
         print(f"{r['method']:44s} {r['seconds']:9.3f} {r['speedup_vs_sqrtm']:8.1f}x {rel:>10s}")
     result: dict[str, Any] = {"env": env, "n": args.n, "d": args.d, "frechet": rows}
+    if args.bootstrap > 0 and args.n < args.d:
+        boot = bench_bootstrap(args.n, args.d, args.bootstrap)
+        result["bootstrap"] = boot
+        print(f"Paired bootstrap, N={args.n} < d={args.d}, {args.bootstrap} resamples")
+        print(f"{'method':44s} {'s/resample':>11s} {'max rel diff':>13s}")
+        for r in boot:
+            rel = ""
+            if r["values"] is not None:
+                twin = next(b for b in boot if b["method"].split(",")[0]
+                            == r["method"].split(",")[0])
+                worst = max(abs(a - b) / abs(b)
+                            for a, b in zip(r["values"], twin["values"], strict=True))
+                rel = f"{worst:.1e}"
+            print(f"{r['method']:44s} {r['seconds_per_resample']:11.3f} {rel:>13s}")
     if args.inception_images > 0:
         inc = bench_inception(args.inception_images, args.inception_size, args.batch_size)
         result["inception"] = inc

@@ -61,6 +61,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--inception-weights", default=None)
     ap.add_argument("--out", default="sampler_quality.json")
+    ap.add_argument("--held-out-from", action="append", default=[], metavar="JSON",
+                    help="An earlier run's output: a schedule it scored on the same held-out "
+                         "images (same model, same --held-out) is not scored again. Repeatable.")
     args = ap.parse_args(argv)
     unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
     if unknown:
@@ -118,8 +121,30 @@ def run_one(args: argparse.Namespace, variant: str, seed: int, folder: Path) -> 
     }
 
 
+def earlier_scores(args: argparse.Namespace) -> dict[str, float]:
+    """Held-out rFID by schedule JSON from earlier runs' outputs with the same model and held-out
+    images (scoring is deterministic, so a schedule scored there scores the same here)."""
+    out: dict[str, float] = {}
+    for path in args.held_out_from:
+        data = json.loads(Path(path).read_text())
+        if (data["args"]["model"], data["args"]["held_out"]) != (args.model, args.held_out):
+            sys.exit(f"--held-out-from {path}: scored {data['args']['model']} on "
+                     f"{data['args']['held_out']} images; this run: {args.model} on "
+                     f"{args.held_out}")
+        keyed = {f"{r['variant']}-{r['seed']}": r["winner"]["schedule"]
+                 for r in data["runs"] if r["winner"]}
+        for r in data["runs"]:
+            keyed.update({f"baseline {k}": v for k, v in r["baselines_under_budget"].items()})
+        for key, schedule in keyed.items():
+            if key in data["held_out_rfid"]:
+                out[json.dumps(schedule, sort_keys=True)] = float(data["held_out_rfid"][key])
+    return out
+
+
 def held_out(args: argparse.Namespace, schedules: dict[str, dict]) -> dict[str, float]:
     """rFID of each schedule (by key) on the held-out seeds."""
+    if not schedules:
+        return {}
     from flexopt.cli.demo import DEMO_CONFIG
     from flexopt.models.loading import load_pipeline, parse_device
     from flexopt.search.config import StudyConfig
@@ -180,8 +205,13 @@ def main(argv: list[str] | None = None) -> None:
     unique: dict[str, str] = {}  # the same schedule is scored once
     for key, data in schedules.items():
         unique.setdefault(json.dumps(data, sort_keys=True), key)
-    scored = held_out(args, {k: schedules[k] for k in unique.values()})
-    by_json = {j: scored[k] for j, k in unique.items()}
+    earlier = earlier_scores(args)
+    scored = held_out(args, {k: schedules[k] for j, k in unique.items() if j not in earlier})
+    by_json = {j: earlier[j] if j in earlier else scored[k] for j, k in unique.items()}
+    reused = sorted(k for j, k in unique.items() if j in earlier)
+    if reused:
+        print(f"held-out scores reused from {', '.join(args.held_out_from)}: {', '.join(reused)}",
+              file=sys.stderr)
     rfid = {key: by_json[json.dumps(data, sort_keys=True)] for key, data in schedules.items()}
     baselines = {k.removeprefix("baseline "): v for k, v in rfid.items()
                  if k.startswith("baseline ")}
@@ -216,6 +246,7 @@ def main(argv: list[str] | None = None) -> None:
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": platform.platform(), "processor": platform.processor(),
         "args": vars(args), "rows": rows, "runs": runs, "held_out_rfid": rfid,
+        "held_out_reused": reused,
         "best_baseline": best_baseline}, indent=2))
     print(f"wrote {args.out}")
 

@@ -186,6 +186,34 @@ def test_sampler_quality_script_on_a_tiny_model(tmp_path, inception_weights):
     assert "winner held-out rFID" in p.stdout and data["best_baseline"]
 
 
+def test_sampler_quality_reuses_earlier_held_out_scores(tmp_path):
+    """`--held-out-from`: a schedule an earlier run scored on the same model and held-out images
+    keeps that score; another model or image count is refused, not mixed in."""
+    import argparse
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_sq", ROOT / "benchmarks" /
+                                                  "sampler_quality.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    win, base = {"steps": "FPN", "t": [1]}, {"steps": "FFF", "t": [2]}
+    earlier = {"args": {"model": "m", "held_out": 500},
+               "runs": [{"variant": "evo", "seed": 0, "winner": {"schedule": win},
+                         "baselines_under_budget": {"teacher T=19": base}},
+                        {"variant": "tpe", "seed": 0, "winner": None,
+                         "baselines_under_budget": {}}],
+               "held_out_rfid": {"evo-0": 21.5, "baseline teacher T=19": 29.9}}
+    path = tmp_path / "earlier.json"
+    path.write_text(json.dumps(earlier))
+    args = argparse.Namespace(model="m", held_out=500, held_out_from=[str(path)])
+    assert bench.earlier_scores(args) == {json.dumps(win, sort_keys=True): 21.5,
+                                          json.dumps(base, sort_keys=True): 29.9}
+    assert bench.held_out(args, {}) == {}  # nothing left to score loads nothing
+    with pytest.raises(SystemExit, match="scored m on 500 images; this run: m on 250"):
+        bench.earlier_scores(argparse.Namespace(model="m", held_out=250,
+                                                held_out_from=[str(path)]))
+
+
 def test_rung_fidelity_script_on_a_tiny_model(tmp_path, inception_weights):
     p, data = _search_benchmark(
         "rung_fidelity.py", tmp_path, inception_weights, "--candidates", "4", "--images", "8",

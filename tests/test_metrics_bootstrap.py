@@ -26,16 +26,42 @@ def reference() -> FeatureStats:
     return FeatureStats.from_features(data(0, 400))
 
 
-def test_values_and_resamples_match_the_scipy_fid_on_the_same_rows(reference):
-    a, b = data(1, 120) + 0.2, data(2, 120)
+@pytest.mark.parametrize("n", [120, 12])  # the d×d form, and the N×N one (N < d)
+def test_values_and_resamples_match_the_scipy_fid_on_the_same_rows(reference, n):
+    a, b = data(1, n) + 0.2, data(2, n)
     boot = paired_bootstrap(reference, [a, b], resamples=4, seed=7)
+    # scipy's sqrtm of a singular product (N < d) is good to ~1e-7
+    rel = 1e-9 if n > D else 1e-6
     assert boot.values == pytest.approx([scipy_fid(reference, a), scipy_fid(reference, b)],
-                                        rel=1e-9)
+                                        rel=rel)
     rng = np.random.default_rng(7)  # the resamples: the same rows for both sets, in order
     for row in boot.replicates:
-        idx = rng.integers(0, 120, 120)
+        idx = rng.integers(0, n, n)
         assert row == pytest.approx([scipy_fid(reference, a[idx]), scipy_fid(reference, b[idx])],
-                                    rel=1e-9)
+                                    rel=rel)
+
+
+def test_a_resample_from_its_distinct_rows_equals_the_repeated_rows():
+    """The N×N forms work on a resample's distinct rows weighted by their counts: the same FD as
+    the repeated rows themselves, to round-off (both sides' code paths, d = 64 > N = 40)."""
+    from flexopt.metrics import frechet_between
+    from flexopt.metrics.bootstrap import _PairedGrams, _StatsGrams
+
+    rng = np.random.default_rng(3)
+    mix = rng.standard_normal((64, 64)) / 8
+    teacher = rng.standard_normal((40, 64)) @ mix
+    x = teacher + 0.4 * rng.standard_normal((40, 64)) @ mix + 0.1
+    ref = FeatureStats.from_features(rng.standard_normal((300, 64)) @ mix)
+    stats_side, paired_side = _StatsGrams(ref, x), _PairedGrams(teacher, teacher @ teacher.T, x)
+    for _ in range(5):
+        idx = rng.integers(0, 40, 40)
+        counts = np.bincount(idx, minlength=40)
+        rows = np.flatnonzero(counts)
+        assert len(rows) < 40  # some rows repeated, some left out
+        w = counts[rows].astype(np.float64)
+        assert stats_side.frechet(rows, w) == pytest.approx(ref.frechet_to(x[idx]), rel=1e-9)
+        assert paired_side.frechet(rows, w) == pytest.approx(
+            frechet_between(teacher[idx], x[idx]), rel=1e-9)
 
 
 def test_pairing_cancels_the_noise_the_sets_share(reference):

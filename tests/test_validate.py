@@ -98,6 +98,33 @@ def test_validate_equals_rfid_of_the_exported_schedules(searched, tmp_path):
     assert data["rows"][0]["rfid"] == 0.0
 
 
+def test_validate_again_scores_from_the_features_cache(searched, tmp_path, monkeypatch):
+    """A second held-out check on the same seeds generates nothing: the schedules' features
+    come from the cache (the teacher's too), and give the same table; a corrupt entry is
+    rebuilt, not read."""
+    from flexopt.search.evaluator import ModelEvaluator
+
+    root, _, storage, common, _ = searched
+    args = ["validate", "--storage", storage, "--num-images", 4, "--seed", 9000, "--batch-size",
+            4, *common]
+    first, second = tmp_path / "1.json", tmp_path / "2.json"
+    assert run(*args, "--json", first).exit_code == 0
+    made = []
+    original = ModelEvaluator.images
+    monkeypatch.setattr(ModelEvaluator, "images",
+                        lambda self, *a, **k: made.append(1) or original(self, *a, **k))
+    r = run(*args, "--json", second)
+    assert r.exit_code == 0, r.output
+    assert made == [] and json.loads(second.read_text()) == json.loads(first.read_text())
+    entries = sorted((root / "cache" / "features").glob("*.npz"))
+    assert len(entries) >= 2  # the searched schedule and at least one baseline
+    entries[0].write_bytes(b"not an npz")
+    with pytest.warns(UserWarning, match="corrupt"):
+        r = run(*args, "--json", second)
+    assert r.exit_code == 0, r.output
+    assert len(made) == 1 and json.loads(second.read_text()) == json.loads(first.read_text())
+
+
 def test_validate_named_trial_and_overlap_warning(searched):
     _, _, storage, common, _ = searched
     r = run("validate", "--storage", storage, "--num-images", 2, "--seed", 3, "--trial", 0,

@@ -26,7 +26,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from flexopt.errors import FlexoptError
-from flexopt.metrics.frechet import check_features, clamp_distance, frechet_between
+from flexopt.metrics.frechet import (
+    check_features,
+    clamp_distance,
+    frechet_between,
+    sum_sqrt_eig,
+)
 from flexopt.metrics.stats import FeatureStats
 
 
@@ -84,8 +89,9 @@ def paired_bootstrap(
 
     `reference_features` (N×d, row i from noise i too: the teacher's, for rFID) are resampled
     with the same rows; `reference` (their statistics) then gives the values on all the images.
-    `progress` is called once per resample. Cost: one FID per set per resample (about a second
-    for 4,000 2048-d features on 2 cores; with `reference_features`, ~0.1 s for 500)."""
+    `progress` is called once per resample. Cost per set and resample (2 cores, 1,000 images):
+    ~0.03 s for FID, under 0.07 s for rFID (N < d: the resample's distinct rows, weighted); about a
+    second for 4,000 2048-d features (N ≥ d: one d×d FID)."""
     if isinstance(features, np.ndarray):
         raise FlexoptError("give the feature sets as a list of N×d arrays (one per schedule), "
                            f"not one array of shape {features.shape}")
@@ -109,45 +115,105 @@ def paired_bootstrap(
             raise FlexoptError(f"the reference's features are paired with the sets' images: "
                                f"{paired.shape[0]} rows, the sets have {n}")
     values = tuple(reference.frechet_to(s) for s in sets)
-    grams = None
-    if paired is not None and n < reference.dim:  # the N×N form is the cheaper one
-        x = paired.astype(np.float64)
-        kxx = x @ x.T  # the teacher's Gram, shared by every set
-        grams = [_PairedGrams(x, kxx, s) for s in sets]
+    grams: list[_Resampled] | None = None
+    if n < reference.dim:  # the N×N forms, on each resample's distinct rows, are the cheaper
+        if paired is not None:
+            x = paired.astype(np.float64)
+            kxx = x @ x.T  # the teacher's Gram, shared by every set
+            grams = [_PairedGrams(x, kxx, s) for s in sets]
+        else:
+            grams = [_StatsGrams(reference, s) for s in sets]
     rng = np.random.default_rng(seed)
     reps = np.empty((resamples, len(sets)))
     for b in range(resamples):
         idx = rng.integers(0, n, n)
-        if paired is None:
+        if grams is not None:
+            counts = np.bincount(idx, minlength=n)
+            rows = np.flatnonzero(counts)
+            reps[b] = [g.frechet(rows, counts[rows].astype(np.float64)) for g in grams]
+        elif paired is None:
             reps[b] = [reference.frechet_to(s[idx]) for s in sets]
-        elif grams is None:
-            reps[b] = [frechet_between(paired[idx], s[idx]) for s in sets]
         else:
-            reps[b] = [g.frechet(idx) for g in grams]
+            reps[b] = [frechet_between(paired[idx], s[idx]) for s in sets]
         if progress is not None:
             progress()
     return PairedBootstrap(values, reps, level)
 
 
-class _PairedGrams:
-    """FD between two paired feature sets on any resample of their rows, from their Gram
-    matrices, computed once (the reference side `x`'s, `kxx`, shared by every set): a resample is
-    then an N×N problem (centring and a singular-value sum), not an N×N×d one. Equal to
-    `frechet_between(x[idx], y[idx])` (tested)."""
+class _Resampled:
+    """A set's FD on a resample of its N rows, given as the distinct rows drawn (`rows`) and how
+    often each was drawn (`counts`, summing to N), from N×N products computed once.
+
+    A row drawn k times enters every mean and covariance k times, so the resample's covariance
+    is Xcᵀ W Xc / (N-1) with W = diag(counts), and its nonzero spectrum is that of the m×m matrix
+    W½ Xc Xcᵀ W½ over the m ≈ 0.63 N distinct rows: the same numbers as the N×N Gram of the
+    repeated rows, for a quarter of the arithmetic (m³ against N³)."""
+
+    def frechet(self, rows: np.ndarray, counts: np.ndarray) -> float:
+        raise NotImplementedError
+
+
+def _weighted(k: np.ndarray, rows: np.ndarray, counts: np.ndarray, n: int
+              ) -> tuple[np.ndarray, float]:
+    """W½ (Xc Ycᵀ) W½ on the drawn rows, from K = X Yᵀ (Xc, Yc: centred by the weighted means),
+    and wᵀ K w / n², the product of the two means."""
+    sub = k[np.ix_(rows, rows)]
+    row_means = sub @ counts / n  # x_i · μy
+    col_means = counts @ sub / n  # μx · y_j
+    both = float(counts @ row_means) / n  # μx · μy
+    root = np.sqrt(counts)
+    centred = sub - row_means[:, None] - col_means[None, :] + both
+    return root[:, None] * centred * root[None, :], both
+
+
+def _weighted_trace(k_diag: np.ndarray, both: float, rows: np.ndarray, counts: np.ndarray,
+                    n: int) -> float:
+    """tr Σ of the resample: (Σ counts·|x_i|² − n |μ|²) / (N-1)."""
+    return (float(counts @ k_diag[rows]) - n * both) / (n - 1)
+
+
+class _PairedGrams(_Resampled):
+    """rFID's bootstrap: FD between two paired raw feature sets (the teacher's `x` and a set `y`)
+    on the same resample of their rows, from their Gram matrices (the teacher's, `kxx`, shared by
+    every set). Equal to `frechet_between(x[idx], y[idx])` (tested)."""
 
     def __init__(self, x: np.ndarray, kxx: np.ndarray, y: np.ndarray) -> None:
         y = y.astype(np.float64)
+        self.n = x.shape[0]
         self.kxx, self.kyy, self.kxy = kxx, y @ y.T, x @ y.T
+        self.dxx, self.dyy = np.diag(kxx).copy(), np.diag(self.kyy).copy()
 
-    def frechet(self, idx: np.ndarray) -> float:
-        n = len(idx)
-        sub = np.ix_(idx, idx)
+    def frechet(self, rows: np.ndarray, counts: np.ndarray) -> float:
+        n = self.n
+        cross, xy = _weighted(self.kxy, rows, counts, n)
+        xx = float(counts @ self.kxx[np.ix_(rows, rows)] @ counts) / n ** 2
+        yy = float(counts @ self.kyy[np.ix_(rows, rows)] @ counts) / n ** 2
+        tr_cov = sum_sqrt_eig(cross @ cross.T) / (n - 1)  # its nuclear norm; eigh beats svd
+        return clamp_distance(xx + yy - 2.0 * xy + _weighted_trace(self.dxx, xx, rows, counts, n)
+                              + _weighted_trace(self.dyy, yy, rows, counts, n) - 2.0 * tr_cov)
 
-        def centred(k: np.ndarray) -> np.ndarray:  # H K H, H = I - 11ᵀ/n
-            k = k[sub]
-            return k - k.mean(axis=0) - k.mean(axis=1, keepdims=True) + k.mean()
 
-        kxx, kyy, kxy = centred(self.kxx), centred(self.kyy), centred(self.kxy)
-        mean_sq = (self.kxx[sub].mean() + self.kyy[sub].mean() - 2.0 * self.kxy[sub].mean())
-        tr_cov = float(np.linalg.svd(kxy, compute_uv=False).sum()) / (n - 1)
-        return clamp_distance(mean_sq + (np.trace(kxx) + np.trace(kyy)) / (n - 1) - 2.0 * tr_cov)
+class _StatsGrams(_Resampled):
+    """FID's bootstrap: FD between fixed reference statistics (μr, Σr, √Σr) and a resample of a
+    set's raw features X. With Z = X √Σr, tr √(Σr Σx) is the sum of √eig of W½ Zc Zcᵀ W½ / (N-1),
+    so Z Zᵀ is computed once. Equal to `reference.frechet_to(x[idx])` (tested)."""
+
+    def __init__(self, reference: FeatureStats, x: np.ndarray) -> None:
+        x = x.astype(np.float64)
+        z = x @ reference.sqrt_sigma
+        self.n = x.shape[0]
+        self.kzz, self.kxx = z @ z.T, x @ x.T
+        self.dxx = np.diag(self.kxx).copy()
+        self.x_mu = x @ reference.mu  # x_i · μr
+        self.mu_sq = float(reference.mu @ reference.mu)
+        self.trace_ref = reference.trace_sigma
+
+    def frechet(self, rows: np.ndarray, counts: np.ndarray) -> float:
+        n = self.n
+        gram, _ = _weighted(self.kzz, rows, counts, n)
+        xx = float(counts @ self.kxx[np.ix_(rows, rows)] @ counts) / n ** 2  # |μx|²
+        mean_sq = self.mu_sq - 2.0 * float(counts @ self.x_mu[rows]) / n + xx
+        tr_cov = sum_sqrt_eig(gram / (n - 1))
+        return clamp_distance(mean_sq + self.trace_ref + _weighted_trace(self.dxx, xx, rows,
+                                                                         counts, n)
+                              - 2.0 * tr_cov)

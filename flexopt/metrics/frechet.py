@@ -24,10 +24,10 @@ def sqrtm_psd(sigma: np.ndarray) -> np.ndarray:
 
 def trace_sqrt_product(sqrt_sigma1: np.ndarray, sigma2: np.ndarray) -> float:
     """tr √(Σ1 Σ2) from √Σ1 and Σ2 (d×d eigvalsh)."""
-    return _sum_sqrt_eig(sqrt_sigma1 @ sigma2 @ sqrt_sigma1)
+    return sum_sqrt_eig(sqrt_sigma1 @ sigma2 @ sqrt_sigma1)
 
 
-def _sum_sqrt_eig(a: np.ndarray) -> float:
+def sum_sqrt_eig(a: np.ndarray) -> float:
     """Σ √λ over the eigenvalues of a symmetric PSD matrix.
 
     Eigenvalues under the round-off floor (n·eps·λmax) count as 0: √ would turn that noise of a
@@ -70,7 +70,7 @@ def frechet_to_features(
     mu2 = x.mean(axis=0)
     xc = x - mu2
     m = (xc @ sqrt_sigma1) / np.sqrt(n - 1)
-    tr_cov = _sum_sqrt_eig(m @ m.T if n < d else m.T @ m)
+    tr_cov = sum_sqrt_eig(m @ m.T if n < d else m.T @ m)
     trace2 = float(np.einsum("ij,ij->", xc, xc)) / (n - 1)
     diff = mu1 - mu2
     return clamp_distance(diff @ diff + trace_sigma1 + trace2 - 2.0 * tr_cov)

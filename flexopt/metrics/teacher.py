@@ -106,6 +106,16 @@ class ClipKey(CacheKey):
     clip: str
 
 
+@dataclass(frozen=True)
+class ScheduleKey(CacheKey):
+    """A schedule's Inception features on a teacher's noises: the teacher's images (a
+    `TeacherKey` digest: model, pipeline, scheduler, seeds, count, conditioning, dtype, feature
+    network) and the schedule (a digest of its canonical JSON)."""
+
+    teacher: str
+    schedule: str
+
+
 class TeacherCache:
     """Feature statistics on disk under `<cache>/<kind>/<digest>.{npz,json}`: the teacher's
     (`kind="teacher"`, keyed by `TeacherKey`), a real data set's (`"reference"`), or any plain

@@ -21,8 +21,10 @@ import numpy as np
 from flexopt.errors import FlexoptError
 from flexopt.metrics import FeatureStats, check_metric, load_inception, score
 from flexopt.metrics.clip import ClipComparison, ClipScorer
+from flexopt.metrics.features import FEATURE_DIM
 from flexopt.metrics.teacher import (
     ClipKey,
+    ScheduleKey,
     TeacherCache,
     TeacherEntry,
     TeacherKey,
@@ -190,6 +192,25 @@ class ModelEvaluator:
     def features(self, images: np.ndarray, progress: bool = False) -> np.ndarray:
         """Inception features of float NHWC [0, 1] images."""
         return self.extractor(np.ascontiguousarray(images.transpose(0, 3, 1, 2)), progress)
+
+    def schedule_features(self, schedule: Schedule, progress: bool = False) -> np.ndarray:
+        """The schedule's Inception features on this evaluator's noises, cached on disk (kind
+        "features") beside the teacher's statistics: a held-out check scores the same baselines
+        for every study of a budget, and a re-run scores nothing again. Built once however many
+        workers ask (the cache's file lock); a corrupt entry is rebuilt."""
+        key = ScheduleKey(self.teacher_key().digest(), hashlib.sha256(
+            json.dumps(schedule.to_dict(), sort_keys=True).encode()).hexdigest()[:24])
+
+        def build() -> dict[str, np.ndarray]:
+            gen = self.images(schedule, progress=progress)
+            return {"features": self.features(gen.images, progress=progress)}
+
+        arrays, *_ = TeacherCache(self.cache_dir, "features").get_or_build_arrays(key, build)
+        feats = np.asarray(arrays.get("features"))
+        if feats.shape != (self.settings.num_images, FEATURE_DIM):
+            raise FlexoptError(f"the features cache holds {feats.shape} features for "
+                               f"{self.settings.num_images} images; delete it to rebuild")
+        return feats
 
     # --------------------------------------------------------------------------- teacher
     def teacher_key(self) -> TeacherKey:

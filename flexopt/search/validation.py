@@ -363,8 +363,12 @@ def _rows(study: optuna.Study, evaluator: Any, chosen: list[tuple[str, FrozenTri
     features = {}
     for label, t in chosen:
         schedule = trial_schedule(study, t)
-        images, seconds = timed_images(schedule)
-        feats = evaluator.features(images)
+        images, seconds = None, None
+        if clip is None and latency is None:  # features alone: from the cache when scored before
+            feats = evaluator.schedule_features(schedule, progress=progress)
+        else:  # the images are scored by CLIP, or their generation is timed
+            images, seconds = timed_images(schedule)
+            feats = evaluator.features(images)
         base = t.user_attrs.get("baseline")
         name = f"trial {t.number}" + (f" ({base})" if base else "")
         features[name] = feats

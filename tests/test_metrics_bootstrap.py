@@ -92,11 +92,13 @@ def test_the_interval_finds_a_real_difference_and_not_a_null_one(reference):
 
 
 def test_the_interval_is_the_levels_percentiles_of_the_resampled_differences(reference):
+    """... moved by their mean lift, so it sits around the measured difference."""
     a, b = data(6, 80), data(7, 80) + 0.1
     boot = paired_bootstrap(reference, [a, b], resamples=30, seed=2, level=0.8)
     diffs = boot.replicates[:, 1] - boot.replicates[:, 0]
     d = boot.difference(1, 0)
-    assert (d.low, d.high) == pytest.approx(np.quantile(diffs, [0.1, 0.9]), rel=1e-12)
+    lift = diffs.mean() - d.value  # the resamples' shift, taken out
+    assert (d.low, d.high) == pytest.approx(np.quantile(diffs, [0.1, 0.9]) - lift, rel=1e-12)
     assert d.se == pytest.approx(np.std(diffs, ddof=1), rel=1e-12) and d.level == 0.8
     assert boot.se(0) == pytest.approx(np.std(boot.replicates[:, 0], ddof=1), rel=1e-12)
     assert boot.difference(0, 1).value == -d.value
@@ -154,3 +156,26 @@ def test_frechet_between_raw_sets_equals_scipy():
 def test_a_paired_reference_needs_the_same_rows(reference):
     with pytest.raises(FlexoptError, match="paired with the sets' images: 7 rows"):
         paired_bootstrap(reference, [data(1, 8)], 3, reference_features=data(2, 7))
+
+
+def test_the_interval_sits_around_the_value_when_the_sets_differ_a_lot():
+    """rFID of a set far from the teacher and one close to it: a resample repeats images, which
+    lifts the far set's rFID more, so every resampled difference exceeds the measured one (the
+    validate table's DDIM-quadratic row, docs/metrics.md). The interval is moved back by that
+    mean lift and contains the measured difference again."""
+    d = 64
+    mix = np.random.default_rng(0).standard_normal((d, d)) / np.sqrt(d)
+
+    def feats(seed: int) -> np.ndarray:
+        return np.random.default_rng(seed).standard_normal((100, d)) @ mix
+
+    teacher = feats(3)
+    close, far = teacher + 0.3 * feats(4), teacher + feats(5)
+    boot = paired_bootstrap(FeatureStats.from_features(teacher), [far, close], resamples=300,
+                            seed=0, reference_features=teacher)
+    diffs = boot.replicates[:, 0] - boot.replicates[:, 1]
+    diff = boot.difference(0, 1)
+    plain = np.quantile(diffs, [0.025, 0.975])
+    assert diff.value < plain[0]  # the plain percentile interval misses the measured value
+    assert diff.low < diff.value < diff.high
+    assert diff.high - diff.low == pytest.approx(plain[1] - plain[0], rel=1e-12)

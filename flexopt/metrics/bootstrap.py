@@ -99,7 +99,7 @@ def paired_bootstrap(
     `reference_features` (N×d, row i from noise i too: the teacher's, for rFID) are resampled
     with the same rows; `reference` (their statistics) then gives the values on all the images.
     `progress` is called once per resample. Cost per set and resample (2 cores, 1,000 images):
-    ~0.03 s for FID, under 0.07 s for rFID (N < d: the resample's distinct rows, weighted); about a
+    ~0.03 s for FID, ~0.05 s for rFID (N < d: the resample's distinct rows, weighted); about a
     second for 4,000 2048-d features (N ≥ d: one d×d FID)."""
     if isinstance(features, np.ndarray):
         raise FlexoptError("give the feature sets as a list of N×d arrays (one per schedule), "

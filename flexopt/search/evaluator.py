@@ -198,8 +198,8 @@ class ModelEvaluator:
         "features") beside the teacher's statistics: a held-out check scores the same baselines
         for every study of a budget, and a re-run scores nothing again. Built once however many
         workers ask (the cache's file lock); a corrupt entry is rebuilt."""
-        key = ScheduleKey(self.teacher_key().digest(), hashlib.sha256(
-            json.dumps(schedule.to_dict(), sort_keys=True).encode()).hexdigest()[:24])
+        key = ScheduleKey(self.teacher_key().digest(),
+                          json.dumps(schedule.to_dict(), sort_keys=True))
 
         def build() -> dict[str, np.ndarray]:
             gen = self.images(schedule, progress=progress)

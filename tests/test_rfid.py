@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from flexopt.cli import main
 from flexopt.space.schedule import Schedule
+from flexopt.space.steps import Segment
 
 T_REF = 20
 # rFID from few images is noisy (Fréchet distance of 48 samples in 2048-d); 48 keeps the ordering
@@ -135,6 +136,55 @@ def test_real_fid_against_an_image_folder(model_dir, tmp_path, inception_weights
     r = run("fid", model_dir, "--schedule", s, "--reference", tmp_path / "none",
             *common(tmp_path / "cache", inception_weights))
     assert r.exit_code == 2 and "neither a known data set" in r.output
+
+
+def test_rfid_of_several_schedules_with_a_paired_bootstrap(model_dir, tmp_path,
+                                                         inception_weights):
+    """Several schedules of one teacher on the same seeds: each rFID is that schedule's alone,
+    the bootstrap's difference is the difference of the two, and the features are cached by
+    what a schedule runs (its `meta` aside: an exported file hits its trial's entry)."""
+    cache = tmp_path / "cache"
+    fewer = Schedule("ddim", T_REF, 1, (Segment(1, 1),) * (T_REF // 2)).save(
+        tmp_path / "fewer.json")
+    cached = Schedule.uniform(T_REF, 2, 1).save(tmp_path / "cached.json")
+    args = ["rfid", model_dir, "--schedule", fewer, "--schedule", cached,
+            *common(cache, inception_weights, n=10)]
+    r = run(*args, "--bootstrap", 6)
+    assert r.exit_code == 0, r.output
+    values = {m[0]: float(m[1]) for m in re.findall(r"(\S+)\.json: rfid: (\S+)$", r.output, re.M)}
+    assert set(values) == {str(tmp_path / "fewer"), str(tmp_path / "cached")}
+    assert "paired bootstrap, 6 resamples of the 10 images" in r.output
+    diff = re.search(r"rfid \S+cached\.json - rfid \S+fewer\.json: (\S+) ± (\S+) \(SE\), "
+                     r"95% interval \[(\S+), (\S+)\]", r.output)
+    value, se, low, high = map(float, diff.groups())
+    assert value == pytest.approx(values[str(tmp_path / "cached")]
+                                  - values[str(tmp_path / "fewer")], abs=2e-4)
+    assert se > 0 and low <= high
+    alone = run("rfid", model_dir, "--schedule", cached, *common(cache, inception_weights, n=10))
+    assert alone.exit_code == 0, alone.output
+    one = float(re.search(r"^rfid: (\S+)$", alone.output, re.M).group(1))
+    assert one == pytest.approx(values[str(tmp_path / "cached")], abs=1e-4)
+    entries = sorted((cache / "features").glob("*.npz"))
+    assert len(entries) == 2
+    # the same steps with other meta: the cached features, no new entry
+    data = json.loads((tmp_path / "cached.json").read_text())
+    data["meta"] = {"study": "elsewhere", "trial": 7}
+    (tmp_path / "exported.json").write_text(json.dumps(data))
+    again = run("rfid", model_dir, "--schedule", fewer, "--schedule", tmp_path / "exported.json",
+                *common(cache, inception_weights, n=10))
+    assert again.exit_code == 0, again.output
+    assert f"exported.json: rfid: {values[str(tmp_path / 'cached')]:.4f}" in again.output
+    assert sorted((cache / "features").glob("*.npz")) == entries
+    # user mistakes: one line each
+    r = run(*args, "--bootstrap", 1)
+    assert r.exit_code == 2 and "at least 2" in r.output
+    r = run(*args, "--bootstrap", 5, "--metric", "kid")
+    assert r.exit_code == 2 and "resamples rFID, not kid" in r.output
+    other = Schedule.full(T_REF + 2).save(tmp_path / "other.json")
+    r = run("rfid", model_dir, "--schedule", fewer, "--schedule", other,
+            *common(cache, inception_weights, n=10))
+    assert r.exit_code == 2 and f"ddim {T_REF + 2} steps" in r.output
+    assert "schedules of one teacher" in r.output
 
 
 def test_fid_of_several_schedules_on_the_same_seeds_with_a_paired_bootstrap(

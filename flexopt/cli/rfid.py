@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
-from flexopt.cli.metric_options import metric_options
+from flexopt.cli.metric_options import bootstrap_option, metric_options
 from flexopt.cli.options import conditioning, echo_err, generation_options
+from flexopt.run.budget import format_macs
 from flexopt.space.schedule import SAMPLERS
 
 
@@ -43,30 +44,78 @@ def teacher(model, t_ref, sampler, num_images, seed, batch_size, device, dtype, 
 
 @click.command()
 @click.argument("model")
-@click.option("--schedule", "schedule_path", required=True, type=click.Path(dir_okay=False),
-              help="Schedule file to score (its sampler and t_ref define the teacher).")
+@click.option("--schedule", "schedule_paths", required=True, multiple=True,
+              type=click.Path(dir_okay=False),
+              help="Schedule file to score (its sampler and t_ref define the teacher). Repeat it "
+                   "to score several schedules of one teacher on the same seeds.")
 @generation_options(default_batch=64, min_images=2)
+@bootstrap_option("rfid: resample the images N times, the teacher's with them (paired by noise), "
+                  "for each rFID's standard error and a 95% interval on each schedule's "
+                  "difference from the first (about 0.05 s per resample and schedule for 1,000 "
+                  "images on 2 cores). 0: off.")
 @metric_options
-def rfid(model, schedule_path, num_images, seed, batch_size, device, dtype, prompts, prompt_file,
-         guidance_scale, class_labels, metric, cache_dir, inception_weights):
+def rfid(model, schedule_paths, num_images, seed, batch_size, resamples, device, dtype, prompts,
+         prompt_file, guidance_scale, class_labels, metric, cache_dir, inception_weights):
     """Score a schedule: rFID of its images against the teacher's, from the same noises.
 
     The teacher is the schedule's sampler with t_ref full steps; its statistics come from the
     cache (built on first use). --metric kid prints KID instead, --metric paired the mean
-    per-image feature distance.
+    per-image feature distance. With several --schedule files, --bootstrap says whether their
+    rFID differences are more than the seeds' noise; their features are cached, so a re-run
+    with another schedule generates only that one.
 
     \b
     Example:
       flexopt rfid path/to/ddpm-cifar10 --schedule best.json --num-images 1000 --seed 0
+      flexopt rfid flexopt:fashion-mnist --schedule teacher19.json --schedule best.json \\
+          --num-images 1000 --seed 100000 --bootstrap 1000
     """
-    from flexopt.search.scoring import build_evaluator, score_schedule, teacher_entry
+    from flexopt.search.scoring import (
+        bootstrap_lines,
+        build_evaluator,
+        score_schedule,
+        teacher_entry,
+    )
     from flexopt.space.schedule import Schedule
 
-    schedule = Schedule.load(schedule_path)
+    if resamples == 1:
+        raise click.BadParameter("1 resample gives no spread; use 0 (off) or at least 2",
+                                 param_hint="--bootstrap")
+    if resamples and metric != "rfid":
+        raise click.BadParameter(f"--bootstrap resamples rFID, not {metric}; allowed with "
+                                 "--metric rfid", param_hint="--bootstrap")
+    schedules = [Schedule.load(p) for p in schedule_paths]
+    first = schedules[0]
+    for path, s in zip(schedule_paths[1:], schedules[1:], strict=True):
+        if (s.sampler, s.t_ref) != (first.sampler, first.t_ref):
+            raise click.BadParameter(
+                f"{path} is scored against {s.sampler} {s.t_ref} steps, {schedule_paths[0]} "
+                f"against {first.sampler} {first.t_ref}; allowed: schedules of one teacher "
+                "(the same sampler and t_ref)", param_hint="--schedule")
     cond = conditioning(prompts, prompt_file, guidance_scale, class_labels)
-    ev = build_evaluator(model, schedule.sampler, schedule.t_ref, num_images, seed, batch_size,
+    ev = build_evaluator(model, first.sampler, first.t_ref, num_images, seed, batch_size,
                          device, dtype, cond, metric, cache_dir, inception_weights, note=echo_err)
     entry = teacher_entry(ev, log=echo_err)
     click.echo(f"teacher cache {'reused' if entry.status == 'hit' else entry.status}: {entry.path}")
-    for line in score_schedule(ev, schedule).lines():
-        click.echo(line)
+    if len(schedules) == 1 and not resamples:
+        for line in score_schedule(ev, first).lines():
+            click.echo(line)
+        return
+    if metric != "rfid":
+        for path, s in zip(schedule_paths, schedules, strict=True):
+            for line in score_schedule(ev, s).lines():
+                click.echo(f"{path}: {line}")
+        return
+    teacher = entry.stats
+    features = []
+    for path, s in zip(schedule_paths, schedules, strict=True):
+        features.append(ev.schedule_features(s, progress=True))
+        click.echo(f"{path}: rfid: {teacher.frechet_to(features[-1]):.4f}")
+        click.echo(f"{path}: NFE {s.nfe}, avg MACs {format_macs(ev.avg_macs(s))}")
+    if resamples:
+        if teacher.features is None:
+            raise click.ClickException("the teacher's cached entry has no raw features to "
+                                       "resample; rebuild it (flexopt teacher)")
+        for line in bootstrap_lines(teacher, features, schedule_paths, resamples,
+                                    reference_features=teacher.features, metric="rfid"):
+            click.echo(line)

@@ -110,7 +110,8 @@ class ClipKey(CacheKey):
 class ScheduleKey(CacheKey):
     """A schedule's Inception features on a teacher's noises: the teacher's images (a
     `TeacherKey` digest: model, pipeline, scheduler, seeds, count, conditioning, dtype, feature
-    network) and the schedule (its canonical JSON; the key's own digest names the file)."""
+    network) and the schedule (its canonical JSON without `meta`, which does not change its
+    images: an exported file and its trial share an entry; the key's own digest names the file)."""
 
     teacher: str
     schedule: str

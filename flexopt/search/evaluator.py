@@ -198,8 +198,8 @@ class ModelEvaluator:
         "features") beside the teacher's statistics: a held-out check scores the same baselines
         for every study of a budget, and a re-run scores nothing again. Built once however many
         workers ask (the cache's file lock); a corrupt entry is rebuilt."""
-        key = ScheduleKey(self.teacher_key().digest(),
-                          json.dumps(schedule.to_dict(), sort_keys=True))
+        steps = {k: v for k, v in schedule.to_dict().items() if k != "meta"}  # what it runs
+        key = ScheduleKey(self.teacher_key().digest(), json.dumps(steps, sort_keys=True))
 
         def build() -> dict[str, np.ndarray]:
             gen = self.images(schedule, progress=progress)

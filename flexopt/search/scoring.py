@@ -110,13 +110,13 @@ def score_schedule(ev: ModelEvaluator, schedule: Schedule) -> ScheduleScore:
 
 def fid_features(ev: ModelEvaluator, reference: Any, schedules: Sequence[Schedule],
                  labels: Sequence[str], log: Log = print) -> list[np.ndarray]:
-    """Each schedule's images on the evaluator's seeds, their FID against `reference` (cached
+    """Each schedule's features on the evaluator's seeds (from the features cache when scored
+    before: `flexopt rfid` and `validate` fill it too), their FID against `reference` (cached
     statistics) logged as they come; returns the features, for a paired bootstrap."""
     features = []
     n, seed = ev.settings.num_images, ev.settings.seed
     for label, schedule in zip(labels, schedules, strict=True):
-        gen = ev.images(schedule, progress=True)
-        features.append(ev.features(gen.images, progress=True))
+        features.append(ev.schedule_features(schedule, progress=True))
         value = reference.frechet_to(features[-1])
         prefix = f"{label}: " if len(schedules) > 1 else ""
         log(f"{prefix}fid: {value:.4f}")
@@ -126,20 +126,24 @@ def fid_features(ev: ModelEvaluator, reference: Any, schedules: Sequence[Schedul
 
 
 def bootstrap_lines(reference: Any, features: Sequence[np.ndarray], labels: Sequence[str],
-                    resamples: int) -> list[str]:
-    """Each FID's paired-bootstrap SE and each set's difference from the first, as lines."""
+                    resamples: int, reference_features: np.ndarray | None = None,
+                    metric: str = "fid") -> list[str]:
+    """Each value's paired-bootstrap SE and each set's difference from the first, as lines:
+    FID against real images' statistics, or rFID with the teacher's `reference_features`
+    resampled with the same rows."""
     from tqdm.auto import tqdm
 
     from flexopt.metrics import paired_bootstrap
 
     with tqdm(total=resamples, desc="bootstrap", unit="resample") as bar:
-        boot = paired_bootstrap(reference, features, resamples, progress=bar.update)
+        boot = paired_bootstrap(reference, features, resamples, progress=bar.update,
+                                reference_features=reference_features)
     lines = [f"paired bootstrap, {resamples} resamples of the {features[0].shape[0]} images:"]
-    lines += [f"  fid {label}: {boot.values[i]:.4f} ± {boot.se(i):.4f} (SE)"
+    lines += [f"  {metric} {label}: {boot.values[i]:.4f} ± {boot.se(i):.4f} (SE)"
               for i, label in enumerate(labels)]
     for i, label in enumerate(labels[1:], start=1):
         diff = boot.difference(i, 0)
         verdict = ("lower" if diff.high < 0 else "higher") if diff.excludes_zero() else \
             "no clear difference"
-        lines.append(f"  fid {label} - fid {labels[0]}: {diff}: {verdict}")
+        lines.append(f"  {metric} {label} - {metric} {labels[0]}: {diff}: {verdict}")
     return lines

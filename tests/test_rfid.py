@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 import tiny
@@ -42,6 +43,24 @@ def rfid_of(model_dir, tmp_path, schedule, cache, weights, metric="rfid", n=N):
             *common(cache, weights, n=n))
     assert r.exit_code == 0, r.output
     return float(re.search(rf"^{metric}: (\S+)$", r.output, re.M).group(1)), r.output
+
+
+def check_bootstrap(output: str, metric: str, first, second, n: int = 10,
+                    resamples: int = 6) -> dict[str, float]:
+    """The values `flexopt rfid|fid --bootstrap` printed for two schedule files (by path
+    without .json); checks the difference line is second - first, with a positive SE."""
+    values = {m[0]: float(m[1]) for m in
+              re.findall(rf"(/\S+)\.json: {metric}: (\S+)$", output, re.M)}
+    a, b = str(first).removesuffix(".json"), str(second).removesuffix(".json")
+    assert set(values) == {a, b}
+    assert f"paired bootstrap, {resamples} resamples of the {n} images" in output
+    diff = re.search(rf"{metric} \S+{re.escape(Path(b).name)}\.json - {metric} "
+                     rf"\S+{re.escape(Path(a).name)}\.json: (\S+) ± (\S+) \(SE\), "
+                     r"95% interval \[(\S+), (\S+)\]", output)
+    value, se, low, high = map(float, diff.groups())
+    assert value == pytest.approx(values[b] - values[a], abs=2e-4)
+    assert se > 0 and low <= high
+    return values
 
 
 def test_teacher_scores_zero_and_coarser_caching_scores_worse(model_dir, tmp_path,
@@ -151,15 +170,7 @@ def test_rfid_of_several_schedules_with_a_paired_bootstrap(model_dir, tmp_path,
             *common(cache, inception_weights, n=10)]
     r = run(*args, "--bootstrap", 6)
     assert r.exit_code == 0, r.output
-    values = {m[0]: float(m[1]) for m in re.findall(r"(\S+)\.json: rfid: (\S+)$", r.output, re.M)}
-    assert set(values) == {str(tmp_path / "fewer"), str(tmp_path / "cached")}
-    assert "paired bootstrap, 6 resamples of the 10 images" in r.output
-    diff = re.search(r"rfid \S+cached\.json - rfid \S+fewer\.json: (\S+) ± (\S+) \(SE\), "
-                     r"95% interval \[(\S+), (\S+)\]", r.output)
-    value, se, low, high = map(float, diff.groups())
-    assert value == pytest.approx(values[str(tmp_path / "cached")]
-                                  - values[str(tmp_path / "fewer")], abs=2e-4)
-    assert se > 0 and low <= high
+    values = check_bootstrap(r.output, "rfid", fewer, cached)
     alone = run("rfid", model_dir, "--schedule", cached, *common(cache, inception_weights, n=10))
     assert alone.exit_code == 0, alone.output
     one = float(re.search(r"^rfid: (\S+)$", alone.output, re.M).group(1))
@@ -196,15 +207,7 @@ def test_fid_of_several_schedules_on_the_same_seeds_with_a_paired_bootstrap(
             *common(tmp_path / "cache", inception_weights, seed=3, n=10)]
     r = run(*args, "--bootstrap", 6)
     assert r.exit_code == 0, r.output
-    fids = {m[0]: float(m[1]) for m in re.findall(r"(/\S+)\.json: fid: (\S+)$", r.output, re.M)}
-    assert set(fids) == {str(tmp_path / "full"), str(tmp_path / "fewer")}
-    assert "paired bootstrap, 6 resamples of the 10 images" in r.output
-    diff = re.search(r"fid \S+fewer\.json - fid \S+full\.json: (\S+) ± (\S+) \(SE\), 95% interval "
-                     r"\[(\S+), (\S+)\]", r.output)
-    value, se, low, high = map(float, diff.groups())
-    assert value == pytest.approx(fids[str(tmp_path / "fewer")] - fids[str(tmp_path / "full")],
-                                  abs=2e-4)
-    assert se > 0 and low <= high
+    fids = check_bootstrap(r.output, "fid", full, fewer)
     # each FID is that schedule's alone, on the same seeds, against the same real images
     alone = run("fid", model_dir, "--schedule", fewer, "--reference", real,
                 *common(tmp_path / "cache", inception_weights, seed=3, n=10))

@@ -44,9 +44,6 @@ def fid(model, schedule_paths, reference, reference_split, reference_images, num
     )
     from flexopt.space.schedule import Schedule
 
-    if resamples == 1:
-        raise click.BadParameter("1 resample gives no spread; use 0 (off) or at least 2",
-                                 param_hint="--bootstrap")
     schedules = [Schedule.load(p) for p in schedule_paths]
     cond = conditioning(prompts, prompt_file, guidance_scale, class_labels)
     ev = build_evaluator(model, schedules[0].sampler, schedules[0].t_ref, num_images, seed,

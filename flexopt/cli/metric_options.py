@@ -49,6 +49,14 @@ def reference_options(default: str | None):
 
 
 def bootstrap_option(help_text: str):
-    """--bootstrap N: paired-bootstrap resamples for standard errors and intervals (0: off)."""
+    """--bootstrap N: paired-bootstrap resamples for standard errors and intervals (0: off);
+    1 is refused (one resample has no spread)."""
+
+    def check(ctx, param, value):
+        if value == 1:
+            raise click.BadParameter("bootstrap 1 is invalid (one resample has no spread); "
+                                     "allowed: 0 (off) or at least 2 resamples")
+        return value
+
     return click.option("--bootstrap", "resamples", type=click.IntRange(min=0), default=0,
-                        show_default=True, help=help_text)
+                        show_default=True, callback=check, help=help_text)

@@ -78,9 +78,6 @@ def rfid(model, schedule_paths, num_images, seed, batch_size, resamples, device,
     )
     from flexopt.space.schedule import Schedule
 
-    if resamples == 1:
-        raise click.BadParameter("1 resample gives no spread; use 0 (off) or at least 2",
-                                 param_hint="--bootstrap")
     if resamples and metric != "rfid":
         raise click.BadParameter(f"--bootstrap resamples rFID, not {metric}; allowed with "
                                  "--metric rfid", param_hint="--bootstrap")

@@ -39,8 +39,8 @@ def fid(model, schedule_paths, reference, reference_split, reference_images, num
     from flexopt.search.scoring import (
         bootstrap_lines,
         build_evaluator,
-        fid_features,
         reference_entry,
+        scored_features,
     )
     from flexopt.space.schedule import Schedule
 
@@ -52,7 +52,7 @@ def fid(model, schedule_paths, reference, reference_split, reference_images, num
     ref = reference_entry(ev, reference, reference_split, reference_images, cache_dir)
     click.echo(f"reference statistics {'reused' if ref.status == 'hit' else ref.status}: "
                f"{reference} {reference_split}, {ref.stats.n} images")
-    features = fid_features(ev, ref.stats, schedules, schedule_paths, log=click.echo)
+    features = scored_features(ev, ref.stats, schedules, schedule_paths, log=click.echo)
     if resamples:
         for line in bootstrap_lines(ref.stats, features, schedule_paths, resamples):
             click.echo(line)

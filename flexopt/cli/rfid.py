@@ -6,7 +6,6 @@ import click
 
 from flexopt.cli.metric_options import bootstrap_option, metric_options
 from flexopt.cli.options import conditioning, echo_err, generation_options
-from flexopt.run.budget import format_macs
 from flexopt.space.schedule import SAMPLERS
 
 
@@ -74,6 +73,7 @@ def rfid(model, schedule_paths, num_images, seed, batch_size, resamples, device,
         bootstrap_lines,
         build_evaluator,
         score_schedule,
+        scored_features,
         teacher_entry,
     )
     from flexopt.space.schedule import Schedule
@@ -104,11 +104,7 @@ def rfid(model, schedule_paths, num_images, seed, batch_size, resamples, device,
                 click.echo(f"{path}: {line}")
         return
     teacher = entry.stats
-    features = []
-    for path, s in zip(schedule_paths, schedules, strict=True):
-        features.append(ev.schedule_features(s, progress=True))
-        click.echo(f"{path}: rfid: {teacher.frechet_to(features[-1]):.4f}")
-        click.echo(f"{path}: NFE {s.nfe}, avg MACs {format_macs(ev.avg_macs(s))}")
+    features = scored_features(ev, teacher, schedules, schedule_paths, "rfid", log=click.echo)
     if resamples:
         if teacher.features is None:
             raise click.ClickException("the teacher's cached entry has no raw features to "

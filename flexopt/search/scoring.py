@@ -108,18 +108,20 @@ def score_schedule(ev: ModelEvaluator, schedule: Schedule) -> ScheduleScore:
                          schedule.nfe, dict(ev.last_timings))
 
 
-def fid_features(ev: ModelEvaluator, reference: Any, schedules: Sequence[Schedule],
-                 labels: Sequence[str], log: Log = print) -> list[np.ndarray]:
+def scored_features(ev: ModelEvaluator, reference: Any, schedules: Sequence[Schedule],
+                    labels: Sequence[str], metric: str = "fid",
+                    log: Log = print) -> list[np.ndarray]:
     """Each schedule's features on the evaluator's seeds (from the features cache when scored
-    before: `flexopt rfid` and `validate` fill it too), their FID against `reference` (cached
-    statistics) logged as they come; returns the features, for a paired bootstrap."""
+    before: `validate` fills it too), their Fréchet distance to `reference` logged as they come
+    (`metric` names it: "fid" for real images' statistics, "rfid" for the teacher's); returns
+    the features, for a paired bootstrap."""
     features = []
     n, seed = ev.settings.num_images, ev.settings.seed
     for label, schedule in zip(labels, schedules, strict=True):
         features.append(ev.schedule_features(schedule, progress=True))
         value = reference.frechet_to(features[-1])
         prefix = f"{label}: " if len(schedules) > 1 else ""
-        log(f"{prefix}fid: {value:.4f}")
+        log(f"{prefix}{metric}: {value:.4f}")
         log(f"{prefix}{n} images from seed {seed}; NFE {schedule.nfe}, avg MACs "
             f"{format_macs(ev.avg_macs(schedule))}")
     return features

@@ -104,11 +104,11 @@ def rfid(model, schedule_paths, num_images, seed, batch_size, resamples, device,
                 click.echo(f"{path}: {line}")
         return
     teacher = entry.stats
+    if resamples and teacher.features is None:  # before generating anything
+        raise click.ClickException("the teacher's cached entry has no raw features to "
+                                   "resample; rebuild it (flexopt teacher)")
     features = scored_features(ev, teacher, schedules, schedule_paths, "rfid", log=click.echo)
     if resamples:
-        if teacher.features is None:
-            raise click.ClickException("the teacher's cached entry has no raw features to "
-                                       "resample; rebuild it (flexopt teacher)")
         for line in bootstrap_lines(teacher, features, schedule_paths, resamples,
                                     reference_features=teacher.features, metric="rfid"):
             click.echo(line)

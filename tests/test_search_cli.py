@@ -12,6 +12,7 @@ import time
 
 import optuna
 import pytest
+import sqlalchemy.exc
 import tiny
 from click.testing import CliRunner
 
@@ -124,9 +125,9 @@ def test_killed_search_resumes(model_dir, tmp_path, inception_weights):
         deadline = time.time() + 240
         while time.time() < deadline:
             time.sleep(1)
-            try:
+            try:  # the run may be creating the empty database's tables this very second
                 study = optuna.load_study(study_name="k", storage=storage)
-            except KeyError:
+            except (KeyError, sqlalchemy.exc.OperationalError):
                 continue
             if len(study.get_trials(states=[optuna.trial.TrialState.COMPLETE])) >= 3:
                 break

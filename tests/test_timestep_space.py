@@ -13,6 +13,7 @@ from optuna.testing.pytest_samplers import BasicSamplerTestCase
 
 from flexopt.errors import FlexoptError
 from flexopt.search.sampler import CostLimit, FlexEvolutionSampler, candidate_key
+from flexopt.search.strategies import fill_child
 from flexopt.space.schedule import PlacedStep, Schedule
 from flexopt.space.segment import SearchSpace
 from flexopt.space.timestep import Placement, TimestepSpace
@@ -195,6 +196,57 @@ def test_crossover_stays_valid_and_takes_from_both_parents(space):
                 assert s in steps  # a timestep keeps the type of a parent it came from
 
 
+def test_fill_adds_partial_steps_at_the_gaps_midpoints():
+    space = TimestepSpace(tuple(range(4, 13)), branches=(1, 2, 3), t_ref=20, train_timesteps=100)
+    parent = Placement([(75, 0), (50, 0), (25, 2), (0, 0)])
+    assert space.fill_gaps(parent) == [0, 1, 2]  # nothing below t = 0
+    child, record = space.fill(parent, 2, [1, 2])
+    assert str(child) == "75F 50F 37P2 25P2 12P2 0F"
+    assert [str(r) for r in record] == ["K 4->6 (+37P2)", "K 4->6 (+12P2)"]
+    assert_valid(space, child)
+    assert set(parent.steps) <= set(child.steps)
+    # a gap with no free timestep inside, and the one below the last step
+    tight = Placement([(9, 0), (8, 0), (3, 0)])
+    assert TimestepSpace((3, 4, 5), (1,), t_ref=20, train_timesteps=100).fill_gaps(tight) == [1, 2]
+    for bad, match in (
+        (lambda: space.fill(parent, 4, [0]), r"fill branch 4 is not a partial-step choice; "
+                                             r"allowed: 1,2,3"),
+        (lambda: TIMESTEPS.fill(Placement([75, 50, 25, 0]), 1, [0]),
+         r"allowed: none \(not a hybrid space\)"),
+        (lambda: space.fill(parent, 1, [0, 0]), r"fill gaps 0,0 are invalid; allowed: distinct"),
+        (lambda: space.fill(parent, 1, [3]), r"fill gaps 3 are invalid; .* 0,1,2"),
+        (lambda: space.fill(parent, 1, []), r"filling 0 gaps makes 4 steps"),
+        (lambda: HYBRID.fill(parent, 1, [0]), r"filling 1 gaps makes 5 steps; .* up to 8"),
+    ):
+        with pytest.raises(FlexoptError, match=match):
+            bad()
+
+
+def test_fill_child_spends_the_parents_room_under_the_budget():
+    space = TimestepSpace(tuple(range(4, 21)), branches=(1, 2, 3), t_ref=20, train_timesteps=100)
+    parent = Placement([87, 75, 62, 50, 37, 25, 12, 0])  # 8 full steps: cost 8, 7 gaps
+    rng = random.Random(0)
+    limit = CostLimit(cost, 10.0)  # room under 2 (`cost` above): 6 P1, 3 P2 or 2 P3
+    most = {1: 6, 2: 3, 3: 2}
+    seen_branches, seen_sizes = set(), set()
+    for _ in range(60):
+        child, record = fill_child(space, parent, rng, limit)
+        assert_valid(space, child)
+        assert limit(child) and set(parent.steps) <= set(child.steps)
+        added = [s for s in child.steps if s not in parent.steps]
+        branch = added[0].branch
+        assert {s.branch for s in added} == {branch} and len(record) == len(added)
+        # between half and all of the most that fit, in consecutive gaps
+        assert (most[branch] + 1) // 2 <= len(added) <= most[branch]
+        gaps = [i for i, s in enumerate(child.steps) if s in added]
+        assert gaps == list(range(gaps[0], gaps[0] + 2 * len(added), 2))
+        seen_branches.add(branch)
+        seen_sizes.add(len(added))
+    assert seen_branches == {1, 2, 3} and len(seen_sizes) >= 4
+    # no room: the parent is at the budget
+    assert fill_child(space, parent, rng, CostLimit(cost, 8.25)) is None
+
+
 def test_baselines_equal_spaced_timesteps():
     from flexopt.space import schedule as scheduler
 
@@ -263,8 +315,28 @@ def test_evolution_improves_never_repeats_and_resumes(space):
     for t in done:
         if t.user_attrs["origin"] == "crossover":
             assert len(t.user_attrs["parents"]) == 2
-        if t.user_attrs["origin"] == "mutation":
+        if t.user_attrs["origin"] in ("mutation", "fill"):
             assert isinstance(t.user_attrs["parent"], int) and t.user_attrs["mutation"]
+
+
+@pytest.mark.parametrize("fill_prob", [0.0, 0.5])
+def test_fill_children_over_a_hybrid_space(fill_prob):
+    space = TimestepSpace(tuple(range(4, 13)), branches=(1, 2, 3), t_ref=20, train_timesteps=100)
+    # the target is the 7-step teacher plus partial steps in its last three gaps (the shape of
+    # the embedded model's rFID winner at 2.5x); the budget leaves room for more
+    target = Placement([90, 75, 60, 45, (37, 2), 30, (22, 2), 15, (7, 2), 0])
+    probe = SyntheticPlacementProblem(space, target, 0.0)
+    problem = SyntheticPlacementProblem(space, target, 1.2 * probe.cost(target))
+    study = _run(problem, 60, seed=0, fill_prob=fill_prob)
+    fills = [t for t in study.trials if t.user_attrs.get("origin") == "fill"]
+    assert (len(fills) > 5) == (fill_prob > 0)
+    for t in fills:  # a run of partial steps of one branch added to its parent, under the budget
+        parent = space.from_params(study.trials[t.user_attrs["parent"]].params)
+        child = space.from_params(t.params)
+        added = set(child.steps) - set(parent.steps)
+        assert set(parent.steps) < set(child.steps) and problem.feasible(child)
+        assert len({s.branch for s in added}) == 1 and 0 not in {s.branch for s in added}
+        assert len(t.user_attrs["mutation"]) == len(added)
 
 
 def test_random_population_spreads_up_to_the_budget():

@@ -38,6 +38,9 @@ class EvolutionConfig:
     top_k: int = 10
     crossover_prob: float = 0.5
     mutation_prob: float = 0.1
+    # hybrid space: the share of children that fill a parent's room under the budget with a run
+    # of partial steps (docs/search-space.md)
+    fill_prob: float = 0.25
 
 
 AUTO = "auto"

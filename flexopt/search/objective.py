@@ -385,7 +385,10 @@ def record_constraints(trial: optuna.Trial, constraints: dict[str, float], name:
     """Add constraint `name` (> 0: violated) to the trial's `constraints`, written where Optuna 5
     and optuna-dashboard 0.21 both read them."""
     constraints[name] = violation
-    trial.set_constraint(name, violation)
+    # a trial interrupted and requeued (same trial, same candidate) has it already; Optuna keeps
+    # the first value and warns on a second ("constraints:NAME" is where Optuna 5 keeps it)
+    if f"{CONSTRAINTS_ATTR}:{name}" not in trial.storage.get_trial_system_attrs(trial._trial_id):
+        trial.set_constraint(name, violation)
     # optuna-dashboard 0.21 (and Optuna's own samplers' `constraints_func`) read this list.
     trial.storage.set_trial_system_attr(trial._trial_id, CONSTRAINTS_ATTR,
                                         list(constraints.values()))

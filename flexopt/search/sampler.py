@@ -95,6 +95,9 @@ class FlexEvolutionSampler(BaseSampler):
             `top_k`), share of crossover children, per-timestep move probability; used over a
             space with `crossover` (a `TimestepSpace`). Defaults: AutoDiffusion's released
             search (10 parents, 25 crossover + 25 mutation children, p = 0.1).
+        fill_prob: over a hybrid space, the share of children that spend a parent's room under
+            the budget on a run of partial steps (`strategies.fill_child`); the rest are
+            AutoDiffusion's. Default 0.25; 0 is AutoDiffusion's iteration alone.
     """
 
     def __init__(
@@ -113,15 +116,18 @@ class FlexEvolutionSampler(BaseSampler):
         top_k: int = 10,
         crossover_prob: float = 0.5,
         mutation_prob: float = 0.1,
+        fill_prob: float = 0.25,
     ) -> None:
         for name, v in (("population_size", population_size), ("n_p", n_p), ("n_c", n_c),
                         ("n_u", n_u), ("n_m", n_m), ("max_tries", max_tries), ("top_k", top_k)):
             if v < 1:
                 raise FlexoptError(f"{name} {v} is invalid; allowed: an integer >= 1")
-        for name, p in (("crossover_prob", crossover_prob), ("mutation_prob", mutation_prob)):
+        for name, p in (("crossover_prob", crossover_prob), ("mutation_prob", mutation_prob),
+                        ("fill_prob", fill_prob)):
             if not 0.0 <= p <= 1.0:
                 raise FlexoptError(f"{name} {p} is invalid; allowed: a number in 0..1")
         self.top_k, self.crossover_prob, self.mutation_prob = top_k, crossover_prob, mutation_prob
+        self.fill_prob = fill_prob
         self.space = space
         self.feasible: Feasible = feasible or (lambda c: True)
         self.population_size = population_size
@@ -273,7 +279,7 @@ class FlexEvolutionSampler(BaseSampler):
             children = autodiffusion_children(
                 self.space, parents, self._rng, self.feasible, seen, n_c=self.n_c, n_m=self.n_m,
                 max_tries=self.max_tries, crossover_prob=self.crossover_prob,
-                mutation_prob=self.mutation_prob)
+                mutation_prob=self.mutation_prob, fill_prob=self.fill_prob)
         else:  # Alg. 1: tournament, the best of n_p random members is the parent
             contenders = self._rng.sample(range(len(population)), min(self.n_p, len(population)))
             stalled = population[min(contenders)]  # population is sorted best first

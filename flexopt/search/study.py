@@ -134,6 +134,7 @@ def make_sampler(
             n_c=evolution.n_c, n_u=evolution.n_u, n_m=evolution.n_m,
             max_tries=evolution.max_tries, seed=seed, top_k=evolution.top_k,
             crossover_prob=evolution.crossover_prob, mutation_prob=evolution.mutation_prob,
+            fill_prob=evolution.fill_prob,
         )
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)

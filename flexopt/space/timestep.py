@@ -92,16 +92,18 @@ class StepMutation:
     """One applied change, recorded so a child can be explained against its parent."""
 
     index: int  # position of the step in the candidate when the change was made
-    mode: str  # "move" | "heavier" | "lighter"
+    mode: str  # "move" | "heavier" | "lighter" | "fill"
     dimension: str  # "timestep" | "type" | "n_steps"
     old: int
     new: int
     timestep: int | None = None  # the timestep added or removed by an n_steps change
+    branch: int | None = None  # the added step's branch (a fill)
 
     def __str__(self) -> str:
         if self.dimension == "n_steps":
             sign = "+" if self.new > self.old else "-"
-            return f"K {self.old}->{self.new} ({sign}{self.timestep})"
+            added = self.timestep if self.branch is None else PlacedStep(self.timestep, self.branch)
+            return f"K {self.old}->{self.new} ({sign}{added})"
         if self.dimension == "type":
             return f"step {self.index} type {_type_str(self.old)}->{_type_str(self.new)}"
         return f"step {self.index} t {self.old}->{self.new}"
@@ -393,6 +395,42 @@ class TimestepSpace:
         if not record:
             which = "lightest" if mode == "lighter" else "heaviest"
             raise FlexoptError(f"the candidate is already the {which} of its search space")
+        return Placement(tuple(steps)), record
+
+    def fill_gaps(self, candidate: Placement) -> list[int]:
+        """Where `fill` can add a step: the gaps `i` (between step `i` and step `i + 1`, the last
+        one down to t = 0) with a free timestep strictly inside, noisiest first."""
+        bounds = [*candidate.timesteps, -1]
+        return [i for i in range(candidate.k) if bounds[i] - bounds[i + 1] >= 2]
+
+    def fill(self, candidate: Placement, branch: int,
+             gaps: Sequence[int]) -> tuple[Placement, list[StepMutation]]:
+        """`candidate` with a partial step of `branch` at the midpoint of each of `gaps` (see
+        `fill_gaps`), and what changed.
+
+        The hybrid's way to spend a parent's room under the budget on many partial steps at
+        once: one added step changes rFID by less than a search's few images resolve, several
+        in a row do not (docs/search-quality.md, "Why, measured").
+        """
+        self.check(candidate)
+        if branch not in self.branches:
+            raise FlexoptError(f"fill branch {branch!r} is not a partial-step choice; allowed: "
+                               f"{_fmt(self.branches) or 'none (not a hybrid space)'}")
+        gaps = list(gaps)
+        k = candidate.k + len(gaps)
+        if not gaps or k not in self.steps:
+            raise FlexoptError(f"filling {len(gaps)} gaps makes {k} steps; allowed: 1 or more "
+                               f"gaps, up to {self.steps[-1]} steps")
+        room = self.fill_gaps(candidate)
+        if len(set(gaps)) != len(gaps) or any(g not in room for g in gaps):
+            raise FlexoptError(f"fill gaps {_fmt(gaps)} are invalid; allowed: distinct gaps "
+                               f"with a free timestep, {_fmt(room)}")
+        bounds = [*candidate.timesteps, -1]
+        added = {(bounds[g] + bounds[g + 1]) // 2 for g in gaps}
+        steps = sorted((*candidate.steps, *(PlacedStep(t, branch) for t in added)),
+                       key=lambda s: -s.timestep)
+        record = [StepMutation(i, "fill", "n_steps", candidate.k, k, s.timestep, branch)
+                  for i, s in enumerate(steps) if s.timestep in added]
         return Placement(tuple(steps)), record
 
     def crossover(self, a: Placement, b: Placement, rng: random.Random) -> Placement:

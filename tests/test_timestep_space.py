@@ -13,7 +13,7 @@ from optuna.testing.pytest_samplers import BasicSamplerTestCase
 
 from flexopt.errors import FlexoptError
 from flexopt.search.sampler import CostLimit, FlexEvolutionSampler, candidate_key
-from flexopt.search.strategies import fill_child
+from flexopt.search.strategies import autodiffusion_children, fill_child
 from flexopt.space.schedule import PlacedStep, Schedule
 from flexopt.space.segment import SearchSpace
 from flexopt.space.timestep import Placement, TimestepSpace
@@ -245,6 +245,26 @@ def test_fill_child_spends_the_parents_room_under_the_budget():
     assert seen_branches == {1, 2, 3} and len(seen_sizes) >= 4
     # no room: the parent is at the budget
     assert fill_child(space, parent, rng, CostLimit(cost, 8.25)) is None
+
+
+def test_fill_children_come_from_the_best_parent_with_room():
+    space = TimestepSpace(tuple(range(4, 21)), branches=(1, 2, 3), t_ref=20, train_timesteps=100)
+    limit = CostLimit(cost, 10.0)
+    full = Placement([87, 75, 62, 50, 37, 25, 12, 0])  # cost 8: room for partial steps
+    no_room = Placement([95, 87, 80, 75, 62, 50, (43, 3), 37, 25, 12])  # 9.7: one P1 is 10
+    parents = []
+    for number, cand in enumerate((no_room, full, Placement([90, 60, 30, 0]))):
+        trial = optuna.trial.create_trial(value=float(number))
+        trial.number = number
+        parents.append((trial, cand))
+    assert limit(no_room) and fill_child(space, no_room, random.Random(0), limit) is None
+    children = autodiffusion_children(
+        space, parents, random.Random(0), limit, set(), n_c=6, n_m=1, max_tries=50,
+        crossover_prob=0.5, mutation_prob=0.1, fill_prob=1.0)
+    assert len(children) == 6
+    for child, attrs in children:
+        assert attrs["origin"] == "fill" and attrs["parent"] == 1
+        assert set(full.steps) < set(child.steps) and limit(child)
 
 
 def test_baselines_equal_spaced_timesteps():

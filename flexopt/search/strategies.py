@@ -104,18 +104,19 @@ def autodiffusion_children(space: TimestepSpace, parents: Sequence[tuple[FrozenT
     """AutoDiffusion's iteration: each child is, with probability `crossover_prob`, the
     crossover of two of the top-k `parents`, else the mutation of one (each timestep moves with
     `mutation_prob`). Over a hybrid space a child is first, with probability `fill_prob`, a
-    `fill_child` of one parent (origin "fill")."""
+    `fill_child` of the best parent that has room for one more partial step (origin "fill"):
+    a fill refines the incumbent, where a run of small gains counts."""
     children: Children = []
     keys = set(seen)
     for _ in range(max_tries):
         if len(children) >= n_c:
             break
         if fill_prob and space.branches and rng.random() < fill_prob:
-            tp, p = rng.choice(parents)
-            made = fill_child(space, p, rng, feasible)
-            if made is None:
+            found = next(((tp, made) for tp, p in parents  # best first
+                          if (made := fill_child(space, p, rng, feasible)) is not None), None)
+            if found is None:
                 continue
-            child, record = made
+            tp, (child, record) = found
             attrs = child_attrs(tp, record) | {"origin": "fill"}
         elif len(parents) >= 2 and rng.random() < crossover_prob:
             (ta, a), (tb, b) = rng.sample(parents, 2)

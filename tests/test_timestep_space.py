@@ -228,7 +228,7 @@ def test_fill_child_spends_the_parents_room_under_the_budget():
     rng = random.Random(0)
     limit = CostLimit(cost, 10.0)  # room under 2 (`cost` above): 6 P1, 3 P2 or 2 P3
     most = {1: 6, 2: 3, 3: 2}
-    seen_branches, seen_sizes = set(), set()
+    seen_branches, seen_sizes, ends = set(), set(), set()
     for _ in range(60):
         child, record = fill_child(space, parent, rng, limit)
         assert_valid(space, child)
@@ -242,7 +242,10 @@ def test_fill_child_spends_the_parents_room_under_the_budget():
         assert gaps == list(range(gaps[0], gaps[0] + 2 * len(added), 2))
         seen_branches.add(branch)
         seen_sizes.add(len(added))
+        ts = [s.timestep for s in added]  # the first gap is 87..75, the last 12..0
+        ends.update({"noisy"} if max(ts) > 75 else set(), {"clean"} if min(ts) < 12 else set())
     assert seen_branches == {1, 2, 3} and len(seen_sizes) >= 4
+    assert ends == {"noisy", "clean"}  # runs anchored at either end (and elsewhere)
     # no room: the parent is at the budget
     assert fill_child(space, parent, rng, CostLimit(cost, 8.25)) is None
 

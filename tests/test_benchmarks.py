@@ -272,3 +272,45 @@ def test_latency_context_script_on_a_tiny_model(tmp_path, monkeypatch):
     assert all(r["n"] > 0 and r["mean_ms"] > 0 for r in data["rows"])
     with pytest.raises(SystemExit):
         bench.main(["--rounds", "1"])
+
+
+def _validation(searched_rfid: float, trial: int) -> dict:
+    """A `flexopt validate --json` file's shape: teacher, searched, two baselines, differences."""
+    def row(label, name, kind, rfid, fid, search=None):
+        return {"label": label, "name": name, "kind": kind, "steps": "F", "speedup": 2.5,
+                "nfe": 19, "rfid": rfid, "fid": fid, "search_value": search}
+    diffs = [{"metric": m, "baseline": b, "value": v, "se": 0.1, "low": v - 0.3, "high": v + 0.3,
+              "level": 0.95, "verdict": "beats" if v + 0.3 < 0 else "loses"}
+             for m, b, v in (("rfid", f"trial {trial + 1} (teacher T=19)", searched_rfid - 8.0),
+                             ("rfid", f"trial {trial + 2} (ddim-quad T=19)", searched_rfid - 20),
+                             ("fid", f"trial {trial + 1} (teacher T=19)", 1.0),
+                             ("fid", f"trial {trial + 2} (ddim-quad T=19)", -4.0))]
+    return {"rows": [row("teacher", "ddim 50 steps", "teacher", 0.0, 42.6),
+                     row("best searched", f"trial {trial}", "searched", searched_rfid, 44.0, 23.1),
+                     row("fewer-step teacher", f"trial {trial + 1} (teacher T=19)", "baseline",
+                         8.0, 43.0, 25.2),
+                     row("DDIM-quadratic", f"trial {trial + 2} (ddim-quad T=19)", "baseline",
+                         20.0, 48.0, 74.6)],
+            "differences": diffs}
+
+
+def test_validation_table_picks_the_best_baseline_by_each_metric(tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(_validation(7.5, 30)))
+    b.write_text(json.dumps(_validation(9.0, 40)))
+    out = tmp_path / "t.json"
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "validation_table.py"),
+                        f"hybrid={a}", f"segments={b}", "--out", str(out)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    rows = json.loads(out.read_text())["rows"]
+    # the best baseline by rFID and by FID is the fewer-step teacher (lowest of both)
+    assert [r["rfid_difference"]["value"] for r in rows] == [-0.5, 1.0]
+    assert [r["fid_difference"]["value"] for r in rows] == [1.0, 1.0]
+    assert "| hybrid | trial 30 | 2.50× | 19 | 23.10 | 7.50 | 44.00 | -0.50 ([-0.80, -0.20]) " \
+           "| +1.00 ([+0.70, +1.30]) | beats by rFID, loses by FID |" in p.stdout
+    # the same baseline of two studies (another trial number) is one row
+    assert p.stdout.count("teacher T=19 (fewer-step teacher)") == 1
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "validation_table.py"),
+                          str(a)], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "allowed: SPACE=VAL.json" in bad.stderr

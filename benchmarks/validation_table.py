@@ -18,14 +18,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from flexopt.search.validation import is_contender
+
 
 def _interval(d: dict[str, Any]) -> str:
     return f"{d['value']:+.2f} ([{d['low']:+.2f}, {d['high']:+.2f}])"
 
 
 def best_baseline(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
-    """The baseline with the lowest `metric` on the held-out images."""
-    baselines = [r for r in rows if r["kind"] == "baseline" and r.get(metric) is not None]
+    """The baseline with the lowest `metric` on the held-out images, among those `validate`
+    judges against (`Validation.best_baseline`'s rule)."""
+    baselines = [r for r in rows if is_contender(r["kind"], r["label"])
+                 and r.get(metric) is not None]
     if not baselines:
         raise SystemExit(f"no baseline has a {metric} in this validation")
     return min(baselines, key=lambda r: r[metric])
@@ -33,7 +37,7 @@ def best_baseline(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
 
 def space_row(space: str, data: dict[str, Any]) -> dict[str, Any]:
     """The searched schedule of one validation against the best baseline by rFID and by FID."""
-    searched = next((r for r in data["rows"] if r["kind"] == "searched"), None)
+    searched = next((r for r in data["rows"] if r["label"] == "best searched"), None)
     if searched is None:
         raise SystemExit(f"{space}: the validation has no searched schedule")
     out: dict[str, Any] = {"space": space, "trial": searched["name"], "steps": searched["steps"],

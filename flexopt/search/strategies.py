@@ -88,9 +88,15 @@ def fill_child(space: TimestepSpace, parent: Placement, rng: random.Random,
     if not space.branches or not gaps:
         return None
     branch = rng.choice(space.branches)
-    # partial steps cost the same wherever they are, so the first m gaps say whether m fit
-    fits = [m for m in range(1, len(gaps) + 1) if parent.k + m in space.steps
-            and feasible(space.fill(parent, branch, gaps[:m])[0])]
+    # partial steps cost the same wherever they are, so the first m gaps say whether m fit, and
+    # once m do not, more do not either (a parent at the budget costs one check, not one per gap)
+    fits: list[int] = []
+    for m in range(1, len(gaps) + 1):
+        if parent.k + m not in space.steps:
+            continue
+        if not feasible(space.fill(parent, branch, gaps[:m])[0]):
+            break
+        fits.append(m)
     if not fits:
         return None
     m = rng.choice([m for m in fits if m >= (fits[-1] + 1) // 2])

@@ -388,10 +388,15 @@ def _rows(study: optuna.Study, evaluator: Any, chosen: list[tuple[str, FrozenTri
     return rows, features
 
 
+def is_contender(kind: str, label: str) -> bool:
+    """Whether a row is a baseline the searched schedule is judged against: each family's
+    strongest feasible one (a trial named with --trial may be over the budget: shown, not judged
+    against). Also applied to `validate --json` rows (`benchmarks/validation_table.py`)."""
+    return kind == "baseline" and not label.startswith("trial ")
+
+
 def _contenders(rows: Sequence[ValidationRow]) -> list[ValidationRow]:
-    """The baselines the searched schedule is judged against: each family's strongest feasible
-    one (a trial named with --trial may be over the budget: shown, not judged against)."""
-    return [r for r in rows if r.kind == "baseline" and not r.label.startswith("trial ")]
+    return [r for r in rows if is_contender(r.kind, r.label)]
 
 
 def _differences(rows: list[ValidationRow], features: dict[str, np.ndarray],

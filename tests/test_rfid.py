@@ -125,22 +125,10 @@ def test_bad_inputs(model_dir, tmp_path, inception_weights):
     assert r.exit_code == 2 and "'fid' is not one of 'rfid', 'kid', 'paired'" in r.output
 
 
-def image_folder(folder, n):
-    """n random 16×16 RGB PNGs: a real-image reference for `flexopt fid`."""
-    import numpy as np
-    from PIL import Image
-
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 255, (16, 16, 3), np.uint8)).save(folder / f"{i}.png")
-    return folder
-
-
 def test_real_fid_against_an_image_folder(model_dir, tmp_path, inception_weights):
     import numpy as np
 
-    folder = image_folder(tmp_path / "real", 10)
+    folder = tiny.image_folder(tmp_path / "real", 10)
     s = Schedule.full(T_REF).save(tmp_path / "teacher.json")
     args = ["fid", model_dir, "--schedule", s, "--reference", folder,
             *common(tmp_path / "cache", inception_weights)]
@@ -200,7 +188,7 @@ def test_rfid_of_several_schedules_with_a_paired_bootstrap(model_dir, tmp_path,
 
 def test_fid_of_several_schedules_on_the_same_seeds_with_a_paired_bootstrap(
         model_dir, tmp_path, inception_weights):
-    real = image_folder(tmp_path / "real", 12)
+    real = tiny.image_folder(tmp_path / "real", 12)
     full = Schedule.full(T_REF).save(tmp_path / "full.json")
     fewer = Schedule.full(T_REF // 2).save(tmp_path / "fewer.json")
     args = ["fid", model_dir, "--schedule", full, "--schedule", fewer, "--reference", real,

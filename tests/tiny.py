@@ -333,3 +333,16 @@ def save(obj: Any, directory: str | Path) -> Path:
     d = Path(directory)
     obj.save_pretrained(d)
     return d
+
+
+def image_folder(folder: str | Path, n: int, size: int = 16) -> Path:
+    """n random size×size RGB PNGs: a real-image reference for FID (`--reference FOLDER`)."""
+    import numpy as np
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), np.uint8)).save(folder / f"{i}.png")
+    return folder

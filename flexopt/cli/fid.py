@@ -39,7 +39,6 @@ def fid(model, schedule_paths, reference, reference_split, reference_images, num
     from flexopt.search.scoring import (
         bootstrap_lines,
         build_evaluator,
-        reference_entry,
         scored_features,
     )
     from flexopt.space.schedule import Schedule
@@ -49,7 +48,7 @@ def fid(model, schedule_paths, reference, reference_split, reference_images, num
     ev = build_evaluator(model, schedules[0].sampler, schedules[0].t_ref, num_images, seed,
                          batch_size, device, dtype, cond, "rfid", cache_dir, inception_weights,
                          note=echo_err)
-    ref = reference_entry(ev, reference, reference_split, reference_images, cache_dir)
+    ref = ev.reference(reference, reference_split, reference_images)
     click.echo(f"reference statistics {'reused' if ref.status == 'hit' else ref.status}: "
                f"{reference} {reference_split}, {ref.stats.n} images")
     features = scored_features(ev, ref.stats, schedules, schedule_paths, log=click.echo)

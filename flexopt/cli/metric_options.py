@@ -5,19 +5,28 @@ from __future__ import annotations
 import click
 
 
-def metric_options(func=None, *, metric: bool = True):
+def metric_options(func=None, *, metric: bool = True, search: bool = False):
     """--metric/--cache-dir/--inception-weights: how images are scored and where caches live.
 
-    `metric=False` leaves out --metric (the teacher cache serves every metric)."""
+    `metric=False` leaves out --metric (the teacher cache serves every metric); `search=True`
+    also offers the data metric `fid` (with --reference), defaulting to the config's."""
     if func is None:
-        return lambda f: metric_options(f, metric=metric)
-    from flexopt.metrics import METRICS
+        return lambda f: metric_options(f, metric=metric, search=search)
+    from flexopt.metrics import METRICS, OBJECTIVES
 
+    teacher_help = ("rfid (Fréchet distance to the teacher's features), kid, or paired (mean "
+                    "feature distance per noise)")
+    metric_opt = (
+        click.option("--metric", type=click.Choice(list(OBJECTIVES)), default=None,
+                     help=f"The objective: {teacher_help}, all against the teacher's images "
+                          "from the same noises; or fid, the standard FID against a data set "
+                          "(give --reference): aims at realism instead of closeness to the "
+                          "teacher. Default: the config's [rfid] metric, else rfid.")
+        if search else
+        click.option("--metric", type=click.Choice(list(METRICS)), default="rfid",
+                     show_default=True, help=f"{teacher_help[0].upper()}{teacher_help[1:]}."))
     for opt in reversed([
-        *([click.option("--metric", type=click.Choice(list(METRICS)), default="rfid",
-                        show_default=True,
-                        help="rfid (Fréchet distance to the teacher's features), kid, or paired "
-                             "(mean feature distance per noise).")] if metric else []),
+        *([metric_opt] if metric else []),
         click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
                      help="Cache for teacher statistics and Inception weights "
                           "(default: $FLEXOPT_CACHE_DIR or ~/.cache/flexopt)."),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from flexopt.cli.metric_options import metric_options
+from flexopt.cli.metric_options import metric_options, reference_options
 from flexopt.cli.options import clip_model_option, conditioning, generation_options, load_config
 from flexopt.cli.search_options import worker_options
 from flexopt.cli.space_options import cost_option, space_options
@@ -71,15 +71,15 @@ from flexopt.space.schedule import SAMPLERS
 @generation_options(default_batch=64, min_images=2, num_images_required=False,
                     num_images_help="Images per candidate (default: CONFIG's, else 1000).",
                     seed_from_config=True)
-@metric_options
+@metric_options(search=True)
+@reference_options(None)
 def search(config, model, budget, cost, n_trials, timeout, storage, study_name, search_sampler,
            schedule_sampler, multi_objective, baselines_mode, no_baselines, pruner, rungs,
            search_seed, artifacts,
            no_artifacts, workers, heartbeat, prefix_cache_mb, clip_guard, clip_model,
-           space_kind, segments, branches,
-           steps, intervals, t_ref, num_images, seed, batch_size,
-           device, dtype, prompts, prompt_file,
-           guidance_scale, class_labels, metric, cache_dir, inception_weights):
+           space_kind, segments, branches, steps, intervals, t_ref, num_images, seed, batch_size,
+           device, dtype, prompts, prompt_file, guidance_scale, class_labels, metric, cache_dir,
+           inception_weights, reference, reference_split, reference_images):
     """Search fast schedules for MODEL under a MACs budget (an Optuna study).
 
     --space picks what is searched: segments (Flexiffusion's segment-wise full / partial / null
@@ -88,8 +88,9 @@ def search(config, model, budget, cost, n_trials, timeout, storage, study_name, 
 
     CONFIG is a study TOML (see studies/); flags override it. Each candidate is checked against
     the budget before anything runs, then scored by rFID of NUM_IMAGES images against the
-    teacher's from the same noises (teacher statistics are cached). The study lives in STORAGE:
-    re-running the same command resumes it, and several workers may share one study.
+    teacher's from the same noises (teacher statistics are cached; --metric fid --reference DATA:
+    FID against a data set). The study lives in STORAGE: re-running the same command resumes it,
+    and several workers may share one study.
 
     \b
     Example:
@@ -112,7 +113,8 @@ def search(config, model, budget, cost, n_trials, timeout, storage, study_name, 
         batch_size=batch_size, device=device, dtype=dtype, metric=metric, cache_dir=cache_dir,
         inception_weights=inception_weights, timeout=timeout * 60 if timeout else None,
         heartbeat=heartbeat, workers=workers, prefix_cache_mb=prefix_cache_mb,
-        clip_guard=clip_guard, clip_model=clip_model, cost=cost, **cond)
+        clip_guard=clip_guard, clip_model=clip_model, cost=cost, reference=reference,
+        reference_split=reference and reference_split, reference_images=reference_images, **cond)
     try:
         result = run_search(job, log=click.echo)
     except KeyboardInterrupt:

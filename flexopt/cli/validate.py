@@ -54,7 +54,7 @@ def validate(storage, study_name, trials, reference, reference_split, reference_
       flexopt validate --storage sqlite:///flexopt-demo/demo.db --num-images 1000 \\
           --reference fashion-mnist
     """
-    from flexopt.search.scoring import build_evaluator, reference_entry
+    from flexopt.search.scoring import build_evaluator
     from flexopt.search.study import load_study, settings_of
     from flexopt.search.validation import check_conditioning, validation_latency
     from flexopt.search.validation import validate as run_validation
@@ -66,8 +66,8 @@ def validate(storage, study_name, trials, reference, reference_split, reference_
                          batch_size, device, dtype, cond, "rfid", cache_dir, inception_weights,
                          clip_model=clip_model or s.get("clip_model") or "auto")
     check_conditioning(study, ev)  # before the reference statistics, which may take minutes
-    ref = None if reference is None else reference_entry(
-        ev, reference, reference_split, reference_images, cache_dir).stats
+    ref = None if reference is None else ev.reference(
+        reference, reference_split, reference_images).stats
     latency = validation_latency(study, ev, cost)
     result = run_validation(study, ev, trials, ref, reference, progress=True, bootstrap=resamples,
                             latency=latency)

@@ -2,8 +2,8 @@
 the CLIP score of text pipelines (`ClipScorer`).
 
 `inception_features` turns generated images into 2048-d features; `FeatureStats` holds a teacher's
-statistics (storable with `np.savez`) and scores candidates against it; `score(name, ...)` picks the
-objective by name.
+statistics (storable with `np.savez`) and scores candidates against it (or, for the `fid`
+objective, against a data set's); `score(name, ...)` picks the objective by name.
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ _LAZY = {
     "InceptionExtractor": "flexopt.metrics.features",
     "InceptionWeights": "flexopt.metrics.weights",
     "Interval": "flexopt.metrics.bootstrap",
+    "DATA_METRICS": "flexopt.metrics.objectives",
     "METRICS": "flexopt.metrics.objectives",
+    "OBJECTIVES": "flexopt.metrics.objectives",
     "PairedBootstrap": "flexopt.metrics.bootstrap",
     "cache_dir": "flexopt.metrics.cachedir",
     "check_metric": "flexopt.metrics.objectives",
@@ -32,6 +34,7 @@ _LAZY = {
     "frechet_between": "flexopt.metrics.frechet",
     "frechet_distance": "flexopt.metrics.frechet",
     "inception_features": "flexopt.metrics.features",
+    "needs_reference": "flexopt.metrics.objectives",
     "load_inception": "flexopt.metrics.features",
     "paired_bootstrap": "flexopt.metrics.bootstrap",
     "paired_distance": "flexopt.metrics.kid",
@@ -46,9 +49,11 @@ __getattr__ = lazy_attributes("flexopt.metrics", _LAZY)
 
 
 __all__ = [
+    "DATA_METRICS",
     "DEFAULT_CLIP_MODEL",
     "DEFAULT_METRIC",
     "METRICS",
+    "OBJECTIVES",
     "ClipScorer",
     "FeatureStats",
     "InceptionExtractor",
@@ -63,6 +68,7 @@ __all__ = [
     "inception_features",
     "kid",
     "load_inception",
+    "needs_reference",
     "paired_bootstrap",
     "paired_distance",
     "resolve_inception_weights",

@@ -129,7 +129,8 @@ def _summary(report: StudyReport) -> str:
         ("search space", _space_text(s)),
         ("budget", _budget_summary(report, budget)),
         ("objectives", f"{metric_label(report)}" + (" and avg MACs" if report.multi_objective
-                                                    else "") + f" ({s.get('num_images')} images)"),
+                                                    else "") + f" ({s.get('num_images')} images"
+                       + (f"; against {s['reference']}" if s.get("reference") else "") + ")"),
         ("trials", f"{evaluated} candidates evaluated"
                    + (f", {at_rung} stopped at a rung by the pruner" if at_rung else "")
                    + f", {dups} duplicates reused, {rejected} over budget (pruned, never "

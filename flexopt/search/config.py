@@ -121,6 +121,10 @@ class StudyConfig:
     pruner: str | None = None  # none, population, median, halving, hyperband (search.pruning)
     rungs: tuple[int, ...] | str | None = None  # image counts a candidate reports at, or "auto"
     cost: str | None = None  # what the budget prices: "macs" (default) or "latency"
+    metric: str | None = None  # the objective (None: rfid); "fid" needs `reference`
+    reference: str | None = None  # fid: fashion-mnist, digits, or a folder (relative: to the file)
+    reference_split: str | None = None  # train or test (None: test)
+    reference_images: int | None = None  # fid: the first N reference images (None: all)
     storage: str | None = None
     study_name: str | None = None
     source: str | None = None
@@ -176,7 +180,8 @@ class StudyConfig:
         steps = space.get("steps", AUTO)
         rfid = _take(top.get("rfid", {}), f"{source} [rfid]",
                      {"num_images", "seed", "prompt_file", "guidance_scale", "class_labels",
-                      "prompt_column", "clip_model", "clip_guard", "rungs"})
+                      "prompt_column", "clip_model", "clip_guard", "rungs", "metric",
+                      "reference", "reference_split", "reference_images"})
         evo = _take(
             top.get("evolution", {}),
             f"{source} [evolution]",
@@ -211,6 +216,11 @@ class StudyConfig:
                 pruner=_pruner(top.get("pruner")),
                 rungs=_rungs(rfid.get("rungs")),
                 cost=_cost(top.get("cost")),
+                metric=_metric(rfid.get("metric")),
+                reference=_reference(rfid.get("reference"), source),
+                reference_split=_split(rfid.get("reference_split")),
+                reference_images=(None if rfid.get("reference_images") is None else _int(
+                    rfid["reference_images"], "rfid.reference_images", minimum=2)),
                 evolution=EvolutionConfig(**{
                     k: _probability(v, f"evolution.{k}") if k.endswith("_prob")
                     else _int(v, f"evolution.{k}") for k, v in evo.items()}),
@@ -269,6 +279,36 @@ def _path(value: Any, name: str, source: str) -> str | None:
         raise FlexoptError(f"{name} {value!r} is invalid; allowed: a file path")
     base = Path(source).parent if source.endswith(".toml") else Path()
     return str(base / Path(value).expanduser())
+
+
+def _metric(value: Any) -> str | None:
+    from flexopt.metrics.objectives import OBJECTIVES
+
+    if value is None:
+        return None
+    if value not in OBJECTIVES:
+        raise FlexoptError(f"rfid.metric {value!r} is invalid; allowed: {', '.join(OBJECTIVES)}")
+    return str(value)
+
+
+def _reference(value: Any, source: str) -> str | None:
+    """A data set name as written, or a folder path relative to the config file."""
+    if value is None:
+        return None
+    from flexopt.models.data import NAMES  # torch: only for a config that names a reference
+
+    if value in NAMES:
+        return str(value)
+    if not isinstance(value, str) or not value:
+        raise FlexoptError(f"rfid.reference {value!r} is invalid; allowed: "
+                           f"{', '.join(NAMES)}, or a folder of images")
+    return _path(value, "rfid.reference", source)
+
+
+def _split(value: Any) -> str | None:
+    if value not in (None, "train", "test"):
+        raise FlexoptError(f"rfid.reference_split {value!r} is invalid; allowed: train, test")
+    return value
 
 
 def _float(value: Any, name: str) -> float | None:

@@ -1,4 +1,5 @@
-"""Scoring schedules on a real model: generate → Inception features → rFID against the teacher.
+"""Scoring schedules on a real model: generate → Inception features → rFID against the teacher
+(or, with the `fid` objective, FID against a data set).
 
 `ModelEvaluator` is what a search calls for every candidate (it implements
 `flexopt.search.objective.ScheduleEvaluator`): it knows the model's MACs profile (and, for a
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from flexopt.errors import FlexoptError
-from flexopt.metrics import FeatureStats, check_metric, load_inception, score
+from flexopt.metrics import FeatureStats, check_metric, load_inception, needs_reference, score
 from flexopt.metrics.clip import ClipComparison, ClipScorer
 from flexopt.metrics.features import FEATURE_DIM
 from flexopt.metrics.teacher import (
@@ -41,7 +42,8 @@ from flexopt.space.schedule import Schedule
 
 @dataclass(frozen=True)
 class EvalSettings:
-    """How candidates are scored: which images (count, seeds, prompts) and which metric."""
+    """How candidates are scored: which images (count, seeds, prompts) and which metric (a data
+    metric, `fid`, against the first `reference_images` of the `reference` data set's split)."""
 
     num_images: int
     seed: int = 0
@@ -52,6 +54,27 @@ class EvalSettings:
     class_labels: tuple[int, ...] = ()
     images: tuple[str, ...] = ()  # input / control image files (img2img, inpaint, ControlNet)
     masks: tuple[str, ...] = ()  # inpainting masks
+    reference: str | None = None  # fashion-mnist, digits, or a folder of images
+    reference_split: str = "test"
+    reference_images: int | None = None  # the first N (default: all)
+
+    def check_reference(self) -> None:
+        """A data metric needs a reference data set; a teacher metric takes none."""
+        if needs_reference(self.metric) and not self.reference:
+            raise FlexoptError(f"metric {self.metric!r} scores candidates against a data set: "
+                               "give --reference (fashion-mnist, digits, or a folder of images)")
+        if self.reference and not needs_reference(self.metric):
+            raise FlexoptError(f"--reference {self.reference} was given, but metric "
+                               f"{self.metric!r} scores candidates against the teacher; allowed: "
+                               "--metric fid with --reference, or no --reference")
+
+    def reference_text(self) -> str | None:
+        """The reference data set in a few words (None: a teacher metric), recorded on a
+        study so that resuming against other data is refused."""
+        if not needs_reference(self.metric):
+            return None
+        count = "all" if self.reference_images is None else f"first {self.reference_images}"
+        return f"{self.reference} {self.reference_split}, {count}"
 
     def conditioning(self) -> str | None:
         """What the images are conditioned on, in a few words plus a digest (None: nothing).
@@ -100,9 +123,11 @@ class ModelEvaluator:
     _prefix_cache: PrefixCache | None = field(init=False, default=None)
     _prefix_context: str | None = field(init=False, default=None)
     _rung_stats: dict[int, FeatureStats] = field(init=False, default_factory=dict)
+    _reference: TeacherEntry | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         check_metric(self.settings.metric)
+        self.settings.check_reference()
         check_conditioning(self.pipe, self.settings)
         if self.clip is not None:
             check_clip(self.pipe, self.settings)
@@ -318,7 +343,6 @@ class ModelEvaluator:
         first n (the same noises). It may raise (`optuna.TrialPruned`) to stop there: the later
         images are never made. Pieces split the batches at the rungs, so every candidate's
         batches, and so the prefix states they share, are the same."""
-        teacher = self.teacher().stats
         metric, total = self.settings.metric, self.settings.num_images
         bounds = (*check_rungs(rungs, total), total)
         timings = dict.fromkeys(("generate", "features", "metric"), 0.0)
@@ -339,7 +363,7 @@ class ModelEvaluator:
             counts["unet_calls"] += gen.calls
             counts["unet_calls_skipped"] += gen.skipped
             part = np.concatenate(feats)
-            value = score(metric, teacher if stop == total else self.teacher_rung(stop), part)
+            value = score(metric, self.target(stop), part)
             timings["generate"] += t1 - t0
             timings["features"] += t2 - t1
             timings["metric"] += time.perf_counter() - t2
@@ -357,6 +381,38 @@ class ModelEvaluator:
             self.last_timings["clip"] = time.perf_counter() - t3
         self.last_images = all_images
         return float(value)
+
+    def target(self, n: int) -> FeatureStats:
+        """What the first `n` images are scored against: the teacher's first `n` (same noises),
+        or for a data metric the reference data set's statistics, whatever `n`."""
+        if needs_reference(self.settings.metric):
+            return self.reference().stats
+        return self.teacher().stats if n == self.settings.num_images else self.teacher_rung(n)
+
+    def reference(self, data: str | None = None, split: str | None = None,
+                  num_images: int | None = None) -> TeacherEntry:
+        """A data set's cached Inception statistics in this evaluator's feature space: `data`
+        (default: the settings' reference), its `split`, its first `num_images` (default: all).
+        Built once however many workers ask (the cache's file lock)."""
+        from flexopt.metrics.reference import reference_stats
+
+        s = self.settings
+        mine = data is None
+        if mine and self._reference is not None:
+            return self._reference
+        if mine:
+            if not s.reference:
+                raise FlexoptError("no reference data set: give --reference (fashion-mnist, "
+                                   "digits, or a folder of images)")
+            data, split, num_images = s.reference, s.reference_split, s.reference_images
+        size = self.pipe.unet.config.sample_size
+        size = size if isinstance(size, int) else size[0]
+        entry = reference_stats(data, split or "test", size, self.extractor,
+                                self.extractor.weights.sha256, num_images, self.cache_dir,
+                                progress=self.progress)
+        if mine:
+            self._reference = entry
+        return entry
 
     def teacher_rung(self, n: int) -> FeatureStats:
         """The teacher's statistics over its first `n` images (what a rung compares with)."""

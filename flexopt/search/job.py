@@ -72,7 +72,10 @@ class SearchJob:
     prompts: tuple[str, ...] = ()
     guidance_scale: float | None = None
     class_labels: tuple[int, ...] = ()
-    metric: str = "rfid"
+    metric: str = "rfid"  # or "fid": against `reference`, a data set (flexopt.metrics.objectives)
+    reference: str | None = None
+    reference_split: str = "test"
+    reference_images: int | None = None
     clip_model: str | None = None  # record each trial's CLIP score (text pipelines)
     clip_guard: float | None = None  # CLIP score at least the teacher's minus this
     cache_dir: str | None = None
@@ -108,7 +111,9 @@ class SearchJob:
                     "prompts": _config_prompts(cfg), "guidance_scale": cfg.guidance_scale,
                     "class_labels": cfg.class_labels, "clip_model": cfg.clip_model,
                     "clip_guard": cfg.clip_guard, "pruner": cfg.pruner, "rungs": cfg.rungs,
-                    "cost": cfg.cost}
+                    "cost": cfg.cost, "metric": cfg.metric, "reference": cfg.reference,
+                    "reference_split": cfg.reference_split,
+                    "reference_images": cfg.reference_images}
             base = {k: v for k, v in base.items() if v not in (None, ())}
         merged = {**base, **given}
         if not merged.get("model"):
@@ -130,8 +135,19 @@ class SearchJob:
         if merged["budget"] is not None:
             merged["budget"].check_unit(merged.get("cost", "macs"))  # before the model loads
         job = cls(**merged)
+        job.check_metric()  # --metric fid without --reference: one line before the model loads
         job.check_pruning()  # a bad pruner or rungs: one line before the model loads
         return job
+
+    def check_metric(self) -> None:
+        """Refuse an unknown metric, a data metric without a reference data set, and a
+        reference with a teacher metric."""
+        from flexopt.metrics.objectives import check_metric
+        from flexopt.search.evaluator import EvalSettings
+
+        EvalSettings(self.num_images, metric=check_metric(self.metric), reference=self.reference,
+                     reference_split=self.reference_split,
+                     reference_images=self.reference_images).check_reference()
 
     def check_pruning(self) -> None:
         """Refuse a pruner with several objectives, an unknown pruner, rungs that do not fit."""
@@ -221,6 +237,11 @@ def run_search(job: SearchJob, log: Log = print) -> SearchResult:
     lock = StudyLock(storage, job.study_name)
     entry = objective.teacher()
     log(f"teacher cache {'reused' if entry.status == 'hit' else entry.status}: {entry.path}")
+    if job.reference:
+        ref = ev.reference()
+        log(f"objective: {job.metric} against {ev.settings.reference_text()} "
+            f"({ref.stats.n} images; reference statistics "
+            f"{'reused' if ref.status == 'hit' else ref.status})")
     for guard in objective.guards:
         teacher = objective.teacher_scores()[guard.score]
         log(f"teacher {guard.score} {teacher:.4g}: trials under {teacher - guard.margin:.4g} "
@@ -277,6 +298,8 @@ def _objective(job: SearchJob, latency: Any = None) -> Objective:
         inception_weights=job.inception_weights, progress=job.progress,
         prefix_cache_mb=job.prefix_cache_mb, clip_model=job.clip_model,
         clip_guard=job.clip_guard, rungs=job.rung_counts, cost=job.cost,
+        reference=job.reference, reference_split=job.reference_split,
+        reference_images=job.reference_images,
         latency_progress=_latency_bar() if job.progress else None, latency_profile=latency)
 
 

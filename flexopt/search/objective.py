@@ -165,7 +165,8 @@ class Objective:
         clip_guard: float | None = None, rungs: Sequence[int] | str | None = (),
         cost: str = "macs", latency_rounds: int = 5,
         latency_progress: Callable[[int, int], None] | None = None,
-        latency_profile: Any = None,
+        latency_profile: Any = None, reference: str | None = None,
+        reference_split: str = "test", reference_images: int | None = None,
     ) -> Objective:
         """The objective for a loaded pipeline: its teacher is `sampler` with `space.t_ref` full
         steps, and a candidate scores the rFID of `num_images` images (image i: seed + i).
@@ -185,7 +186,10 @@ class Objective:
         there. `cost="latency"`: the budget is wall-clock on this device (a speedup over the
         teacher, or seconds per batch), priced by the pipeline's latency profile at `batch_size`
         (cached; measured with `latency_rounds` rounds when not, `flexopt.metrics.latency`), or
-        by `latency_profile` (a `LatencyProfile`: the study's, which every worker shares)."""
+        by `latency_profile` (a `LatencyProfile`: the study's, which every worker shares).
+        `metric="fid"` scores candidates by FID against a data set instead of the teacher: the
+        first `reference_images` (default: all) of `reference`'s `reference_split`
+        (fashion-mnist, digits, or a folder of images)."""
         from flexopt.models.conditioning import DEFAULT_GUIDANCE
         from flexopt.run.fitting import fit_space
         from flexopt.run.prefix import DEFAULT_PREFIX_CACHE_MB
@@ -194,7 +198,9 @@ class Objective:
 
         settings = EvalSettings(
             num_images, seed, batch_size, metric, tuple(prompts),
-            DEFAULT_GUIDANCE if guidance_scale is None else guidance_scale, tuple(class_labels))
+            DEFAULT_GUIDANCE if guidance_scale is None else guidance_scale, tuple(class_labels),
+            reference=reference, reference_split=reference_split,
+            reference_images=reference_images)
         rungs_ = parse_rungs(rungs, num_images)
         check_cost(cost)
         clip = load_clip(pipe, settings, clip_model, clip_guard)
@@ -242,7 +248,7 @@ class Objective:
         search = SearchSettings(space, sampler, budget, multi_objective, metric, name,
                                 num_images, seed, settings.conditioning(),
                                 clip.name if clip is not None else None, clip_guard,
-                                ev.cost_profile.name)
+                                ev.cost_profile.name, settings.reference_text())
         guards = () if clip_guard is None else (Guard("clip_score", clip_guard),)
         return cls(space, ev, sampler, limit, multi_objective, guards=guards, rungs=rungs,
                    settings=search, space_fit=fit)
@@ -261,9 +267,12 @@ class Objective:
 
     def teacher(self) -> Any:
         """Build or reuse the teacher's cached statistics (one worker builds, the others wait),
-        and its guarded scores (the CLIP score) with them."""
+        its guarded scores (the CLIP score) with them, and the reference data set's statistics
+        when the objective scores against one."""
         entry = self.evaluator.teacher()
         self.teacher_scores()
+        if self.evaluator.settings.reference:
+            self.evaluator.reference()
         return entry
 
     # ---------------------------------------------------------------------------- running

@@ -70,17 +70,6 @@ def teacher_entry(evaluator: ModelEvaluator, log: Log = _stderr) -> Any:
     return entry
 
 
-def reference_entry(ev: ModelEvaluator, reference: str, split: str, num_images: int | None,
-                    cache_dir: str | None) -> Any:
-    """The reference images' cached Inception statistics, in the evaluator's feature space."""
-    from flexopt.metrics.reference import reference_stats
-
-    size = ev.pipe.unet.config.sample_size
-    size = size if isinstance(size, int) else size[0]
-    return reference_stats(reference, split, size, ev.extractor, ev.extractor.weights.sha256,
-                           num_images, cache_dir, progress=True)
-
-
 @dataclass(frozen=True)
 class ScheduleScore:
     """One schedule scored against its teacher (`flexopt rfid`)."""

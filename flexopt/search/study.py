@@ -55,6 +55,7 @@ class SearchSettings:
     clip_model: str | None = None  # trials also record their CLIP score
     clip_guard: float | None = None  # CLIP score at least the teacher's minus this
     cost: str = "macs"  # what the budget prices: "macs" or "latency" (wall-clock, profiled)
+    reference: str | None = None  # the data set a data metric (fid) scores against
 
     def identity(self) -> dict[str, Any]:
         """The values stored on the study and compared when it is resumed (a segment-wise
@@ -85,6 +86,7 @@ class SearchSettings:
             **({"clip_model": self.clip_model} if self.clip_model else {}),
             **({"clip_guard": self.clip_guard} if self.clip_guard is not None else {}),
             **({"cost": self.cost} if self.cost != "macs" else {}),
+            **({"reference": self.reference} if self.reference else {}),
         }
 
 

@@ -15,6 +15,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -73,8 +74,12 @@ class EvalSettings:
         study so that resuming against other data is refused."""
         if not needs_reference(self.metric):
             return None
+        from flexopt.models.data import NAMES
+
+        data = str(self.reference)  # a folder by its full path, as the statistics' cache keys it
+        data = data if data in NAMES else str(Path(data).resolve())
         count = "all" if self.reference_images is None else f"first {self.reference_images}"
-        return f"{self.reference} {self.reference_split}, {count}"
+        return f"{data} {self.reference_split}, {count}"
 
     def conditioning(self) -> str | None:
         """What the images are conditioned on, in a few words plus a digest (None: nothing).

@@ -78,8 +78,8 @@ def test_score_by_name() -> None:
 
 def test_unknown_metric_names_allowed_ones() -> None:
     teacher = FeatureStats.from_features(features(11, 4))
-    with pytest.raises(FlexoptError, match=r"unknown metric 'fid'.*rfid, kid, paired"):
-        score("fid", teacher, features(12, 4))
+    with pytest.raises(FlexoptError, match=r"unknown metric 'fld'.*rfid, kid, paired, fid"):
+        score("fld", teacher, features(12, 4))
 
 
 def test_metrics_needing_raw_teacher_features() -> None:

@@ -37,14 +37,17 @@ def metric_options(func=None, *, metric: bool = True, search: bool = False):
     return func
 
 
-def reference_options(default: str | None):
-    """--reference/--reference-split/--reference-images: real images for the standard FID."""
+def reference_options(default: str | None, split_default: str | None = "test"):
+    """--reference/--reference-split/--reference-images: real images for the standard FID.
+
+    `split_default=None` (search): an unset split leaves the study config's, else test."""
     opts = [
         click.option("--reference", default=default, show_default=default is not None,
                      help="Real images for the standard FID: fashion-mnist, digits, or a folder "
                           "of images."),
-        click.option("--reference-split", type=click.Choice(["train", "test"]), default="test",
-                     show_default=True),
+        click.option("--reference-split", type=click.Choice(["train", "test"]),
+                     default=split_default, show_default=split_default is not None,
+                     help=None if split_default else "Default: the config's, else test."),
         click.option("--reference-images", type=click.IntRange(min=2), default=None,
                      help="Use the first N reference images (default: all)."),
     ]

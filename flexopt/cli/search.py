@@ -72,7 +72,7 @@ from flexopt.space.schedule import SAMPLERS
                     num_images_help="Images per candidate (default: CONFIG's, else 1000).",
                     seed_from_config=True)
 @metric_options(search=True)
-@reference_options(None)
+@reference_options(None, split_default=None)
 def search(config, model, budget, cost, n_trials, timeout, storage, study_name, search_sampler,
            schedule_sampler, multi_objective, baselines_mode, no_baselines, pruner, rungs,
            search_seed, artifacts,
@@ -114,7 +114,7 @@ def search(config, model, budget, cost, n_trials, timeout, storage, study_name, 
         inception_weights=inception_weights, timeout=timeout * 60 if timeout else None,
         heartbeat=heartbeat, workers=workers, prefix_cache_mb=prefix_cache_mb,
         clip_guard=clip_guard, clip_model=clip_model, cost=cost, reference=reference,
-        reference_split=reference and reference_split, reference_images=reference_images, **cond)
+        reference_split=reference_split, reference_images=reference_images, **cond)
     try:
         result = run_search(job, log=click.echo)
     except KeyboardInterrupt:

@@ -3,11 +3,11 @@
 Runs the demo's search (embedded model, its space, budget, images per candidate and evolution
 settings) once per (variant, search seed), each for the same wall-clock minutes, where a variant
 is a search sampler plus a pruner: `evo` (Flexiffusion's evolution, every candidate on all its
-images), `evo+population` (the same, a child stopped at 8 images unless it is among the population's
-best there), `evo+halving` (successive halving over rungs 8 → 16 → 32), `evo+median`,
-`evo+hyperband`, and Optuna's `random`, `tpe`, `nsga2`. Runs are interleaved (all variants for
-seed 0, then seed 1, …) so a drift of the machine touches every variant alike. The teacher's
-statistics are built before the first run and not timed.
+images), `evo+population` (the same, a child stopped at 8 images when its parent scores better
+there: the default pruner), `evo+halving` (successive halving over rungs 8 → 16 → 32),
+`evo+median`, `evo+hyperband`, and Optuna's `random`, `tpe`, `nsga2`. Runs are interleaved
+(all variants for seed 0, then seed 1, …) so a drift of the machine touches every variant
+alike. The teacher's statistics are built before the first run and not timed.
 
 Then each search's winner (its best searched candidate under the budget, by its own score) and
 every baseline under the budget are re-scored by rFID on `--held-out` images from seeds the

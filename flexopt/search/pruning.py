@@ -30,9 +30,9 @@ from optuna.trial import FrozenTrial, TrialState
 from flexopt.errors import FlexoptError
 
 PRUNERS = ("none", "population", "median", "halving", "hyperband")
-# docs/search-quality.md, "Pruning at equal wall-clock": on the demo's 6-minute searches the
-# population pruner evaluated 1.4-2.0x the candidates of no pruning (3 search seeds) and found
-# better winners; halving and median added 4-8 %, within the noise.
+# docs/search-quality.md, "Pruning and samplers at equal wall-clock": on the demo's 6-minute
+# searches the population pruner evaluated 2.0-2.8x the candidates of no pruning (3 search seeds)
+# and found better winners on unseen seeds; halving and median added 4-8 %, within the noise.
 DEFAULT_PRUNER = "population"
 MIN_RUNG = 8  # the first rung: rFID of 8 images, the fewest the default rungs use
 REDUCTION = 2  # each rung doubles the images; halving keeps the best half

@@ -93,6 +93,8 @@ def test_resuming_against_other_data_or_the_teacher_is_refused(searched, tmp_pat
     (["--metric", "fid"], "metric 'fid' scores candidates against a data set: give --reference"),
     (["--reference", "fashion-mnist"], "metric 'rfid' scores candidates against the teacher"),
     (["--metric", "fld"], "'fld' is not one of 'rfid', 'kid', 'paired', 'fid'"),
+    (["--reference-split", "train"], "--reference-split train was given without a reference"),
+    (["--reference-images", "500"], "--reference-images 500 was given without a reference"),
 ])
 def test_metric_and_reference_mistakes_are_one_line(tmp_path, args, message):
     """Refused before any model loads (the model path does not even exist)."""

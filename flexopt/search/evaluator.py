@@ -64,6 +64,13 @@ class EvalSettings:
         if needs_reference(self.metric) and not self.reference:
             raise FlexoptError(f"metric {self.metric!r} scores candidates against a data set: "
                                "give --reference (fashion-mnist, digits, or a folder of images)")
+        if not self.reference and (self.reference_split != "test"
+                                   or self.reference_images is not None):
+            given = (f"--reference-split {self.reference_split}"
+                     if self.reference_split != "test"
+                     else f"--reference-images {self.reference_images}")
+            raise FlexoptError(f"{given} was given without a reference data set; allowed: "
+                               "--metric fid --reference DATA with it, or neither")
         if self.reference and not needs_reference(self.metric):
             raise FlexoptError(f"--reference {self.reference} was given, but metric "
                                f"{self.metric!r} scores candidates against the teacher; allowed: "

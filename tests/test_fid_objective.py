@@ -95,6 +95,8 @@ def test_resuming_against_other_data_or_the_teacher_is_refused(searched, tmp_pat
     (["--metric", "fld"], "'fld' is not one of 'rfid', 'kid', 'paired', 'fid'"),
     (["--reference-split", "train"], "--reference-split train was given without a reference"),
     (["--reference-images", "500"], "--reference-images 500 was given without a reference"),
+    (["--metric", "fid", "--reference", "no-such-folder"],
+     "data 'no-such-folder' is neither a known data set"),
 ])
 def test_metric_and_reference_mistakes_are_one_line(tmp_path, args, message):
     """Refused before any model loads (the model path does not even exist)."""
@@ -102,6 +104,19 @@ def test_metric_and_reference_mistakes_are_one_line(tmp_path, args, message):
             "--storage", f"sqlite:///{tmp_path / 's.db'}", *args)
     assert r.exit_code == 2, r.output
     assert message in r.output and "Traceback" not in r.output
+
+
+def test_a_missing_data_set_is_refused_before_any_work(tmp_path, monkeypatch):
+    """Not after the teacher's statistics were built (minutes): the model path does not exist."""
+    import flexopt.models.data
+
+    monkeypatch.setattr(flexopt.models.data, "FASHION_MNIST_DIR", tmp_path / "no-datasets")
+    r = run("search", "--model", tmp_path / "nowhere", "--budget", "2x", *SPACE,
+            "--storage", f"sqlite:///{tmp_path / 's.db'}", "--metric", "fid",
+            "--reference", "fashion-mnist", "--reference-split", "train")
+    assert r.exit_code == 2, r.output
+    assert "Fashion-MNIST not found at" in r.output and "train-images" in r.output
+    assert "apt-get install dataset-fashion-mnist" in r.output and "Traceback" not in r.output
 
 
 def test_the_config_names_the_metric_and_its_reference(tmp_path):

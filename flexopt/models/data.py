@@ -42,8 +42,8 @@ def read_idx_images(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=16).reshape(n, h, w).copy()
 
 
-def fashion_mnist(split: str = "train") -> np.ndarray:
-    """Fashion-MNIST images (uint8 `N×28×28`): 60k `train`, 10k `test`."""
+def _fashion_mnist_path(split: str) -> Path:
+    """The IDX file of a Fashion-MNIST split; a one-line error naming the fix when it is missing."""
     stem = {"train": "train", "test": "t10k"}[split]
     path = FASHION_MNIST_DIR / f"{stem}-images-idx3-ubyte.gz"
     if not path.exists():
@@ -52,7 +52,27 @@ def fashion_mnist(split: str = "train") -> np.ndarray:
             "(apt-get install dataset-fashion-mnist), set FLEXOPT_FASHION_MNIST, "
             "or use --data digits"
         )
-    return read_idx_images(path)
+    return path
+
+
+def fashion_mnist(split: str = "train") -> np.ndarray:
+    """Fashion-MNIST images (uint8 `N×28×28`): 60k `train`, 10k `test`."""
+    return read_idx_images(_fashion_mnist_path(split))
+
+
+def check_data(data: str, split: str = "train") -> None:
+    """Refuse a data set that is not on this machine, before the minutes of work that need it
+    (a search builds its teacher statistics before it first reads the reference)."""
+    if data == "fashion-mnist":
+        _fashion_mnist_path(split)
+    elif data != "digits" and not Path(data).is_dir():
+        raise _unknown_data(data)
+
+
+def _unknown_data(data: str) -> FlexoptError:
+    return FlexoptError(
+        f"data {data!r} is neither a known data set ({', '.join(NAMES)}) nor a folder of images"
+    )
 
 
 def digits() -> np.ndarray:
@@ -106,9 +126,7 @@ def load_images(data: str, size: int, split: str = "train") -> np.ndarray:
     elif Path(data).is_dir():
         x = image_folder(Path(data))
     else:
-        raise FlexoptError(
-            f"data {data!r} is neither a known data set ({', '.join(NAMES)}) nor a folder of images"
-        )
+        raise _unknown_data(data)
     return resize_uint8(x, size)
 
 

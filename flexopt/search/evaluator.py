@@ -75,6 +75,10 @@ class EvalSettings:
             raise FlexoptError(f"--reference {self.reference} was given, but metric "
                                f"{self.metric!r} scores candidates against the teacher; allowed: "
                                "--metric fid with --reference, or no --reference")
+        if self.reference:
+            from flexopt.models.data import check_data
+
+            check_data(self.reference, self.reference_split)
 
     def reference_text(self) -> str | None:
         """The reference data set in a few words (None: a teacher metric), recorded on a

@@ -71,8 +71,10 @@ def schedule_name(row: dict[str, Any]) -> str:
     return name.split("(", 1)[1].rstrip(")") if "(" in name else name
 
 
-def markdown(rows: list[dict[str, Any]], baselines: list[dict[str, Any]]) -> str:
-    head = ("| space | best searched | speedup | NFE | rFID-32 in the search | held-out rFID | "
+def markdown(rows: list[dict[str, Any]], baselines: list[dict[str, Any]],
+             search_metric: str = "rFID-32") -> str:
+    head = (f"| space | best searched | speedup | NFE | {search_metric} in the search | "
+            "held-out rFID | "
             "held-out FID | − best baseline, rFID (95 % interval) | − best baseline, FID "
             "(95 % interval) | verdict |")
     lines = [head, "| " + " | ".join(["---"] * 10) + " |"]
@@ -96,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("validations", nargs="+", metavar="SPACE=VAL.json",
                     help="a space's name and its `flexopt validate --json` file")
     ap.add_argument("--out", type=Path, help="write the rows as JSON here")
+    ap.add_argument("--search-metric", default="rFID-32", metavar="LABEL",
+                    help="what the searches scored candidates by, for the column's header "
+                         "(default rFID-32; e.g. FID-128 for --metric fid --num-images 128)")
     args = ap.parse_args(argv)
     rows, baselines, seen = [], [], set()
     for item in args.validations:
@@ -112,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                 seen.add(schedule_name(b))
                 baselines.append(b)
     teacher = next((r for r in data["rows"] if r["kind"] == "teacher"), None)
-    print(markdown(rows, sorted(baselines, key=lambda b: b["rfid"])))
+    print(markdown(rows, sorted(baselines, key=lambda b: b["rfid"]), args.search_metric))
     if teacher is not None and teacher.get("fid") is not None:
         print(f"\n(the teacher, {teacher['name']}: FID {teacher['fid']:.2f} on the same images)")
     if args.out:

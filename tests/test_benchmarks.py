@@ -311,6 +311,11 @@ def test_validation_table_picks_the_best_baseline_by_each_metric(tmp_path):
            "| +1.00 ([+0.70, +1.30]) | beats by rFID, loses by FID |" in p.stdout
     # the same baseline of two studies (another trial number) is one row
     assert p.stdout.count("teacher T=19 (fewer-step teacher)") == 1
+    assert "| rFID-32 in the search |" in p.stdout  # the default header
+    fid = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "validation_table.py"),
+                          f"hybrid={a}", "--search-metric", "FID-128"],
+                         capture_output=True, text=True, timeout=60)
+    assert fid.returncode == 0 and "| FID-128 in the search |" in fid.stdout
     bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "validation_table.py"),
                           str(a)], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "allowed: SPACE=VAL.json" in bad.stderr

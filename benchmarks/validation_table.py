@@ -68,7 +68,9 @@ def schedule_name(row: dict[str, Any]) -> str:
     """A baseline's schedule without its trial number ("trial 1 (teacher T=12)" -> "teacher
     T=12"): the same baseline is a different trial in each study."""
     name = row["name"]
-    return name.split("(", 1)[1].rstrip(")") if "(" in name else name
+    if "(" not in name or not name.endswith(")"):
+        return name
+    return name[name.index("(") + 1:-1]  # keeps a nested "(grid 48)" whole
 
 
 def markdown(rows: list[dict[str, Any]], baselines: list[dict[str, Any]],

@@ -13,6 +13,7 @@ from flexopt.search.baselines import baseline_schedules, enqueue_baselines
 from flexopt.search.config import EvolutionConfig
 from flexopt.search.loop import WORKER_ATTR, optimize
 from flexopt.search.objective import Objective, feasibility
+from flexopt.search.storage import LOCK_SUFFIX, StudyLock, make_storage
 from flexopt.search.study import (
     SearchSettings,
     TrialCounts,
@@ -49,7 +50,7 @@ class SyntheticEvaluator:
         return 50.0 - s.nfe / 10  # baselines: a plausible, different score
 
 
-def _setup(tmp_path, budget="0.3", sampler="evo", multi=False, seed=0, name="s"):
+def _setup(tmp_path, budget="0.3", sampler="evo", multi=False, seed=0, name="s", heartbeat=None):
     problem = SyntheticProblem.make(SPACE, seed=11)
     ev = SyntheticEvaluator(problem)
     b = Budget.parse(budget)
@@ -58,7 +59,8 @@ def _setup(tmp_path, budget="0.3", sampler="evo", multi=False, seed=0, name="s")
     evo = EvolutionConfig(population=8, n_p=4, n_c=3, n_u=30)
     smp = make_sampler(sampler, SPACE, feasibility(SPACE, "ddim", ev, limit), evo, seed)
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    study = open_study(storage, name, settings, smp)
+    study = open_study(storage if heartbeat is None else make_storage(storage, heartbeat), name,
+                       settings, smp)
     objective = Objective(SPACE, ev, "ddim", limit, multi)
     return study, objective, ev, limit, storage, settings
 
@@ -199,3 +201,21 @@ def test_a_crashed_workers_retry_runs_before_queued_children(tmp_path):
     assert optimize(study, objective, n_trials=15, progress=False) == 1
     assert study.trials[retry.number].state != waiting
     assert all(study.trials[t.number].state == waiting for t in children)
+
+
+def test_a_worker_killed_while_claiming_a_trial_does_not_stall_the_study(tmp_path):
+    # Killed inside the study lock, after claiming a trial (RUNNING) and before its first
+    # heartbeat: the lock stays behind, and the heartbeat alone would never fail that trial, so
+    # the study waited for it forever (a 600 s CI hang). Breaking the dead holder's lock now
+    # gives the trial a heartbeat; the grace period fails it and its retry takes its place.
+    study, objective, *_ = _setup(tmp_path, heartbeat=1)
+    optimize(study, objective, n_trials=5, progress=False)
+    orphan = study.ask()
+    study._storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], "s" + LOCK_SUFFIX)
+    lock = StudyLock(study._storage, "s", stale_after=0.5)
+    optimize(study, objective, n_trials=8, progress=False, lock=lock, timeout=30)
+    assert study.trials[orphan.number].state == optuna.trial.TrialState.FAIL
+    (retry,) = [t for t in study.trials if t.system_attrs.get("failed_trial") == orphan.number]
+    assert retry.state == optuna.trial.TrialState.COMPLETE
+    assert TrialCounts.of_study(study).searched == 8
+    assert not study.get_trials(states=[optuna.trial.TrialState.RUNNING])

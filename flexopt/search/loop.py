@@ -29,6 +29,7 @@ from flexopt.search.study import TrialCounts, feasible_trials, is_baseline
 REJECTED_PER_TRIAL, REJECTED_SLACK = 50, 1000
 
 WORKER_ATTR = "flexopt:worker"  # trial system attr: host:pid of the worker that ran it
+RETRY_ATTR = "failed_trial"  # Optuna's, on a heartbeat retry: the number of the trial it re-runs
 
 
 def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], Any], n_trials: int, *,
@@ -62,7 +63,9 @@ def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], Any], n_tr
     with _Interrupts().installed() as interrupts, contextlib.closing(bar):
         while deadline is None or time.monotonic() < deadline:
             interrupts.hold()  # released where the trial is run, or when there is none
-            with lock():
+            with lock() as inherited:
+                if heartbeat and inherited:
+                    _adopt_running(study)
                 if heartbeat:  # under the lock: failing a stale trial and queueing its retry
                     # are two writes, and a worker asking between them would start a new
                     # candidate instead, leaving the retry waiting forever
@@ -84,6 +87,8 @@ def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], Any], n_tr
                     trial = _claim(study, [t for t in trials if t.state == TrialState.WAITING
                                            and is_baseline(t)])
                 if trial is not None:
+                    if heartbeat:  # its first heartbeat before the lock is let go: see below
+                        study._storage.record_heartbeat(trial._trial_id)
                     study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, worker)
             if trial is None:
                 interrupts.raise_pending()
@@ -103,6 +108,19 @@ def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], Any], n_tr
     return ran
 
 
+def _adopt_running(study: optuna.Study) -> None:
+    """Give every running trial a heartbeat now, after breaking a lock whose holder died in it.
+
+    The heartbeat only fails a running trial that has one. A worker killed between claiming a
+    trial (RUNNING) and its first heartbeat, both done under the lock, leaves a trial nobody
+    would ever fail: the study would wait for it forever. Its dead holder's lock is the sign;
+    a heartbeat recorded now makes the grace period fail and retry it like any crashed trial.
+    A live worker's trial loses nothing (its own heartbeat goes on).
+    """
+    for t in study.get_trials(deepcopy=False, states=[TrialState.RUNNING]):
+        study._storage.record_heartbeat(t._trial_id)
+
+
 def _ask(study: optuna.Study, trials: Sequence[optuna.trial.FrozenTrial]) -> optuna.Trial:
     """The next trial: one a worker had started (a crashed worker's retry, an interrupted trial)
     before any other queued candidate, else what `study.ask()` gives.
@@ -112,7 +130,8 @@ def _ask(study: optuna.Study, trials: Sequence[optuna.trial.FrozenTrial]) -> opt
     the crashed worker had taken a place in that total for.
     """
     resumed = _claim(study, [t for t in trials if t.state == TrialState.WAITING
-                             and WORKER_ATTR in t.system_attrs])
+                             and (WORKER_ATTR in t.system_attrs
+                                  or RETRY_ATTR in t.system_attrs)])
     if resumed is not None:
         return resumed
     with warnings.catch_warnings():  # Optuna warns that heartbeats belong to `study.optimize`;

@@ -243,6 +243,9 @@ class StudyLock:
     exactly one creator win, the others wait and retry. Releasing deletes it. A lock whose holder
     died is broken after `stale_after` seconds (holders keep it for milliseconds), by its study
     id, so a waiter never deletes a lock another waiter has just taken.
+
+    `with lock() as inherited:` — `inherited` is True when this acquire broke such a lock: its
+    holder was killed inside the section, which may have left that section's writes half-done.
     """
 
     def __init__(self, storage: optuna.storages.BaseStorage, study_name: str,
@@ -256,21 +259,22 @@ class StudyLock:
             rdb_logger.addFilter(_HideLockStudies())
 
     @contextlib.contextmanager
-    def __call__(self) -> Iterator[None]:
-        lock_id = self._acquire()
+    def __call__(self) -> Iterator[bool]:
+        lock_id, inherited = self._acquire()
         try:
-            yield
+            yield inherited
         finally:
             with contextlib.suppress(KeyError):
                 self.storage.delete_study(lock_id)
 
-    def _acquire(self) -> int:
+    def _acquire(self) -> tuple[int, bool]:
         seen: tuple[int, float] | None = None  # (lock id, when we first saw it)
         delay = 0.01
+        broke = False
         while True:
             try:
                 return self.storage.create_new_study([optuna.study.StudyDirection.MINIMIZE],
-                                                     self.name)
+                                                     self.name), broke
             except optuna.exceptions.DuplicatedStudyError:
                 pass
             try:
@@ -283,6 +287,7 @@ class StudyLock:
             elif now - seen[1] > self.stale_after:
                 with contextlib.suppress(KeyError):
                     self.storage.delete_study(held)
+                broke = True
                 continue
             time.sleep(delay * self._rng.uniform(0.5, 1.5))
             delay = min(delay * 2, 0.2)

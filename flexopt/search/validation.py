@@ -37,8 +37,11 @@ from flexopt.space.schedule import Schedule
 
 # A baseline's family is the first word of its name (`flexopt.search.baselines`): the held-out
 # check scores the strongest feasible one of each, not only the one that won on the search's seeds.
+# A segment space's own fewer-step teacher ("teacher T=16 (grid 48)": its steps on the space's
+# grid) is a family of its own: it must not stand in for the plain fewer-step teacher (SPEC §3).
 BASELINE_FAMILIES = {"teacher": "fewer-step teacher", "ddim-quad": "DDIM-quadratic",
-                     "deepcache": "DeepCache-uniform"}
+                     "deepcache": "DeepCache-uniform",
+                     "teacher-grid": "fewer-step teacher on the space's grid"}
 METRIC_NAMES = {"rfid": "rFID", "fid": "FID"}
 _VERDICT_PHRASE = {"beats": "beats it", "loses": "loses to it", "does not beat": "does not beat it",
                    "not distinguishable on these images":
@@ -212,6 +215,12 @@ class Validation:
         return lines
 
 
+def baseline_family(name: str) -> str:
+    """A baseline's family (a key of `BASELINE_FAMILIES`) from its name."""
+    first = name.split()[0]
+    return "teacher-grid" if first == "teacher" and "(grid " in name else first
+
+
 def validation_trials(study: optuna.Study, numbers: Sequence[int] = ()
                       ) -> list[tuple[str, FrozenTrial]]:
     """The trials to validate: the best searched under the budget, the best feasible baseline of
@@ -225,8 +234,7 @@ def validation_trials(study: optuna.Study, numbers: Sequence[int] = ()
     families: dict[str, FrozenTrial] = {}
     for t in feasible:  # best first
         if "baseline" in t.user_attrs:
-            family = str(t.user_attrs["baseline"]).split()[0]
-            families.setdefault(family, t)
+            families.setdefault(baseline_family(str(t.user_attrs["baseline"])), t)
     out += [(BASELINE_FAMILIES.get(f, f), t) for f, t in families.items()]
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     for n in numbers:

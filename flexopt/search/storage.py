@@ -236,6 +236,9 @@ class _HideLockStudies(logging.Filter):
         return LOCK_SUFFIX not in record.getMessage()
 
 
+LOCK_PATIENCE = 5.0  # seconds a lock may be held (holders need milliseconds) before a warning
+
+
 class StudyLock:
     """A mutex over one study, shared by every worker on the same storage.
 
@@ -283,11 +286,16 @@ class StudyLock:
                 continue  # released meanwhile
             now = time.monotonic()
             if seen is None or seen[0] != held:
-                seen = (held, now)
+                seen, told = (held, now), False
             elif now - seen[1] > self.stale_after:
                 with contextlib.suppress(KeyError):
                     self.storage.delete_study(held)
                 broke = True
                 continue
+            elif not told and now - seen[1] > min(LOCK_PATIENCE, self.stale_after / 2):
+                told = True  # a killed worker's lock: say why nothing happens for a minute
+                warnings.warn(f"study lock {self.name!r} has been held for "
+                              f"{now - seen[1]:.0f} s (its holder may have been killed); it is "
+                              f"broken once held {self.stale_after:g} s", stacklevel=4)
             time.sleep(delay * self._rng.uniform(0.5, 1.5))
             delay = min(delay * 2, 0.2)

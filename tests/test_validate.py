@@ -66,6 +66,9 @@ def test_validate_equals_rfid_of_the_exported_schedules(searched, tmp_path):
     # the segment space's own fewer-step teacher (on its grid) does not stand in for the plain
     # one: each is scored, so a search is judged against the fewer-step teacher itself
     assert {"fewer-step teacher", "fewer-step teacher on the space's grid"} <= set(labels)
+    # printed whole in the table (a fixed 19-character column cut it to "fewer-step teacher")
+    assert any(line.startswith("fewer-step teacher on the space's grid trial ")
+               for line in r.output.splitlines())
     assert data["overlap"] == 0 and "best baseline" in data["verdict"]
     study = load_study(storage, "v")
     feasible = feasible_trials(study)

@@ -191,7 +191,9 @@ class Validation:
         """The rows as the command prints them, with a legend."""
         fid, clip = self.reference is not None, self.clip_model is not None
         timed = any(r.measured_seconds is not None for r in self.rows)
-        lines = [f"{'':19} {'schedule':34} {'avg MACs':>9} {'speedup':>8} {'NFE':>4} "
+        lw = max([19, *(len(r.label) for r in self.rows)])  # no label or name cut short
+        nw = max([34, *(len(r.name) for r in self.rows)])
+        lines = [f"{'':{lw}} {'schedule':{nw}} {'avg MACs':>9} {'speedup':>8} {'NFE':>4} "
                  f"{'rFID':>8}" + (f" {'FID':>8}" if fid else "")
                  + (f" {'CLIP':>7}" if clip else "") + f" {'search':>8}"
                  + (f" {'pred s':>7} {'meas s':>7} {'wall':>7}" if timed else "")]
@@ -199,7 +201,7 @@ class Validation:
         for r in self.rows:
             marks = ("*" if r is win else "") + ("+" if r is win_fid else "")
             sv = "-" if r.search_value is None else f"{r.search_value:.4g}"
-            lines.append(f"{r.label[:19]:19} {r.name[:34]:34} {format_macs(r.avg_macs):>9} "
+            lines.append(f"{r.label:{lw}} {r.name:{nw}} {format_macs(r.avg_macs):>9} "
                          f"{r.speedup:>7.2f}x {r.nfe:>4} {r.rfid:>8.3f}"
                          + (f" {r.fid:>8.3f}" if fid else "")
                          + (f" {r.clip:>7.3f}" if clip else "") + f" {sv:>8}"

@@ -45,8 +45,11 @@ def warn():
         warnings.simplefilter("always")
         warnings.warn_explicit("kept", UserWarning, loop.__file__, 71)
     click.echo("recorded: " + ", ".join(str(w.message) for w in log))
+    warnings.warn_explicit("no file", UserWarning, "<string>", 1)
 
-group(["warn"])
+before = warnings.formatwarning
+group(["warn"], standalone_mode=False)
+click.echo(f"restored: {warnings.formatwarning is before}")
 """
 
 
@@ -61,4 +64,5 @@ def test_flexopt_warnings_are_one_line_others_keep_their_origin():
     lines = r.stderr.splitlines()
     assert lines[0] == "Warning: study lock held 5 s" and "loop.py" not in r.stderr
     assert lines[1] == "/elsewhere/lib.py:3: FutureWarning: a library's note"
-    assert r.stdout == "recorded: kept\n" and "kept" not in r.stderr
+    assert lines[2] == "<string>:1: UserWarning: no file"  # not a file of ours: Python's format
+    assert r.stdout == "recorded: kept\nrestored: True\n" and "kept" not in r.stderr

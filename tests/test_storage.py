@@ -154,13 +154,11 @@ def test_study_lock_is_exclusive_and_hidden(tmp_path):
     assert overlaps == [1] * 15
     assert [s.study_name for s in storage.get_all_studies()] == ["s"]  # released: no lock left
     # a lock whose holder died is broken once stale
-    with lock() as inherited:
-        assert not inherited
     storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], "s" + LOCK_SUFFIX)
     warned = pytest.warns(UserWarning, match=r"study lock 's:flexopt-lock' has been held for "
                                              r".* broken once held 0.4 s")
-    with warned, StudyLock(storage, "s", stale_after=0.4)() as inherited:
-        assert inherited  # its holder was killed inside: the caller may repair after it
+    with warned, StudyLock(storage, "s", stale_after=0.4)():  # told before it is broken
+        pass
     assert [s.study_name for s in storage.get_all_studies()] == ["s"]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 
 import optuna
@@ -11,9 +12,14 @@ from flexopt.errors import FlexoptError
 from flexopt.run.budget import Budget
 from flexopt.search.baselines import baseline_schedules, enqueue_baselines
 from flexopt.search.config import EvolutionConfig
-from flexopt.search.loop import WORKER_ATTR, optimize
+from flexopt.search.loop import NO_HEARTBEAT_ATTR, WORKER_ATTR, _adopt_orphans, optimize
 from flexopt.search.objective import Objective, feasibility
-from flexopt.search.storage import LOCK_SUFFIX, StudyLock, make_storage
+from flexopt.search.storage import (
+    LOCK_SUFFIX,
+    StudyLock,
+    make_storage,
+    trials_without_heartbeat,
+)
 from flexopt.search.study import (
     SearchSettings,
     TrialCounts,
@@ -203,16 +209,21 @@ def test_a_crashed_workers_retry_runs_before_queued_children(tmp_path):
     assert all(study.trials[t.number].state == waiting for t in children)
 
 
+def _asked(study):
+    with warnings.catch_warnings():  # Optuna: heartbeats belong to `study.optimize`
+        warnings.simplefilter("ignore", UserWarning)
+        return study.ask()
+
+
 def test_a_worker_killed_while_claiming_a_trial_does_not_stall_the_study(tmp_path):
     # Killed inside the study lock, after claiming a trial (RUNNING) and before its first
     # heartbeat: the lock stays behind, and the heartbeat alone would never fail that trial, so
-    # the study waited for it forever (a 600 s CI hang). Breaking the dead holder's lock now
-    # gives the trial a heartbeat; the grace period fails it and its retry takes its place.
+    # the study waited for it forever (a 600 s CI hang). A running trial with no heartbeat, no
+    # mark and older than the lock's staleness now gets one; the grace period fails it and its
+    # retry (with no worker attr) takes its place ahead of the queued children.
     study, objective, *_ = _setup(tmp_path, heartbeat=1)
     optimize(study, objective, n_trials=5, progress=False)
-    with warnings.catch_warnings():  # Optuna: heartbeats belong to `study.optimize`
-        warnings.simplefilter("ignore", UserWarning)
-        orphan = study.ask()
+    orphan = _asked(study)
     study._storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], "s" + LOCK_SUFFIX)
     lock = StudyLock(study._storage, "s", stale_after=0.5)
     with pytest.warns(UserWarning, match="its holder may have been killed"):
@@ -222,3 +233,36 @@ def test_a_worker_killed_while_claiming_a_trial_does_not_stall_the_study(tmp_pat
     assert retry.state == optuna.trial.TrialState.COMPLETE
     assert TrialCounts.of_study(study).searched == 8
     assert not study.get_trials(states=[optuna.trial.TrialState.RUNNING])
+
+
+def test_a_claimed_trial_has_its_heartbeat_before_the_lock_is_let_go(tmp_path, monkeypatch):
+    # the worker dies at its last write under the lock: its trial already has a heartbeat
+    study, objective, *_ = _setup(tmp_path, heartbeat=60)
+    real = study._storage.set_trial_system_attr
+
+    def die_at_the_worker_attr(trial_id, key, value):
+        if key == WORKER_ATTR:
+            raise SystemExit("killed")
+        real(trial_id, key, value)
+
+    monkeypatch.setattr(study._storage, "set_trial_system_attr", die_at_the_worker_attr)
+    with pytest.raises(SystemExit):
+        optimize(study, objective, n_trials=3, progress=False)
+    (claimed,) = study.get_trials(states=[optuna.trial.TrialState.RUNNING])
+    assert trials_without_heartbeat(study._storage, [claimed._trial_id]) == set()
+
+
+def test_only_unmarked_running_trials_without_heartbeat_are_adopted(tmp_path):
+    study, *_ = _setup(tmp_path, heartbeat=60)
+    orphan, grpc_run, young = _asked(study), _asked(study), _asked(study)
+    study._storage.set_trial_system_attr(grpc_run._trial_id, NO_HEARTBEAT_ATTR, True)
+    ids = [orphan._trial_id, grpc_run._trial_id, young._trial_id]
+    assert trials_without_heartbeat(study._storage, ids) == set(ids)
+    time.sleep(0.3)
+    young = _asked(study)  # started after the others: not yet older than the limit
+    ids[2] = young._trial_id
+    _adopt_orphans(study, older_than=0.2)
+    # the orphan now has a heartbeat (the grace period will fail it); a worker that runs without
+    # heartbeats (gRPC proxy) and a trial younger than the lock's staleness are left alone
+    assert trials_without_heartbeat(study._storage, ids) == {grpc_run._trial_id,
+                                                              young._trial_id}

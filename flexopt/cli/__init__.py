@@ -7,14 +7,11 @@ below. User mistakes (`FlexoptError`) become one `Error: ...` line and exit stat
 from __future__ import annotations
 
 import importlib
-import warnings
-from collections.abc import Callable
-from pathlib import Path
 
 import click
 
 from flexopt._version import __version__
-from flexopt.errors import FlexoptError
+from flexopt.errors import FlexoptError, user_warnings
 
 
 class UserError(click.ClickException):
@@ -28,32 +25,11 @@ class FlexoptGroup(click.Group):
     warnings into `Warning: ...` lines."""
 
     def invoke(self, ctx: click.Context):
-        with warnings.catch_warnings():
-            warnings.formatwarning = _format_warning(warnings.formatwarning)
+        with user_warnings():
             try:
                 return super().invoke(ctx)
             except FlexoptError as err:
                 raise UserError(str(err)) from None
-
-
-_PACKAGE = Path(__file__).resolve().parents[1]
-
-
-def _format_warning(python_format: Callable[..., str]) -> Callable[..., str]:
-    """A warning raised by flexopt's code is a message to the user: one `Warning: ...` line, no
-    source file, no code line (a line of its own while a progress bar holds the current one).
-    Other libraries' warnings keep Python's format (their origin helps a bug report). Only the
-    text changes: a recording `catch_warnings` still gets every warning."""
-
-    def fmt(message, category, filename, lineno, line=None) -> str:
-        if not Path(filename).resolve().is_relative_to(_PACKAGE):
-            return python_format(message, category, filename, lineno, line)
-        from tqdm import tqdm
-
-        fresh = "\n" if getattr(tqdm, "_instances", None) else ""  # a bar holds the line
-        return f"{fresh}Warning: {message}\n"
-
-    return fmt
 
 
 @click.group(cls=FlexoptGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import TrialState
 
-from flexopt.errors import FlexoptError
+from flexopt.errors import FlexoptError, user_warnings
 from flexopt.run.budget import Budget, format_macs
 from flexopt.run.prefix import DEFAULT_PREFIX_CACHE_MB
 from flexopt.search.baselines import baseline_schedules, enqueue_baselines_once
@@ -423,7 +423,8 @@ def _worker_main(job: SearchJob, index: int, results: Any) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # a worker prints its own lines
     prefix = f"worker {index}: "
     try:
-        result = run_search(job, log=lambda line: print(prefix + line, flush=True))
+        with user_warnings():  # a spawned process: the CLI's warning format is not inherited
+            result = run_search(job, log=lambda line: print(prefix + line, flush=True))
     except FlexoptError as err:
         results.put(("error", index, str(err)))
         return

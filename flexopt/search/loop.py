@@ -9,6 +9,7 @@ queue so a later run evaluates it.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import signal
 import socket
@@ -21,7 +22,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from flexopt.search.storage import StudyLock
+from flexopt.search.storage import StudyLock, trials_without_heartbeat
 from flexopt.search.study import TrialCounts, feasible_trials, is_baseline
 
 # A sampler that proposes nothing but over-budget candidates (random, TPE on a tight budget)
@@ -29,6 +30,7 @@ from flexopt.search.study import TrialCounts, feasible_trials, is_baseline
 REJECTED_PER_TRIAL, REJECTED_SLACK = 50, 1000
 
 WORKER_ATTR = "flexopt:worker"  # trial system attr: host:pid of the worker that ran it
+NO_HEARTBEAT_ATTR = "flexopt:no-heartbeat"  # trial system attr: its worker records none (gRPC)
 RETRY_ATTR = "failed_trial"  # Optuna's, on a heartbeat retry: the number of the trial it re-runs
 
 
@@ -63,9 +65,9 @@ def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], Any], n_tr
     with _Interrupts().installed() as interrupts, contextlib.closing(bar):
         while deadline is None or time.monotonic() < deadline:
             interrupts.hold()  # released where the trial is run, or when there is none
-            with lock() as inherited:
-                if heartbeat and inherited:
-                    _adopt_running(study)
+            with lock():
+                if heartbeat:
+                    _adopt_orphans(study, lock.stale_after)
                 if heartbeat:  # under the lock: failing a stale trial and queueing its retry
                     # are two writes, and a worker asking between them would start a new
                     # candidate instead, leaving the retry waiting forever
@@ -87,8 +89,13 @@ def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], Any], n_tr
                     trial = _claim(study, [t for t in trials if t.state == TrialState.WAITING
                                            and is_baseline(t)])
                 if trial is not None:
-                    if heartbeat:  # its first heartbeat before the lock is let go: see below
+                    # before the lock is let go, a heartbeat, or the mark that none will come:
+                    # a running trial with neither belongs to a worker killed here
+                    if heartbeat:
                         study._storage.record_heartbeat(trial._trial_id)
+                    else:
+                        study._storage.set_trial_system_attr(trial._trial_id, NO_HEARTBEAT_ATTR,
+                                                             True)
                     study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, worker)
             if trial is None:
                 interrupts.raise_pending()
@@ -108,17 +115,23 @@ def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], Any], n_tr
     return ran
 
 
-def _adopt_running(study: optuna.Study) -> None:
-    """Give every running trial a heartbeat now, after breaking a lock whose holder died in it.
+def _adopt_orphans(study: optuna.Study, older_than: float) -> None:
+    """Give a heartbeat to each running trial that has none and no mark saying it runs without
+    one, started more than `older_than` seconds ago.
 
-    The heartbeat only fails a running trial that has one. A worker killed between claiming a
-    trial (RUNNING) and its first heartbeat, both done under the lock, leaves a trial nobody
-    would ever fail: the study would wait for it forever. Its dead holder's lock is the sign;
-    a heartbeat recorded now makes the grace period fail and retry it like any crashed trial.
-    A live worker's trial loses nothing (its own heartbeat goes on).
+    Optuna's heartbeat only fails a running trial that has one. A worker records its trial's
+    first heartbeat (or the mark, behind a gRPC proxy) under the study lock, right after the
+    claim, so such a trial is one whose worker was killed inside the lock: it would stay RUNNING
+    forever and the study would wait for it. With a heartbeat now, the grace period fails it and
+    it is retried like any crashed trial. The age (the lock's staleness, a minute) leaves room
+    for clocks that differ between machines.
     """
-    for t in study.get_trials(deepcopy=False, states=[TrialState.RUNNING]):
-        study._storage.record_heartbeat(t._trial_id)
+    now = datetime.datetime.now()
+    old = [t._trial_id for t in study.get_trials(deepcopy=False, states=[TrialState.RUNNING])
+           if NO_HEARTBEAT_ATTR not in t.system_attrs and t.datetime_start is not None
+           and (now - t.datetime_start).total_seconds() > older_than]
+    for trial_id in sorted(trials_without_heartbeat(study._storage, old)):
+        study._storage.record_heartbeat(trial_id)
 
 
 def _ask(study: optuna.Study, trials: Sequence[optuna.trial.FrozenTrial]) -> optuna.Trial:

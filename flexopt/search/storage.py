@@ -236,6 +236,25 @@ class _HideLockStudies(logging.Filter):
         return LOCK_SUFFIX not in record.getMessage()
 
 
+def trials_without_heartbeat(storage: optuna.storages.BaseStorage,
+                             trial_ids: list[int]) -> set[int]:
+    """Which of these trials have no heartbeat recorded (RDB storages; else none).
+
+    Optuna's stale-trial check skips such trials, so one whose worker died before its first
+    heartbeat would stay RUNNING forever (`flexopt.search.loop` takes them over)."""
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    backend = getattr(storage, "_backend", storage)  # Optuna wraps RDB storages in a cache
+    if not trial_ids or not isinstance(backend, optuna.storages.RDBStorage):
+        return set()
+    beat = models.TrialHeartbeatModel
+    with _create_scoped_session(backend.scoped_session) as session:
+        have = {tid for (tid,) in session.query(beat.trial_id).filter(
+            beat.trial_id.in_(trial_ids))}
+    return set(trial_ids) - have
+
+
 LOCK_PATIENCE = 5.0  # seconds a lock may be held (holders need milliseconds) before a warning
 
 
@@ -247,8 +266,8 @@ class StudyLock:
     died is broken after `stale_after` seconds (holders keep it for milliseconds), by its study
     id, so a waiter never deletes a lock another waiter has just taken.
 
-    `with lock() as inherited:` — `inherited` is True when this acquire broke such a lock: its
-    holder was killed inside the section, which may have left that section's writes half-done.
+    A waiter is told (one warning) once the lock has been held `LOCK_PATIENCE` seconds (or half of
+    `stale_after`), before it is broken: a killed holder's lock explains a minute of nothing.
     """
 
     def __init__(self, storage: optuna.storages.BaseStorage, study_name: str,
@@ -262,22 +281,22 @@ class StudyLock:
             rdb_logger.addFilter(_HideLockStudies())
 
     @contextlib.contextmanager
-    def __call__(self) -> Iterator[bool]:
-        lock_id, inherited = self._acquire()
+    def __call__(self) -> Iterator[None]:
+        lock_id = self._acquire()
         try:
-            yield inherited
+            yield
         finally:
             with contextlib.suppress(KeyError):
                 self.storage.delete_study(lock_id)
 
-    def _acquire(self) -> tuple[int, bool]:
+    def _acquire(self) -> int:
         seen: tuple[int, float] | None = None  # (lock id, when we first saw it)
+        told = False
         delay = 0.01
-        broke = False
         while True:
             try:
                 return self.storage.create_new_study([optuna.study.StudyDirection.MINIMIZE],
-                                                     self.name), broke
+                                                     self.name)
             except optuna.exceptions.DuplicatedStudyError:
                 pass
             try:
@@ -287,15 +306,15 @@ class StudyLock:
             now = time.monotonic()
             if seen is None or seen[0] != held:
                 seen, told = (held, now), False
-            elif now - seen[1] > self.stale_after:
+            waited = now - seen[1]
+            if not told and waited > min(LOCK_PATIENCE, self.stale_after / 2):
+                told = True  # a killed worker's lock: say why nothing happens for a minute
+                warnings.warn(f"study lock {self.name!r} has been held for {waited:.0f} s (its "
+                              f"holder may have been killed); it is broken once held "
+                              f"{self.stale_after:g} s", stacklevel=4)
+            if waited > self.stale_after:
                 with contextlib.suppress(KeyError):
                     self.storage.delete_study(held)
-                broke = True
                 continue
-            elif not told and now - seen[1] > min(LOCK_PATIENCE, self.stale_after / 2):
-                told = True  # a killed worker's lock: say why nothing happens for a minute
-                warnings.warn(f"study lock {self.name!r} has been held for "
-                              f"{now - seen[1]:.0f} s (its holder may have been killed); it is "
-                              f"broken once held {self.stale_after:g} s", stacklevel=4)
             time.sleep(delay * self._rng.uniform(0.5, 1.5))
             delay = min(delay * 2, 0.2)

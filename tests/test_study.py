@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import warnings
 
 import optuna
@@ -12,7 +11,13 @@ from flexopt.errors import FlexoptError
 from flexopt.run.budget import Budget
 from flexopt.search.baselines import baseline_schedules, enqueue_baselines
 from flexopt.search.config import EvolutionConfig
-from flexopt.search.loop import NO_HEARTBEAT_ATTR, WORKER_ATTR, _adopt_orphans, optimize
+from flexopt.search.loop import (
+    NO_HEARTBEAT_ATTR,
+    WORKER_ATTR,
+    Orphans,
+    _mark_no_heartbeat,
+    optimize,
+)
 from flexopt.search.objective import Objective, feasibility
 from flexopt.search.storage import (
     LOCK_SUFFIX,
@@ -254,15 +259,29 @@ def test_a_claimed_trial_has_its_heartbeat_before_the_lock_is_let_go(tmp_path, m
 
 def test_only_unmarked_running_trials_without_heartbeat_are_adopted(tmp_path):
     study, *_ = _setup(tmp_path, heartbeat=60)
-    orphan, grpc_run, young = _asked(study), _asked(study), _asked(study)
-    study._storage.set_trial_system_attr(grpc_run._trial_id, NO_HEARTBEAT_ATTR, True)
-    ids = [orphan._trial_id, grpc_run._trial_id, young._trial_id]
-    assert trials_without_heartbeat(study._storage, ids) == set(ids)
-    time.sleep(0.3)
-    young = _asked(study)  # started after the others: not yet older than the limit
-    ids[2] = young._trial_id
-    _adopt_orphans(study, older_than=0.2)
-    # the orphan now has a heartbeat (the grace period will fail it); a worker that runs without
-    # heartbeats (gRPC proxy) and a trial younger than the lock's staleness are left alone
-    assert trials_without_heartbeat(study._storage, ids) == {grpc_run._trial_id,
-                                                              young._trial_id}
+    orphan, grpc_run, stale_mark, beating, young = (_asked(study) for _ in range(5))
+    _mark_no_heartbeat(study, grpc_run._trial_id)  # a worker without heartbeats (gRPC proxy)
+    # a mark from an earlier claim of the trial (requeued, or a retry copying its attrs)
+    study._storage.set_trial_system_attr(stale_mark._trial_id, NO_HEARTBEAT_ATTR, "2000-01-01")
+    study._storage.record_heartbeat(beating._trial_id)
+    ids = [t._trial_id for t in (orphan, grpc_run, stale_mark, beating, young)]
+    assert trials_without_heartbeat(study._storage, ids) == set(ids) - {beating._trial_id}
+    watch = Orphans(after=60)  # this worker's own clock: no other machine's clock is read
+    running = study.get_trials(deepcopy=False)
+    assert watch.adopt(study, [t for t in running if t.number != young.number], now=0) == []
+    assert watch.adopt(study, running, now=59) == []  # seen for under a minute
+    adopted = watch.adopt(study, running, now=61)
+    # the orphan and the one whose mark is not this claim's; not the gRPC run, not the trial
+    # seen only since 59 s, not the one with a heartbeat
+    assert adopted == sorted([orphan._trial_id, stale_mark._trial_id])
+    assert trials_without_heartbeat(study._storage, ids) == {grpc_run._trial_id, young._trial_id}
+
+
+def test_a_worker_without_heartbeats_marks_each_claim(tmp_path):
+    study, objective, *_ = _setup(tmp_path)
+    storage = make_storage(f"sqlite:///{tmp_path / 'study.db'}", heartbeat=None)
+    plain = optuna.load_study(study_name="s", storage=storage, sampler=study.sampler)
+    optimize(plain, objective, n_trials=4, progress=False)
+    ran = [t for t in plain.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert ran and all(t.system_attrs[NO_HEARTBEAT_ATTR] == t.datetime_start.isoformat()
+                       for t in ran)

@@ -17,6 +17,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -60,14 +61,13 @@ def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], Any], n_tr
     max_rejected = REJECTED_PER_TRIAL * n_trials + REJECTED_SLACK
     ran = 0
     counts = TrialCounts.of_study(study)
+    orphans = Orphans(after=lock.stale_after)
     bar = tqdm(total=n_trials, initial=min(counts.searched, n_trials), desc="search",
                unit="candidate", disable=not progress, dynamic_ncols=True)
     with _Interrupts().installed() as interrupts, contextlib.closing(bar):
         while deadline is None or time.monotonic() < deadline:
             interrupts.hold()  # released where the trial is run, or when there is none
             with lock():
-                if heartbeat:
-                    _adopt_orphans(study, lock.stale_after)
                 if heartbeat:  # under the lock: failing a stale trial and queueing its retry
                     # are two writes, and a worker asking between them would start a new
                     # candidate instead, leaving the retry waiting forever
@@ -75,6 +75,8 @@ def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], Any], n_tr
                         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                         optuna.storages.fail_stale_trials(study)
                 trials = study.get_trials(deepcopy=False)
+                if heartbeat:
+                    orphans.adopt(study, trials)
                 counts = TrialCounts.of(trials)
                 if counts.rejected > max_rejected:  # a sampler that keeps proposing over budget
                     warnings.warn(f"stopping: {counts.rejected} candidates were over the budget "
@@ -94,8 +96,7 @@ def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], Any], n_tr
                     if heartbeat:
                         study._storage.record_heartbeat(trial._trial_id)
                     else:
-                        study._storage.set_trial_system_attr(trial._trial_id, NO_HEARTBEAT_ATTR,
-                                                             True)
+                        _mark_no_heartbeat(study, trial._trial_id)
                     study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, worker)
             if trial is None:
                 interrupts.raise_pending()
@@ -115,23 +116,53 @@ def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], Any], n_tr
     return ran
 
 
-def _adopt_orphans(study: optuna.Study, older_than: float) -> None:
-    """Give a heartbeat to each running trial that has none and no mark saying it runs without
-    one, started more than `older_than` seconds ago.
+@dataclass
+class Orphans:
+    """Running trials no heartbeat will ever fail, found and given one (one per worker loop).
 
-    Optuna's heartbeat only fails a running trial that has one. A worker records its trial's
-    first heartbeat (or the mark, behind a gRPC proxy) under the study lock, right after the
-    claim, so such a trial is one whose worker was killed inside the lock: it would stay RUNNING
-    forever and the study would wait for it. With a heartbeat now, the grace period fails it and
-    it is retried like any crashed trial. The age (the lock's staleness, a minute) leaves room
-    for clocks that differ between machines.
+    Optuna's heartbeat fails a running trial only if it has a heartbeat. A worker records its
+    trial's first one under the study lock, right after the claim (a worker whose storage has no
+    heartbeat, behind a gRPC proxy, marks that claim instead), so a running trial with neither,
+    seen for `after` seconds (the lock's staleness, a minute), is one whose worker was killed
+    inside the lock: it would stay RUNNING forever and the study would wait for it. With a
+    heartbeat now, the grace period fails it and it is retried like any crashed trial. Time is
+    this process's own clock (machines' clocks differ); each trial's heartbeat row is looked up
+    once (rows are never deleted).
     """
-    now = datetime.datetime.now()
-    old = [t._trial_id for t in study.get_trials(deepcopy=False, states=[TrialState.RUNNING])
-           if NO_HEARTBEAT_ATTR not in t.system_attrs and t.datetime_start is not None
-           and (now - t.datetime_start).total_seconds() > older_than]
-    for trial_id in sorted(trials_without_heartbeat(study._storage, old)):
-        study._storage.record_heartbeat(trial_id)
+
+    after: float
+    first_seen: dict[int, float] = field(default_factory=dict)
+    beating: set[int] = field(default_factory=set)
+
+    def adopt(self, study: optuna.Study, trials: Sequence[optuna.trial.FrozenTrial],
+              now: float | None = None) -> list[int]:
+        """Give each orphan among `trials` a heartbeat; returns their trial ids."""
+        now = time.monotonic() if now is None else now
+        watch = [t._trial_id for t in trials if t.state == TrialState.RUNNING
+                 and t._trial_id not in self.beating and not _marked_no_heartbeat(t)]
+        self.first_seen = {i: self.first_seen.get(i, now) for i in watch}
+        due = [i for i in watch if now - self.first_seen[i] > self.after]
+        orphans = sorted(trials_without_heartbeat(study._storage, due)) if due else []
+        for trial_id in orphans:
+            study._storage.record_heartbeat(trial_id)
+        self.beating.update(due)
+        return orphans
+
+
+def _mark_no_heartbeat(study: optuna.Study, trial_id: int) -> None:
+    """Mark this claim of the trial (by its start time) as one no heartbeat will follow: a mark
+    left from an earlier claim (a requeued trial, a retry copying its attrs) does not count."""
+    start = study._storage.get_trial(trial_id).datetime_start
+    study._storage.set_trial_system_attr(trial_id, NO_HEARTBEAT_ATTR, _claim_stamp(start))
+
+
+def _marked_no_heartbeat(t: optuna.trial.FrozenTrial) -> bool:
+    mark = t.system_attrs.get(NO_HEARTBEAT_ATTR)
+    return mark is not None and mark == _claim_stamp(t.datetime_start)
+
+
+def _claim_stamp(start: datetime.datetime | None) -> str:
+    return "" if start is None else start.isoformat()
 
 
 def _ask(study: optuna.Study, trials: Sequence[optuna.trial.FrozenTrial]) -> optuna.Trial:

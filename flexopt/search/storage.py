@@ -242,12 +242,12 @@ def trials_without_heartbeat(storage: optuna.storages.BaseStorage,
 
     Optuna's stale-trial check skips such trials, so one whose worker died before its first
     heartbeat would stay RUNNING forever (`flexopt.search.loop` takes them over)."""
-    from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
-
     backend = getattr(storage, "_backend", storage)  # Optuna wraps RDB storages in a cache
     if not trial_ids or not isinstance(backend, optuna.storages.RDBStorage):
         return set()
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
     beat = models.TrialHeartbeatModel
     with _create_scoped_session(backend.scoped_session) as session:
         have = {tid for (tid,) in session.query(beat.trial_id).filter(

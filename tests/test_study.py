@@ -260,7 +260,7 @@ def test_a_claimed_trial_has_its_heartbeat_before_the_lock_is_let_go(tmp_path, m
 def test_only_unmarked_running_trials_without_heartbeat_are_adopted(tmp_path):
     study, *_ = _setup(tmp_path, heartbeat=60)
     orphan, grpc_run, stale_mark, beating, young = (_asked(study) for _ in range(5))
-    _mark_no_heartbeat(study, grpc_run._trial_id)  # a worker without heartbeats (gRPC proxy)
+    _mark_no_heartbeat(study, grpc_run)  # a worker without heartbeats (gRPC proxy)
     # a mark from an earlier claim of the trial (requeued, or a retry copying its attrs)
     study._storage.set_trial_system_attr(stale_mark._trial_id, NO_HEARTBEAT_ATTR, "2000-01-01")
     study._storage.record_heartbeat(beating._trial_id)

@@ -96,7 +96,7 @@ def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], Any], n_tr
                     if heartbeat:
                         study._storage.record_heartbeat(trial._trial_id)
                     else:
-                        _mark_no_heartbeat(study, trial._trial_id)
+                        _mark_no_heartbeat(study, trial)
                     study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, worker)
             if trial is None:
                 interrupts.raise_pending()
@@ -149,11 +149,11 @@ class Orphans:
         return orphans
 
 
-def _mark_no_heartbeat(study: optuna.Study, trial_id: int) -> None:
+def _mark_no_heartbeat(study: optuna.Study, trial: optuna.Trial) -> None:
     """Mark this claim of the trial (by its start time) as one no heartbeat will follow: a mark
     left from an earlier claim (a requeued trial, a retry copying its attrs) does not count."""
-    start = study._storage.get_trial(trial_id).datetime_start
-    study._storage.set_trial_system_attr(trial_id, NO_HEARTBEAT_ATTR, _claim_stamp(start))
+    study._storage.set_trial_system_attr(trial._trial_id, NO_HEARTBEAT_ATTR,
+                                         _claim_stamp(trial.datetime_start))
 
 
 def _marked_no_heartbeat(t: optuna.trial.FrozenTrial) -> bool:

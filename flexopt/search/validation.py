@@ -34,6 +34,7 @@ from flexopt.search.study import (
     trial_schedule,
 )
 from flexopt.space.schedule import Schedule
+from flexopt.space.segment import GRID_TAG
 
 # A baseline's family is the first word of its name (`flexopt.search.baselines`): the held-out
 # check scores the strongest feasible one of each, not only the one that won on the search's seeds.
@@ -220,7 +221,7 @@ class Validation:
 def baseline_family(name: str) -> str:
     """A baseline's family (a key of `BASELINE_FAMILIES`) from its name."""
     first = name.split()[0]
-    return "teacher-grid" if first == "teacher" and "(grid " in name else first
+    return "teacher-grid" if first == "teacher" and GRID_TAG in name else first
 
 
 def validation_trials(study: optuna.Study, numbers: Sequence[int] = ()

@@ -22,6 +22,7 @@ from flexopt.space.schedule import Schedule
 from flexopt.space.steps import Candidate, Segment
 
 N_SEGMENTS_PARAM = "n_segments"
+GRID_TAG = " (grid "  # in "teacher T=16 (grid 48)": the fewer-step teacher on this space's grid
 
 
 def branch_param(i: int) -> str:
@@ -208,7 +209,7 @@ class SearchSpace:
         in the space when `n = L` and `t_ref / n` is an N-segment choice.
         """
         b0, L = self.branches[0], self.segment_length
-        out = {f"teacher T={n}" + (f" (grid {n * L})" if L > 1 else ""):
+        out = {f"teacher T={n}" + (f"{GRID_TAG}{n * L})" if L > 1 else ""):
                Candidate((Segment(b0, 1),) * n) for n in self.segments
                if self.intervals[0] == 1}  # without interval 1 no candidate is all-full
         if self.t_ref % L == 0 and self.t_ref // L in self.segments and L > 1:
